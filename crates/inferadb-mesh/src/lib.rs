@@ -1,0 +1,1 @@
+//! inferadb-mesh

@@ -1,0 +1,81 @@
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// TCP congestion control algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// No congestion control: send whatever the peer's window allows.
+    None,
+    /// TCP Reno.
+    Reno,
+    /// CUBIC (the default, as in Linux).
+    #[default]
+    Cubic,
+}
+
+/// Netstack tunables. The defaults are chosen for throughput on paths from
+/// loopback to ~100 ms RTT; each is recorded with its reason in
+/// `vendor-notes/smoltcp.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetstackConfig {
+    /// IP MTU of the virtual interface (Tailscale's is 1280).
+    pub mtu: usize,
+    /// Per-connection TCP receive buffer in bytes (this is the window).
+    pub tcp_rx_buffer: usize,
+    /// Per-connection TCP send buffer in bytes.
+    pub tcp_tx_buffer: usize,
+    /// Nagle's algorithm (off: writes go out at once).
+    pub nagle: bool,
+    /// Delayed ACK; None acknowledges every segment at once.
+    #[serde(with = "opt_millis")]
+    pub ack_delay: Option<Duration>,
+    /// Congestion control.
+    pub congestion: Congestion,
+    /// Default accept backlog of a listener.
+    pub listen_backlog: usize,
+    /// Give up on a connection whose peer stops answering for this long.
+    #[serde(with = "opt_millis")]
+    pub tcp_timeout: Option<Duration>,
+    /// Send TCP keep-alives after this much idle time.
+    #[serde(with = "opt_millis")]
+    pub tcp_keepalive: Option<Duration>,
+    /// UDP socket buffer, bytes (each direction).
+    pub udp_buffer: usize,
+    /// UDP socket buffer, datagrams (each direction).
+    pub udp_buffer_packets: usize,
+}
+
+impl Default for NetstackConfig {
+    fn default() -> Self {
+        NetstackConfig {
+            mtu: 1280,
+            tcp_rx_buffer: 4 << 20,
+            tcp_tx_buffer: 2 << 20,
+            nagle: false,
+            ack_delay: Some(Duration::from_millis(1)),
+            congestion: Congestion::Cubic,
+            listen_backlog: 512,
+            tcp_timeout: Some(Duration::from_secs(120)),
+            tcp_keepalive: Some(Duration::from_secs(30)),
+            udp_buffer: 1 << 20,
+            udp_buffer_packets: 1024,
+        }
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

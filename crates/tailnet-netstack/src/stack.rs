@@ -1,0 +1,500 @@
+//! The stack: smoltcp's interface and sockets behind one lock, a virtual
+//! device made of two packet queues, and the hooks the driver calls.
+
+use crate::config::{Congestion, NetstackConfig};
+use parking_lot::{Mutex, MutexGuard};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
+use tailnet_wire::{IpPacket, Protocol};
+use tokio::sync::Notify;
+
+/// Errors from creating a stack or a socket on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetstackError {
+    /// The stack needs at least one address and at most one per family.
+    #[error("the netstack needs one IPv4 and/or one IPv6 address, got {0:?}")]
+    Addresses(Vec<IpAddr>),
+    /// MTU outside what IPv6 and the buffers allow.
+    #[error("MTU {0} is outside 1280..=65535")]
+    Mtu(usize),
+    /// The port is already bound.
+    #[error("port {0} is already in use on this node")]
+    PortInUse(u16),
+    /// No free ephemeral port is left.
+    #[error("no free local port")]
+    NoPorts,
+}
+
+/// Counters of the netstack, for the node's status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetstackStats {
+    /// IP packets handed to smoltcp.
+    pub rx_packets: u64,
+    /// IP packets smoltcp emitted.
+    pub tx_packets: u64,
+    /// Inbound packets dropped before smoltcp: not IP, truncated, or not
+    /// addressed to this node.
+    pub rx_dropped_malformed: u64,
+    /// Inbound SYNs dropped because the listener's backlog was full.
+    pub syn_dropped_backlog: u64,
+    /// Inbound packets dropped because the inbound queue was full.
+    pub rx_dropped_queue_full: u64,
+    /// TCP sockets currently allocated (listening, open or closing).
+    pub tcp_sockets: u64,
+}
+
+/// Most inbound packets queued for smoltcp between two polls.
+const RX_QUEUE_LIMIT: usize = 8192;
+/// Most outbound packets one poll produces before the driver drains them.
+const TX_BURST: usize = 512;
+/// Ephemeral port range for outbound connections (IANA dynamic ports).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+pub(crate) struct VirtualDevice {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+    mtu: usize,
+}
+
+pub(crate) struct RxTok(Vec<u8>);
+pub(crate) struct TxTok<'a> {
+    queue: &'a mut Vec<Vec<u8>>,
+}
+
+impl smoltcp::phy::RxToken for RxTok {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for TxTok<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.queue.push(buf);
+        r
+    }
+}
+
+impl Device for VirtualDevice {
+    type RxToken<'a> = RxTok;
+    type TxToken<'a> = TxTok<'a>;
+
+    fn receive(
+        &mut self,
+        _t: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let pkt = self.rx.pop_front()?;
+        // Replies (ACKs, RSTs) to an inbound packet are never refused.
+        Some((
+            RxTok(pkt),
+            TxTok {
+                queue: &mut self.tx,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _t: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        if self.tx.len() >= TX_BURST {
+            return None;
+        }
+        Some(TxTok {
+            queue: &mut self.tx,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        // Inbound packets were authenticated by WireGuard's AEAD, which is
+        // what the Linux WireGuard driver relies on too (it marks decrypted
+        // packets CHECKSUM_UNNECESSARY): verify nothing, compute on send.
+        let mut ck = ChecksumCapabilities::default();
+        ck.ipv4 = Checksum::Tx;
+        ck.tcp = Checksum::Tx;
+        ck.udp = Checksum::Tx;
+        ck.icmpv4 = Checksum::Tx;
+        ck.icmpv6 = Checksum::Tx;
+        caps.checksum = ck;
+        caps
+    }
+}
+
+/// A listener's sockets: the ones still handshaking and the ones ready to
+/// be accepted.
+pub(crate) struct Listener {
+    pub(crate) backlog: usize,
+    pub(crate) pending: Vec<SocketHandle>,
+    pub(crate) ready: VecDeque<SocketHandle>,
+    pub(crate) waker: Option<Waker>,
+    /// SYNs ingested since the last poll: each needs its own listening socket.
+    pub(crate) syns_since_poll: usize,
+}
+
+pub(crate) struct State {
+    iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
+    device: VirtualDevice,
+    pub(crate) listeners: HashMap<u16, Listener>,
+    /// Dropped streams finishing their close handshake.
+    pub(crate) closing: Vec<SocketHandle>,
+    /// Local TCP ports in use by outbound connections.
+    pub(crate) tcp_ports: HashSet<u16>,
+    pub(crate) udp_ports: HashSet<u16>,
+    next_port: u16,
+    addrs: Vec<IpAddr>,
+    pub(crate) stats: NetstackStats,
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    pub(crate) work: Notify,
+    pub(crate) config: NetstackConfig,
+    epoch: tokio::time::Instant,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+    /// Tells the driver that smoltcp has something to do.
+    pub(crate) fn kick(&self) {
+        self.work.notify_one();
+    }
+}
+
+/// The userspace TCP/IP stack of one node. Cheap to clone: clones share it.
+#[derive(Clone)]
+pub struct Netstack {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Netstack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netstack")
+            .field("addresses", &self.addresses())
+            .finish()
+    }
+}
+
+fn smol_now(epoch: tokio::time::Instant, now: tokio::time::Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
+}
+
+impl Netstack {
+    /// A stack answering on `addrs` (one IPv4 and/or one IPv6 address).
+    pub fn new(addrs: &[IpAddr], config: NetstackConfig) -> Result<Self, NetstackError> {
+        let v4: Vec<_> = addrs.iter().filter(|a| a.is_ipv4()).collect();
+        let v6: Vec<_> = addrs.iter().filter(|a| a.is_ipv6()).collect();
+        if addrs.is_empty() || v4.len() > 1 || v6.len() > 1 {
+            return Err(NetstackError::Addresses(addrs.to_vec()));
+        }
+        if !(1280..=65535).contains(&config.mtu) {
+            return Err(NetstackError::Mtu(config.mtu));
+        }
+        let mut device = VirtualDevice {
+            rx: VecDeque::new(),
+            tx: Vec::new(),
+            mtu: config.mtu,
+        };
+        let epoch = tokio::time::Instant::now();
+        let mut icfg = IfaceConfig::new(HardwareAddress::Ip);
+        // Seeds TCP initial sequence numbers; also picks where the
+        // ephemeral port search starts, so a restarted node does not reuse
+        // the 4-tuple of a connection its peer still holds open.
+        let seed = {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&tailnet_wire::PrivateKey::generate().as_bytes()[8..16]);
+            u64::from_le_bytes(b)
+        };
+        icfg.random_seed = seed;
+        let mut iface = Interface::new(icfg, &mut device, smol_now(epoch, epoch));
+        iface.update_ip_addrs(|ips| {
+            for a in addrs {
+                let cidr = match a {
+                    IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(*a)), 32),
+                    IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(Ipv6Address::from(*a)), 128),
+                };
+                // Capacity is two, and we checked there are at most two.
+                let _ = ips.push(cidr);
+            }
+        });
+        // Everything that is not us goes out through the device; the data
+        // plane picks the peer. With an IP medium the gateway is never used
+        // for neighbour resolution, so our own address serves.
+        for a in addrs {
+            match a {
+                IpAddr::V4(a) => {
+                    let _ = iface
+                        .routes_mut()
+                        .add_default_ipv4_route(Ipv4Address::from(*a));
+                }
+                IpAddr::V6(a) => {
+                    let _ = iface
+                        .routes_mut()
+                        .add_default_ipv6_route(Ipv6Address::from(*a));
+                }
+            }
+        }
+        let state = State {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            device,
+            listeners: HashMap::new(),
+            closing: Vec::new(),
+            tcp_ports: HashSet::new(),
+            udp_ports: HashSet::new(),
+            next_port: EPHEMERAL.start()
+                + (seed % (u64::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1)) as u16,
+            addrs: addrs.to_vec(),
+            stats: NetstackStats::default(),
+        };
+        Ok(Netstack {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                work: Notify::new(),
+                config,
+                epoch,
+            }),
+        })
+    }
+
+    /// The node's addresses this stack answers on.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.shared.lock().addrs.clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &NetstackConfig {
+        &self.shared.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NetstackStats {
+        let st = self.shared.lock();
+        let mut s = st.stats;
+        s.tcp_sockets = st
+            .sockets
+            .iter()
+            .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(_)))
+            .count() as u64;
+        s
+    }
+
+    /// Resolves when an application operation needs smoltcp to run.
+    pub async fn wait_for_work(&self) {
+        self.shared.work.notified().await
+    }
+
+    /// Feeds inbound IP packets (already decrypted and authenticated) to the
+    /// stack, runs smoltcp, and appends the IP packets it wants sent to
+    /// `outbound`. Returns how long the driver may sleep before calling
+    /// again if nothing else happens (None: until new input).
+    ///
+    /// `outbound` holds at most a burst of packets; when it comes back full
+    /// ([`Netstack::burst_size`]) call again after sending them.
+    pub fn process(
+        &self,
+        now: tokio::time::Instant,
+        inbound: &mut Vec<Vec<u8>>,
+        outbound: &mut Vec<Vec<u8>>,
+    ) -> Option<Duration> {
+        let ts = smol_now(self.shared.epoch, now);
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        for pkt in inbound.drain(..) {
+            st.ingest_one(pkt, &self.shared.config);
+        }
+        st.iface.poll(ts, &mut st.device, &mut st.sockets);
+        st.after_poll();
+        st.stats.tx_packets += st.device.tx.len() as u64;
+        if outbound.is_empty() {
+            std::mem::swap(outbound, &mut st.device.tx);
+        } else {
+            outbound.append(&mut st.device.tx);
+        }
+        if outbound.len() >= TX_BURST {
+            return Some(Duration::ZERO);
+        }
+        st.iface
+            .poll_delay(ts, &st.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+    }
+
+    /// How many packets one [`Netstack::process`] call emits at most.
+    pub fn burst_size() -> usize {
+        TX_BURST
+    }
+}
+
+impl State {
+    fn ingest_one(&mut self, pkt: Vec<u8>, config: &NetstackConfig) {
+        let Ok(view) = IpPacket::parse(&pkt) else {
+            self.stats.rx_dropped_malformed += 1;
+            return;
+        };
+        if !self.addrs.contains(&view.dst) {
+            self.stats.rx_dropped_malformed += 1;
+            return;
+        }
+        if self.device.rx.len() >= RX_QUEUE_LIMIT {
+            self.stats.rx_dropped_queue_full += 1;
+            return;
+        }
+        if view.protocol == Protocol::Tcp && view.is_tcp_syn() {
+            if let Some((_, dport)) = view.ports() {
+                if !self.prepare_listen_socket(dport, config) {
+                    self.stats.syn_dropped_backlog += 1;
+                    return;
+                }
+            }
+        }
+        self.stats.rx_packets += 1;
+        self.device.rx.push_back(pkt);
+    }
+
+    /// smoltcp has no listen-on-any socket and a listening socket turns into
+    /// the connection on SYN, so each inbound SYN to a listened port needs a
+    /// socket in Listen state of its own. Returns false when the backlog is
+    /// full (the SYN is dropped and the peer retries, as Linux does).
+    fn prepare_listen_socket(&mut self, port: u16, config: &NetstackConfig) -> bool {
+        let Some(l) = self.listeners.get_mut(&port) else {
+            return true; // smoltcp answers with RST
+        };
+        let listening = l
+            .pending
+            .iter()
+            .filter(|h| self.sockets.get::<tcp::Socket>(**h).state() == tcp::State::Listen)
+            .count();
+        if listening > l.syns_since_poll {
+            l.syns_since_poll += 1;
+            return true;
+        }
+        if l.pending.len() + l.ready.len() >= l.backlog {
+            return false;
+        }
+        let mut sock = new_tcp_socket(config);
+        if sock.listen(port).is_err() {
+            return false;
+        }
+        let h = self.sockets.add(sock);
+        l.pending.push(h);
+        l.syns_since_poll += 1;
+        true
+    }
+
+    fn after_poll(&mut self) {
+        let sockets = &mut self.sockets;
+        for l in self.listeners.values_mut() {
+            l.syns_since_poll = 0;
+            let mut i = 0;
+            let mut became_ready = false;
+            while i < l.pending.len() {
+                let h = l.pending[i];
+                match sockets.get::<tcp::Socket>(h).state() {
+                    tcp::State::Listen | tcp::State::SynReceived => i += 1,
+                    tcp::State::Closed | tcp::State::TimeWait => {
+                        // Reset during the handshake.
+                        sockets.remove(h);
+                        l.pending.swap_remove(i);
+                    }
+                    _ => {
+                        l.ready.push_back(h);
+                        l.pending.swap_remove(i);
+                        became_ready = true;
+                    }
+                }
+            }
+            if became_ready {
+                if let Some(w) = l.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        let mut i = 0;
+        while i < self.closing.len() {
+            let h = self.closing[i];
+            let state = self.sockets.get::<tcp::Socket>(h).state();
+            if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+                self.sockets.remove(h);
+                self.closing.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    pub(crate) fn iface_context(&mut self) -> &mut smoltcp::iface::Context {
+        self.iface.context()
+    }
+
+    pub(crate) fn alloc_port(&mut self) -> Result<u16, NetstackError> {
+        let span = usize::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = if p == *EPHEMERAL.end() {
+                *EPHEMERAL.start()
+            } else {
+                p + 1
+            };
+            if !self.tcp_ports.contains(&p) && !self.listeners.contains_key(&p) {
+                self.tcp_ports.insert(p);
+                return Ok(p);
+            }
+        }
+        Err(NetstackError::NoPorts)
+    }
+}
+
+pub(crate) fn new_tcp_socket(config: &NetstackConfig) -> tcp::Socket<'static> {
+    let rx = tcp::SocketBuffer::new(vec![0u8; config.tcp_rx_buffer]);
+    let tx = tcp::SocketBuffer::new(vec![0u8; config.tcp_tx_buffer]);
+    let mut s = tcp::Socket::new(rx, tx);
+    s.set_nagle_enabled(config.nagle);
+    s.set_ack_delay(config.ack_delay.map(to_smol_duration));
+    s.set_timeout(config.tcp_timeout.map(to_smol_duration));
+    s.set_keep_alive(config.tcp_keepalive.map(to_smol_duration));
+    s.set_congestion_control(match config.congestion {
+        Congestion::None => tcp::CongestionControl::None,
+        Congestion::Reno => tcp::CongestionControl::Reno,
+        Congestion::Cubic => tcp::CongestionControl::Cubic,
+    });
+    s
+}
+
+pub(crate) fn to_smol_duration(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(d.as_micros() as u64)
+}
+
+pub(crate) fn to_std_addr(a: IpAddress) -> IpAddr {
+    match a {
+        IpAddress::Ipv4(a) => IpAddr::V4(a),
+        IpAddress::Ipv6(a) => IpAddr::V6(a),
+    }
+}
+
+pub(crate) fn to_smol_addr(a: IpAddr) -> IpAddress {
+    match a {
+        IpAddr::V4(a) => IpAddress::Ipv4(a),
+        IpAddr::V6(a) => IpAddress::Ipv6(a),
+    }
+}
+
+impl State {
+    /// This node's address of the same family as `remote`.
+    pub(crate) fn addr_for(&self, remote: IpAddr) -> Option<IpAddr> {
+        self.addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+    }
+}

@@ -1,0 +1,140 @@
+//! Async UDP over the netstack.
+
+use crate::stack::{to_smol_addr, to_std_addr, Netstack, NetstackError, Shared};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::udp;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+/// A UDP socket bound to one port of the node's addresses.
+pub struct UdpSocket {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+    port: u16,
+}
+
+impl std::fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl UdpSocket {
+    /// Binds `port` (0 picks a free ephemeral port).
+    pub fn bind(stack: &Netstack, port: u16) -> Result<UdpSocket, NetstackError> {
+        let shared = stack.shared.clone();
+        let mut st = shared.lock();
+        let port = if port == 0 {
+            let mut found = None;
+            for p in 49152..=65535u16 {
+                if !st.udp_ports.contains(&p) {
+                    found = Some(p);
+                    break;
+                }
+            }
+            found.ok_or(NetstackError::NoPorts)?
+        } else {
+            port
+        };
+        if !st.udp_ports.insert(port) {
+            return Err(NetstackError::PortInUse(port));
+        }
+        let cfg = &shared.config;
+        let mk = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; cfg.udp_buffer_packets],
+                vec![0u8; cfg.udp_buffer],
+            )
+        };
+        let mut sock = udp::Socket::new(mk(), mk());
+        if let Err(e) = sock.bind(port) {
+            st.udp_ports.remove(&port);
+            tracing::debug!(port, error = %e, "udp bind failed");
+            return Err(NetstackError::PortInUse(port));
+        }
+        let handle = st.sockets.add(sock);
+        drop(st);
+        Ok(UdpSocket {
+            shared,
+            handle,
+            port,
+        })
+    }
+
+    /// The bound port.
+    pub fn local_port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sends one datagram to `target`; waits while the send buffer is full.
+    pub async fn send_to(&self, data: &[u8], target: SocketAddr) -> io::Result<usize> {
+        if data.len() > self.shared.config.udp_buffer {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "datagram larger than the socket buffer",
+            ));
+        }
+        let ep = (to_smol_addr(target.ip()), target.port());
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.addr_for(target.ip()).is_none() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("this node has no address of {target}'s family"),
+                )));
+            }
+            let s = st.sockets.get_mut::<udp::Socket>(self.handle);
+            match s.send_slice(data, ep) {
+                Ok(()) => {
+                    drop(st);
+                    self.shared.kick();
+                    Poll::Ready(Ok(data.len()))
+                }
+                Err(udp::SendError::BufferFull) => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    e.to_string(),
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Receives one datagram; returns its length and sender. A datagram
+    /// longer than `buf` is truncated, as with the OS's sockets.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            let s = st.sockets.get_mut::<udp::Socket>(self.handle);
+            match s.recv() {
+                Ok((data, meta)) => {
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    let from = SocketAddr::new(to_std_addr(meta.endpoint.addr), meta.endpoint.port);
+                    Poll::Ready(Ok((n, from)))
+                }
+                Err(_) => {
+                    s.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.sockets.remove(self.handle);
+        st.udp_ports.remove(&self.port);
+    }
+}

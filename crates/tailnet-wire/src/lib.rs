@@ -1,0 +1,26 @@
+//! Sans-IO building blocks of the tailnet node.
+//!
+//! Nothing in this crate touches a socket or reads a clock: it turns bytes
+//! into typed views and back. Every parser here has a fuzz target in
+//! `fuzz/fuzz_targets/`.
+//!
+//! - [`key`]: 32-byte Curve25519 keys with their text forms (WireGuard base64
+//!   and Tailscale's `nodekey:<hex>` style prefixes).
+//! - [`ip`]: a checked, zero-copy view of an IPv4/IPv6 packet header (source,
+//!   destination, protocol, ports, TCP flags) for routing and filtering.
+//! - [`prefix`]: a longest-prefix-match table from IP prefixes to values (the
+//!   data plane's "allowed IPs" routing).
+//! - [`wg`]: classification of a WireGuard datagram (message type, receiver
+//!   index) before any cryptography runs.
+
+#![forbid(unsafe_code)]
+
+pub mod ip;
+pub mod key;
+pub mod prefix;
+pub mod wg;
+
+pub use ip::{IpPacket, IpPacketError, Protocol};
+pub use key::{Key, KeyError, KeyKind, PrivateKey, PublicKey};
+pub use prefix::PrefixTable;
+pub use wg::{classify, WgKind, WgMessage};

@@ -1,0 +1,208 @@
+//! The node handle applications hold.
+
+use crate::config::{public_of, ConfigError, NodeConfig, PeerConfig};
+use crate::dataplane::{Command, DataPlane, PeerTable};
+use crate::stats::{DropCounters, NodeStats, PeerStats};
+use crate::udp::Udp;
+use parking_lot::{Mutex, RwLock};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tailnet_netstack::{Netstack, NetstackError, TcpListener, TcpStream, UdpSocket};
+use tailnet_wire::PublicKey;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Why a node could not start or an operation on it failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The configuration is inconsistent.
+    #[error("invalid node configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The netstack refused an address, MTU or port.
+    #[error(transparent)]
+    Netstack(#[from] NetstackError),
+    /// The node has been shut down.
+    #[error("the node is shut down")]
+    Stopped,
+}
+
+struct Inner {
+    public_key: PublicKey,
+    addresses: Vec<IpAddr>,
+    listen_addr: SocketAddr,
+    netstack: Netstack,
+    commands: mpsc::Sender<Command>,
+    drops: Arc<DropCounters>,
+    peers: PeerTable,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A running tailnet node. Cheap to clone; the data plane stops when
+/// [`Node::shutdown`] is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("public_key", &self.inner.public_key)
+            .field("addresses", &self.inner.addresses)
+            .field("listen_addr", &self.inner.listen_addr)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Binds the UDP socket, builds the netstack and starts the data plane
+    /// on the current tokio runtime.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate()?;
+        let udp = Udp::bind(config.listen).map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let listen_addr = udp.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let netstack = Netstack::new(&config.addresses, config.netstack.clone())?;
+        let (tx, rx) = mpsc::channel(16);
+        let drops = Arc::new(DropCounters::default());
+        let peers: PeerTable = Arc::new(RwLock::new(Vec::new()));
+        let dp = DataPlane::new(
+            udp,
+            netstack.clone(),
+            *config.private_key.as_bytes(),
+            config.peers.clone(),
+            rx,
+            drops.clone(),
+            peers.clone(),
+        );
+        let task = tokio::spawn(dp.run());
+        let public_key = public_of(&config.private_key);
+        tracing::info!(
+            node = %public_key.short(),
+            addresses = ?config.addresses,
+            udp = %listen_addr,
+            peers = config.peers.len(),
+            "node started"
+        );
+        Ok(Node {
+            inner: Arc::new(Inner {
+                public_key,
+                addresses: config.addresses,
+                listen_addr,
+                netstack,
+                commands: tx,
+                drops,
+                peers,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// The node's WireGuard public key (its node key).
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.public_key
+    }
+
+    /// The node's tailnet addresses.
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.inner.addresses
+    }
+
+    /// The node's IPv4 tailnet address, if it has one.
+    pub fn ipv4(&self) -> Option<IpAddr> {
+        self.inner.addresses.iter().copied().find(IpAddr::is_ipv4)
+    }
+
+    /// The address the UDP socket is bound to (with the real port).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen_addr
+    }
+
+    /// The netstack, for socket types not wrapped here.
+    pub fn netstack(&self) -> &Netstack {
+        &self.inner.netstack
+    }
+
+    /// Opens a TCP connection over the tailnet.
+    pub async fn tcp_connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        TcpStream::connect(&self.inner.netstack, addr).await
+    }
+
+    /// Listens for TCP connections on `port` of the node's addresses.
+    pub fn tcp_listen(&self, port: u16) -> Result<TcpListener, NodeError> {
+        Ok(TcpListener::bind(&self.inner.netstack, port)?)
+    }
+
+    /// Binds a UDP socket on `port` of the node's addresses (0: any free).
+    pub fn udp_bind(&self, port: u16) -> Result<UdpSocket, NodeError> {
+        Ok(UdpSocket::bind(&self.inner.netstack, port)?)
+    }
+
+    /// Replaces the peer set. Peers that stay keep their sessions and
+    /// flows; new ones get a tunnel; missing ones are removed.
+    pub async fn set_peers(&self, peers: Vec<PeerConfig>) -> Result<(), NodeError> {
+        self.inner
+            .commands
+            .send(Command::SetPeers(peers))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            peers: self
+                .inner
+                .peers
+                .read()
+                .iter()
+                .map(|p| p.snapshot())
+                .collect(),
+            drops: self.inner.drops.snapshot(),
+            netstack: self.inner.netstack.stats(),
+        }
+    }
+
+    /// One peer's counters.
+    pub fn peer_stats(&self, key: &PublicKey) -> Option<PeerStats> {
+        self.inner
+            .peers
+            .read()
+            .iter()
+            .find(|p| p.key == *key)
+            .map(|p| p.snapshot())
+    }
+
+    /// Stops the data plane and waits for it. Sockets on the node stop
+    /// moving data.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.commands.send(Command::Shutdown).await;
+        let task = self.inner.task.lock().take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().take() {
+            t.abort();
+        }
+    }
+}

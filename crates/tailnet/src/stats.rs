@@ -1,0 +1,123 @@
+//! Counters readable through the node API (and, later, as metrics).
+
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::SystemTime;
+use tailnet_netstack::NetstackStats;
+use tailnet_wire::PublicKey;
+
+/// A snapshot of one peer's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer.
+    pub public_key: PublicKey,
+    /// WireGuard bytes received from it (datagram sizes).
+    pub rx_bytes: u64,
+    /// WireGuard bytes sent to it.
+    pub tx_bytes: u64,
+    /// Datagrams received from it.
+    pub rx_packets: u64,
+    /// Datagrams sent to it.
+    pub tx_packets: u64,
+    /// When the last handshake completed, if one has.
+    pub last_handshake: Option<SystemTime>,
+    /// Completed handshakes (the first one and every rekey).
+    pub handshakes: u64,
+    /// Where its packets go now (roams to the last authenticated source).
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Datagrams and packets the data plane dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// Datagrams that are not WireGuard messages (wrong type or length).
+    pub malformed: u64,
+    /// Well-formed messages for no peer we know (unknown index or key).
+    pub unknown_peer: u64,
+    /// Messages boringtun rejected: bad MAC or tag, replayed counter or
+    /// timestamp, expired session.
+    pub rejected: u64,
+    /// Decrypted packets whose source is outside the peer's allowed IPs.
+    pub bad_source: u64,
+    /// Outbound packets whose destination no peer's allowed IPs cover.
+    pub no_route: u64,
+    /// Outbound datagrams for a peer with no known endpoint yet.
+    pub no_endpoint: u64,
+    /// Datagrams the UDP socket refused to send.
+    pub send_errors: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct DropCounters {
+    pub malformed: AtomicU64,
+    pub unknown_peer: AtomicU64,
+    pub rejected: AtomicU64,
+    pub bad_source: AtomicU64,
+    pub no_route: AtomicU64,
+    pub no_endpoint: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+impl DropCounters {
+    pub(crate) fn snapshot(&self) -> DropStats {
+        DropStats {
+            malformed: self.malformed.load(Relaxed),
+            unknown_peer: self.unknown_peer.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            bad_source: self.bad_source.load(Relaxed),
+            no_route: self.no_route.load(Relaxed),
+            no_endpoint: self.no_endpoint.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+        }
+    }
+}
+
+pub(crate) struct PeerCounters {
+    pub key: PublicKey,
+    pub rx_bytes: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub handshakes: AtomicU64,
+    pub last_handshake: Mutex<Option<SystemTime>>,
+    pub endpoint: Mutex<Option<SocketAddr>>,
+}
+
+impl PeerCounters {
+    pub(crate) fn new(key: PublicKey, endpoint: Option<SocketAddr>) -> Self {
+        PeerCounters {
+            key,
+            rx_bytes: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+            rx_packets: AtomicU64::new(0),
+            tx_packets: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
+            last_handshake: Mutex::new(None),
+            endpoint: Mutex::new(endpoint),
+        }
+    }
+    pub(crate) fn snapshot(&self) -> PeerStats {
+        PeerStats {
+            public_key: self.key,
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            rx_packets: self.rx_packets.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            last_handshake: *self.last_handshake.lock(),
+            handshakes: self.handshakes.load(Relaxed),
+            endpoint: *self.endpoint.lock(),
+        }
+    }
+}
+
+/// A snapshot of the whole node.
+#[derive(Debug, Clone)]
+pub struct NodeStats {
+    /// One entry per configured peer.
+    pub peers: Vec<PeerStats>,
+    /// Data-plane drops by reason.
+    pub drops: DropStats,
+    /// Netstack counters.
+    pub netstack: NetstackStats,
+}
