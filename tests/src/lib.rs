@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: node pairs on loopback,
 //! deterministic data with its SHA-256, memory readings.
 
+pub mod netns;
+
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

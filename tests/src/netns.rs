@@ -1,0 +1,459 @@
+//! A stock wireguard-go in a network namespace of its own, for interop
+//! tests: a veth pair links the namespace to the host (host end
+//! 198.18.N.1/24, namespace end 198.18.N.2/24), wireguard-go runs on a TUN
+//! device inside (tunnel address 100.64.N.2/32), and a node in the test
+//! process binds its UDP socket to the host end of the veth.
+//!
+//! Every name (namespace, veth ends, wireguard-go interface) carries the
+//! process id and a per-test tag, so tests run in parallel. [`WgGoNet`]'s
+//! `Drop` stops the processes it started and deletes what it created, on
+//! panic too.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tailnet::{NodeConfig, PrivateKey, PublicKey};
+
+/// Set to `1` to skip interop tests on machines that cannot run them.
+pub const SKIP_ENV: &str = "TAILNET_SKIP_INTEROP";
+
+/// The UDP port wireguard-go listens on inside its namespace.
+pub const WG_PORT: u16 = 51820;
+
+/// Tools the interop tests run, and what provides them.
+const TOOLS: &[(&str, &str)] = &[
+    ("wireguard-go", "Debian package wireguard-go"),
+    ("wg", "Debian package wireguard-tools"),
+    ("ip", "Debian package iproute2"),
+    ("curl", "Debian package curl"),
+    ("python3", "Debian package python3"),
+];
+
+/// Checks that this process can run the interop tests: root, the tools on
+/// `PATH`, `/dev/net/tun`. Returns `false` (after saying so) when something
+/// is missing and `TAILNET_SKIP_INTEROP=1` is set; panics with what is
+/// missing otherwise.
+pub fn interop_ready(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if effective_uid() != Some(0) {
+        missing.push(
+            "root (network namespaces, veth pairs and TUN devices need it; run the test as root)"
+                .to_string(),
+        );
+    }
+    for (tool, provider) in TOOLS {
+        if find_in_path(tool).is_none() {
+            missing.push(format!("`{tool}` on PATH ({provider})"));
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun (the tun kernel module)".to_string());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let what = missing.join("; ");
+    if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
+        println!("SKIPPED {test}: missing {what} ({SKIP_ENV}=1 is set)");
+        return false;
+    }
+    panic!(
+        "{test} cannot run: missing {what}. scripts/install-test-deps.sh installs the tools; \
+         set {SKIP_ENV}=1 to skip the wireguard-go interop tests instead"
+    );
+}
+
+fn effective_uid() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", args.join(" ")));
+    if !out.status.success() {
+        panic!(
+            "`{}` failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Runs a command to completion, ignoring failure (for cleanup).
+fn run_quiet(args: &[&str]) -> Option<Output> {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .ok()
+}
+
+/// Serialises the choice of N between the tests of one process.
+static CHOOSE: Mutex<()> = Mutex::new(());
+
+/// A wireguard-go instance in a namespace of its own. See the module docs.
+pub struct WgGoNet {
+    /// The third octet shared by this net's addresses.
+    pub n: u8,
+    /// The namespace's name.
+    pub ns: String,
+    /// The wireguard-go interface's name (inside the namespace).
+    pub ifname: String,
+    /// The host end of the veth pair.
+    pub host_veth: String,
+    /// 198.18.N.1: the host end of the veth; bind the node's UDP here.
+    pub host_ip: Ipv4Addr,
+    /// 198.18.N.2: the namespace end of the veth; wireguard-go's endpoint.
+    pub ns_ip: Ipv4Addr,
+    /// 100.64.N.1: the node's tunnel address.
+    pub node_tunnel_ip: Ipv4Addr,
+    /// 100.64.N.2: wireguard-go's tunnel address.
+    pub wg_tunnel_ip: Ipv4Addr,
+    /// wireguard-go's public key.
+    pub wg_public_key: PublicKey,
+    /// A scratch directory, removed on drop.
+    pub dir: PathBuf,
+    children: Vec<(String, Child, PathBuf)>,
+    made_ns: bool,
+    made_veth: bool,
+}
+
+impl WgGoNet {
+    /// Creates the namespace and veth pair and starts wireguard-go with a
+    /// fresh key listening on [`WG_PORT`], its interface up with
+    /// 100.64.N.2/32 and a route to 100.64.N.1/32. The peer (the node) is
+    /// added later with [`WgGoNet::set_peer`]. `tag` (one lowercase letter)
+    /// tells this process's tests apart; `slot` (0 or 1) spreads their N.
+    pub fn create(tag: char, slot: u8) -> WgGoNet {
+        assert!(tag.is_ascii_lowercase() && slot < 2);
+        let pid = std::process::id();
+        let guard = CHOOSE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = None;
+        for k in 0..36u32 {
+            let suffix = std::char::from_digit(k, 36).expect("digit below 36");
+            let id = format!("{}{tag}{suffix}", pid % 10000);
+            let (ifname, host_veth, ns_veth) =
+                (format!("wgt{id}"), format!("wgh{id}"), format!("wgn{id}"));
+            let ns = format!("tailnet-wgt-{pid}-{tag}{suffix}");
+            let taken = Path::new("/sys/class/net").join(&host_veth).exists()
+                || Path::new("/sys/class/net").join(&ns_veth).exists()
+                || Path::new("/var/run/wireguard")
+                    .join(format!("{ifname}.sock"))
+                    .exists()
+                || Path::new("/var/run/netns").join(&ns).exists();
+            if !taken {
+                names = Some((ifname, host_veth, ns_veth, ns));
+                break;
+            }
+        }
+        let (ifname, host_veth, ns_veth, ns) =
+            names.expect("no free interface names for this pid (stale test leftovers?)");
+        let n = choose_n(pid, slot);
+        let dir = std::env::temp_dir().join(format!(
+            "tailnet-wgt-{pid}-{tag}-{:08x}",
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let key = PrivateKey::generate();
+        let wg_public_key =
+            NodeConfig::new(key.clone(), vec![Ipv4Addr::LOCALHOST.into()]).public_key();
+        let mut net = WgGoNet {
+            n,
+            ns,
+            ifname,
+            host_veth,
+            host_ip: Ipv4Addr::new(198, 18, n, 1),
+            ns_ip: Ipv4Addr::new(198, 18, n, 2),
+            node_tunnel_ip: Ipv4Addr::new(100, 64, n, 1),
+            wg_tunnel_ip: Ipv4Addr::new(100, 64, n, 2),
+            wg_public_key,
+            dir,
+            children: Vec::new(),
+            made_ns: false,
+            made_veth: false,
+        };
+        let ns = net.ns.clone();
+        run(&["ip", "netns", "add", &ns]);
+        net.made_ns = true;
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &net.host_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns_veth,
+        ]);
+        net.made_veth = true;
+        run(&["ip", "link", "set", &ns_veth, "netns", &ns]);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", net.host_ip),
+            "dev",
+            &net.host_veth,
+        ]);
+        // The address is on the host now: the next test sees N taken.
+        drop(guard);
+        run(&["ip", "link", "set", &net.host_veth, "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", net.ns_ip),
+            "dev",
+            &ns_veth,
+        ]);
+        run(&["ip", "-n", &ns, "link", "set", &ns_veth, "up"]);
+
+        // wireguard-go in the foreground, as our child (`ip netns exec`
+        // execs it in place, so the child's pid is wireguard-go's).
+        let ifname = net.ifname.clone();
+        net.spawn_env(
+            "wireguard-go",
+            &[("LOG_LEVEL", "verbose")],
+            &["wireguard-go", "-f", &ifname],
+        );
+        let sock = Path::new("/var/run/wireguard").join(format!("{ifname}.sock"));
+        net.wait_until(
+            "wireguard-go's control socket",
+            Duration::from_secs(10),
+            || sock.exists(),
+        );
+        let key_file = net.dir.join("wg-go.key");
+        write_private(&key_file, &key.to_base64());
+        let key_path = key_file.to_str().expect("temp dir path is UTF-8");
+        net.exec(&[
+            "wg",
+            "set",
+            &ifname,
+            "private-key",
+            key_path,
+            "listen-port",
+            &WG_PORT.to_string(),
+        ]);
+        net.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/32", net.wg_tunnel_ip),
+            "dev",
+            &ifname,
+        ]);
+        net.exec(&["ip", "link", "set", &ifname, "up"]);
+        net.exec(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{}/32", net.node_tunnel_ip),
+            "dev",
+            &ifname,
+        ]);
+        net
+    }
+
+    /// wireguard-go's endpoint: 198.18.N.2:[`WG_PORT`].
+    pub fn wg_endpoint(&self) -> SocketAddr {
+        SocketAddr::from((self.ns_ip, WG_PORT))
+    }
+
+    /// Where the node's UDP socket should bind: 198.18.N.1, any port.
+    pub fn node_listen(&self) -> SocketAddr {
+        SocketAddr::from((self.host_ip, 0))
+    }
+
+    /// Tells wireguard-go about the node: its key, endpoint and 100.64.N.1/32.
+    pub fn set_peer(&self, node_key: &PublicKey, node_endpoint: SocketAddr) {
+        self.exec(&[
+            "wg",
+            "set",
+            &self.ifname,
+            "peer",
+            &node_key.to_base64(),
+            "endpoint",
+            &node_endpoint.to_string(),
+            "allowed-ips",
+            &format!("{}/32", self.node_tunnel_ip),
+        ]);
+    }
+
+    /// The command line that runs `args` inside the namespace.
+    pub fn command(&self, args: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = ["ip", "netns", "exec", &self.ns]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// Runs `args` inside the namespace; panics with its output on failure.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let cmd = self.command(args);
+        let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        run(&refs)
+    }
+
+    /// Starts `args` inside the namespace as a child that lives until drop;
+    /// its output goes to `<dir>/<name>.log`, printed if the test fails.
+    pub fn spawn(&mut self, name: &str, args: &[&str]) {
+        self.spawn_env(name, &[], args)
+    }
+
+    fn spawn_env(&mut self, name: &str, env: &[(&str, &str)], args: &[&str]) {
+        let log = self.dir.join(format!("{name}.log"));
+        let out =
+            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let err = out.try_clone().expect("duplicate log file handle");
+        let cmd = self.command(args);
+        let child = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", cmd.join(" ")));
+        self.children.push((name.to_string(), child, log));
+    }
+
+    /// Polls `ready` every 50 ms; panics after `limit` or if a child of
+    /// ours has exited meanwhile.
+    pub fn wait_until(&mut self, what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+        let start = Instant::now();
+        loop {
+            if ready() {
+                return;
+            }
+            for (name, child, log) in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let out = std::fs::read_to_string(&*log).unwrap_or_default();
+                    panic!("{name} exited ({status}) while waiting for {what}:\n{out}");
+                }
+            }
+            if start.elapsed() > limit {
+                panic!("{what} not ready within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `wg show <if>` from inside the namespace, for diagnostics (it
+    /// hides the private key; `dump` would print it).
+    pub fn wg_show(&self) -> String {
+        let cmd = self.command(&["wg", "show", &self.ifname]);
+        let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        match run_quiet(&refs) {
+            Some(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            None => "(wg show did not run)".into(),
+        }
+    }
+}
+
+/// Picks the third octet: derived from the pid and `slot`, skipping any N
+/// whose 198.18.N.0/24 already has an address on this host.
+fn choose_n(pid: u32, slot: u8) -> u8 {
+    let out = run(&["ip", "-4", "-o", "addr", "show"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let used = |n: u32| text.contains(&format!("inet 198.18.{n}."));
+    let base = (pid % 125) * 2 + u32::from(slot); // 0..=249
+    (0..250u32)
+        .map(|k| (base + k) % 250 + 1)
+        .find(|n| !used(*n))
+        .map(|n| n as u8)
+        .expect("every 198.18.N.0/24 (N in 1..=250) is in use on this host")
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    writeln!(f, "{text}").unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+impl Drop for WgGoNet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {}: wg show ---\n{}", self.ifname, self.wg_show());
+            for (name, _, log) in &self.children {
+                let out = std::fs::read_to_string(log).unwrap_or_default();
+                eprintln!("--- {name} output ({}) ---\n{out}", log.display());
+            }
+        }
+        // SIGTERM first so wireguard-go removes its control socket.
+        for (_, child, _) in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                let _ = run_quiet(&["kill", "-TERM", &child.id().to_string()]);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (_, child, _) in &mut self.children {
+            loop {
+                match child.try_wait() {
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let _ = std::fs::remove_file(
+            Path::new("/var/run/wireguard").join(format!("{}.sock", self.ifname)),
+        );
+        if self.made_ns {
+            let _ = run_quiet(&["ip", "netns", "del", &self.ns]);
+        }
+        if self.made_veth {
+            // Usually gone with the namespace end already.
+            let _ = run_quiet(&["ip", "link", "del", &self.host_veth]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
