@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in fuzz/ for a few seconds each, on stable Rust.
+#
+#   scripts/fuzz-smoke.sh [SECONDS]     (default 20 per target)
+#
+# Installs cargo-fuzz if it is missing, writes a small seed corpus into
+# fuzz/corpus/<target>/ (gitignored; the fuzzer adds to it), runs each
+# target, prints one summary line per target and exits non-zero if any
+# target crashed, failed an assertion, leaked, ran out of memory or hung.
+# Crash inputs land in fuzz/artifacts/<target>/; reproduce one with
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>
+# from fuzz/.
+#
+# cargo fuzz builds with -Z flags (AddressSanitizer, SanitizerCoverage).
+# Only a stable toolchain exists here; RUSTC_BOOTSTRAP=1 lets stable rustc
+# accept them (its AddressSanitizer runtime ships with stable's rust-std).
+set -euo pipefail
+
+secs="${1:-20}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root/fuzz"
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+
+# Seeds: one or a few well-formed inputs per target, so a short run starts
+# from the interesting shapes instead of finding them by chance.
+python3 - <<'PY'
+import base64, os, struct
+
+def put(target, name, data):
+    d = os.path.join("corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+V4_ME, V4_PEER = bytes([100, 64, 0, 1]), bytes([100, 64, 0, 2])
+V6_ME = bytes.fromhex("fd7a115ca1e000000000000000000001")
+V6_PEER = bytes.fromhex("fd7a115ca1e000000000000000000002")
+
+def v4(proto, payload, src=V4_PEER, dst=V4_ME, frag=0):
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, frag,
+                       64, proto, 0, src, dst) + payload
+
+def v6(proto, payload, src=V6_PEER, dst=V6_ME):
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), proto, 64,
+                       src, dst) + payload
+
+def tcp(sport, dport, seq, ack, flags, data=b""):
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags,
+                       65535, 0, 0) + data
+
+def udp(sport, dport, data):
+    return struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
+
+SYN, ACK, FIN, PSH, RST = 0x02, 0x10, 0x01, 0x08, 0x04
+
+# ip_packet
+put("ip_packet", "v4-tcp-syn", v4(6, tcp(40000, 80, 1000, 0, SYN)))
+put("ip_packet", "v6-udp", v6(17, udp(5353, 53, b"hello")))
+put("ip_packet", "v4-fragment", v4(6, b"\0" * 24, frag=0x2003))
+put("ip_packet", "v4-options", bytes([0x46]) + v4(1, b"\x08\0\0\0")[1:] + b"\0" * 4)
+put("ip_packet", "short", b"\x45\0\0")
+
+# wg_classify
+def wg(ty, n, idx=0x01020304):
+    return struct.pack("<II", ty, idx) + b"\xaa" * (n - 8)
+put("wg_classify", "initiation", wg(1, 148))
+put("wg_classify", "response", wg(2, 92))
+put("wg_classify", "cookie", wg(3, 64))
+put("wg_classify", "keepalive", wg(4, 32))
+put("wg_classify", "data", wg(4, 32 + 1280))
+
+# key_text
+key = bytes(range(1, 33))
+for prefix in ("nodekey", "mkey", "discokey", "privkey"):
+    put("key_text", prefix, (prefix + ":" + key.hex()).encode())
+put("key_text", "base64", base64.b64encode(key))
+put("key_text", "padded", b"  " + base64.b64encode(key) + b"\n")
+
+# prefix_table: op, len, address bytes (op % 8 == 7: retain, then divisor)
+put("prefix_table", "mixed",
+    bytes([0, 32]) + V4_ME + bytes([0, 10]) + V4_ME + bytes([2, 0]) + b"\0" * 4
+    + bytes([1, 48]) + V6_ME + bytes([1, 128]) + V6_ME + bytes([7, 3])
+    + bytes([0, 24]) + bytes([100, 64, 0, 0]))
+
+# netstack_ingest: records of control byte, u16 length, packet.
+# Control: bit 0 fix-up (dst, length, TCP ack), bit 1 process, bit 2 app
+# turn, bits 3-7 clock step t (t^3 * 8 ms).
+def rec(ctl, pkt):
+    return bytes([ctl]) + struct.pack("<H", len(pkt)) + pkt
+
+def tcp_session(ip, proto_tcp=6):
+    body = b"GET / HTTP/1.0\r\n\r\n" * 4
+    return b"".join([
+        rec(0b011, ip(proto_tcp, tcp(40000, 80, 1000, 0, SYN))),
+        rec(0b111, ip(proto_tcp, tcp(40000, 80, 1001, 0, ACK))),
+        rec(0b111, ip(proto_tcp, tcp(40000, 80, 1001, 0, ACK | PSH, body))),
+        rec(0b111 | (1 << 3), ip(proto_tcp, tcp(40000, 80, 1001 + len(body), 0, ACK))),
+        rec(0b111, ip(proto_tcp, tcp(40000, 80, 1001 + len(body), 0, ACK | FIN))),
+        rec(0b011 | (2 << 3), ip(proto_tcp, tcp(40000, 80, 1002 + len(body), 0, ACK))),
+    ])
+
+put("netstack_ingest", "tcp-v4", tcp_session(v4))
+put("netstack_ingest", "tcp-v6", tcp_session(v6))
+put("netstack_ingest", "udp", rec(0b111, v4(17, udp(5353, 53, b"query")))
+    + rec(0b111, v6(17, udp(5353, 53, b"query6"))))
+put("netstack_ingest", "closed-port-and-icmp",
+    rec(0b011, v4(6, tcp(40001, 81, 5, 0, SYN)))
+    + rec(0b011, v4(1, b"\x08\x00\x00\x00\x00\x01\x00\x01ping"))
+    + rec(0b011, v6(58, b"\x80\x00\x00\x00\x00\x01\x00\x01ping"))
+    + rec(0b011, v4(6, tcp(40002, 80, 9, 0, RST))))
+put("netstack_ingest", "syn-flood",
+    b"".join(rec(0b001, v4(6, tcp(41000 + i, 80, i * 7, 0, SYN))) for i in range(8))
+    + rec(0b110, b""))
+PY
+
+logs=target/fuzz-smoke-logs  # under the gitignored target/
+mkdir -p "$logs"
+if ! cargo fuzz build >"$logs/build.log" 2>&1; then
+    tail -40 "$logs/build.log"
+    echo "fuzz: build FAILED (log fuzz/$logs/build.log)"
+    exit 1
+fi
+
+failed=0
+for target in $(cargo fuzz list); do
+    log="$logs/$target.log"
+    set +e
+    # -timeout: one input taking 10 s is a hang; -rss_limit_mb: libFuzzer's
+    # default, stated so the bound is visible.
+    cargo fuzz run "$target" "corpus/$target" -- \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 >"$log" 2>&1
+    rc=$?
+    set -e
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+    cov=$(grep -oE '(cov|ft): [0-9]+' "$log" | tail -2 | tr '\n' ' ' || true)
+    corpus=$(find "corpus/$target" -type f | wc -l)
+    if [ "$rc" -eq 0 ]; then
+        echo "fuzz $target: ok, ${runs:-?} runs in ${secs}s, ${cov}corpus $corpus"
+    else
+        failed=1
+        artifact=$(grep -o 'Test unit written to [^ ]*' "$log" | tail -1 | sed 's/Test unit written to //' || true)
+        echo "fuzz $target: FAILED (exit $rc) ${artifact:+artifact $artifact }log fuzz/$log"
+        grep -m5 -E 'panicked|ERROR: |SUMMARY' "$log" | sed 's/^/    /' || true
+    fi
+done
+exit "$failed"
