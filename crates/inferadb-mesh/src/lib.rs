@@ -1,1 +1,9 @@
-//! inferadb-mesh
+//! The `inferadb-mesh` command: run tailnet nodes, the demo and the
+//! benchmarks. The library half exists so `benches/` and the tests can
+//! drive the same code the command runs.
+
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod services;
+pub mod static_node;

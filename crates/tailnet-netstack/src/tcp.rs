@@ -206,7 +206,14 @@ impl AsyncWrite for TcpStream {
 impl Drop for TcpStream {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
-        st.sockets.get_mut::<tcp::Socket>(self.handle).close();
+        let s = st.sockets.get_mut::<tcp::Socket>(self.handle);
+        if s.recv_queue() > 0 {
+            // Closing with unread data resets the connection, as Linux
+            // does: the peer learns at once that nobody will read it.
+            s.abort();
+        } else {
+            s.close();
+        }
         st.closing.push(self.handle);
         if let Some(p) = self.ephemeral {
             st.tcp_ports.remove(&p);

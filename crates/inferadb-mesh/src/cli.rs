@@ -1,0 +1,251 @@
+//! Command-line interface.
+
+use crate::bench::{self, TunnelOptions};
+use crate::demo::{self, DemoOptions};
+use crate::services::{self, Service};
+use crate::static_node::{self, ReadyLine};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tailnet::{Node, PrivateKey};
+
+/// InferaDB's embedded tailnet node: userspace WireGuard and TCP/IP in one
+/// process, with no TUN device, no sidecar and no NET_ADMIN.
+#[derive(Debug, Parser)]
+#[command(name = "inferadb-mesh", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start three nodes on loopback, move data between them over the
+    /// tunnel, and print what happened.
+    Demo {
+        /// MiB to send in the bulk transfer.
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+    },
+    /// Run one node from a static JSON configuration until interrupted.
+    ///
+    /// The file is a NodeConfig: {"private_key": "<base64>", "addresses":
+    /// ["100.64.0.1"], "listen": "0.0.0.0:41641", "peers": [{"public_key":
+    /// "<base64>", "endpoint": "198.51.100.7:41641", "allowed_ips":
+    /// ["100.64.0.2/32"], "persistent_keepalive": 25}], "netstack": {...}}.
+    /// Once running it prints one JSON line with its key and UDP address.
+    Node {
+        /// The node configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Serve a test service on the tailnet: echo:PORT, discard:PORT,
+        /// sha256:PORT, source:PORT or udp-echo:PORT (repeatable).
+        #[arg(long = "serve", value_name = "KIND:PORT")]
+        serve: Vec<Service>,
+    },
+    /// Print a new private key (base64, like `wg genkey`).
+    Genkey,
+    /// Read a private key on stdin and print its public key (like `wg pubkey`).
+    Pubkey,
+    /// Benchmarks, side by side with other implementations.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+    /// Serve the measurement services on kernel TCP (used by `bench`).
+    #[command(hide = true)]
+    BenchServer {
+        #[arg(long)]
+        bind: IpAddr,
+    },
+    /// Measure a kernel-TCP path to `bench-server` (used by `bench`).
+    #[command(hide = true)]
+    BenchClient {
+        #[arg(long)]
+        target: IpAddr,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 2000)]
+        samples: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Single-stream TCP throughput and 64-byte round trips through our
+    /// tunnel (two nodes, two processes, loopback UDP) and, when installed,
+    /// wireguard-go + kernel TCP between two namespaces and onetun in front
+    /// of wireguard-go (those need root).
+    Tunnel(TunnelArgs),
+}
+
+#[derive(Debug, Args)]
+struct TunnelArgs {
+    /// Seconds of bulk transfer per path.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Round trips measured per path.
+    #[arg(long, default_value_t = 2000)]
+    samples: usize,
+    /// Paths to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tailnet,wireguard-go,onetun"
+    )]
+    paths: Vec<String>,
+    /// Tunnel MTU of our nodes.
+    #[arg(long, default_value_t = 1280)]
+    mtu: usize,
+    /// Print {"paths": [{"name", "gbit_per_s", "rtt_p50_us", "rtt_p99_us"}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INFERADB_MESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses `args` and runs the command; errors print as one line.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo { mib } => demo::run(DemoOptions { bytes: mib << 20 }).await,
+        Command::Node { config, serve } => {
+            let cfg = static_node::load(&config)?;
+            let node = Node::start(cfg).await?;
+            services::spawn_on_node(&node, &serve)?;
+            println!("{}", serde_json::to_string(&ReadyLine::of(&node))?);
+            shutdown_signal().await;
+            node.shutdown().await;
+            Ok(())
+        }
+        Command::Genkey => {
+            println!("{}", PrivateKey::generate().to_base64());
+            Ok(())
+        }
+        Command::Pubkey => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            let k = PrivateKey::parse(s.trim())
+                .map_err(|e| anyhow::anyhow!("stdin is not a private key: {e}"))?;
+            println!("{}", tailnet::NodeConfig::new(k, vec![]).public_key());
+            Ok(())
+        }
+        Command::Bench {
+            which: BenchCommand::Tunnel(a),
+        } => {
+            if !(a.duration > 0.0 && a.duration <= 600.0) {
+                anyhow::bail!("--duration must be between 0 and 600 seconds");
+            }
+            let opts = TunnelOptions {
+                duration: Duration::from_secs_f64(a.duration),
+                rtt_samples: a.samples,
+                paths: a.paths,
+                exe: std::env::current_exe()?,
+                mtu: a.mtu,
+            };
+            let report = bench::run_tunnel(&opts).await;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                bench::print_table(&report);
+            }
+            if report
+                .paths
+                .iter()
+                .any(|p| p.name == "tailnet" && p.gbit_per_s.is_none())
+            {
+                anyhow::bail!("our own path failed to run");
+            }
+            Ok(())
+        }
+        Command::BenchServer { bind } => {
+            services::spawn_on_kernel(
+                bind,
+                &[
+                    Service {
+                        kind: services::ServiceKind::Source,
+                        port: bench::SOURCE_PORT,
+                    },
+                    Service {
+                        kind: services::ServiceKind::Echo,
+                        port: bench::ECHO_PORT,
+                    },
+                ],
+            )
+            .await?;
+            shutdown_signal().await;
+            Ok(())
+        }
+        Command::BenchClient {
+            target,
+            duration,
+            samples,
+        } => {
+            let r =
+                bench::kernel_client(target, Duration::from_secs_f64(duration), samples).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,274 @@
+//! Small TCP/UDP services for tests, the demo and benchmarks. Each works on
+//! any async byte stream, so the same code measures our netstack and the
+//! kernel's TCP.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What a listener does with each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// Writes back everything it reads.
+    Echo,
+    /// Reads an 8-byte big-endian window in milliseconds, then discards
+    /// everything; once the window has passed since the first data byte it
+    /// answers with 8 bytes, the count received within the window
+    /// (big-endian), and keeps discarding until EOF. Needs no half-close, so
+    /// it measures paths that mishandle FIN.
+    Discard,
+    /// Reads to EOF, then answers `<bytes> <sha256 hex>\n`.
+    Sha256,
+    /// Reads an 8-byte big-endian length, sends that many bytes of
+    /// [`pattern`], then closes.
+    Source,
+    /// UDP: sends every datagram back to its sender.
+    UdpEcho,
+}
+
+/// A service on a port, written `KIND:PORT` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// What it does.
+    pub kind: ServiceKind,
+    /// Where it listens.
+    pub port: u16,
+}
+
+impl FromStr for Service {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, port) = s
+            .split_once(':')
+            .ok_or_else(|| format!("service {s:?} is not KIND:PORT"))?;
+        let kind = match kind {
+            "echo" => ServiceKind::Echo,
+            "discard" => ServiceKind::Discard,
+            "sha256" => ServiceKind::Sha256,
+            "source" => ServiceKind::Source,
+            "udp-echo" => ServiceKind::UdpEcho,
+            other => {
+                return Err(format!(
+                    "unknown service {other:?}: use echo, discard, sha256, source or udp-echo"
+                ))
+            }
+        };
+        let port = port
+            .parse()
+            .map_err(|_| format!("service port {port:?} is not a number 1-65535"))?;
+        Ok(Service { kind, port })
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = match self.kind {
+            ServiceKind::Echo => "echo",
+            ServiceKind::Discard => "discard",
+            ServiceKind::Sha256 => "sha256",
+            ServiceKind::Source => "source",
+            ServiceKind::UdpEcho => "udp-echo",
+        };
+        write!(f, "{k}:{}", self.port)
+    }
+}
+
+/// The pattern repeats every 2^24 bytes (each byte depends on bits 0..24
+/// of its offset), so one table serves every offset at memcpy speed and the
+/// pattern never becomes the bottleneck of a throughput run.
+const PATTERN_PERIOD: usize = 1 << 24;
+
+fn pattern_byte(x: u64) -> u8 {
+    (x ^ (x >> 8) ^ (x >> 16).wrapping_mul(31)) as u8
+}
+
+fn pattern_table() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..PATTERN_PERIOD as u64).map(pattern_byte).collect())
+}
+
+/// Deterministic bytes at `offset` of an endless stream, so both ends of a
+/// transfer can compute its SHA-256 without sending it.
+pub fn pattern(offset: u64, buf: &mut [u8]) {
+    let table = pattern_table();
+    let mut pos = (offset % PATTERN_PERIOD as u64) as usize;
+    let mut done = 0;
+    while done < buf.len() {
+        let n = (buf.len() - done).min(PATTERN_PERIOD - pos);
+        buf[done..done + n].copy_from_slice(&table[pos..pos + n]);
+        done += n;
+        pos = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pattern_table_matches_the_formula_across_the_period_boundary() {
+        let mut buf = vec![0u8; 1000];
+        let off = super::PATTERN_PERIOD as u64 - 500;
+        super::pattern(off, &mut buf);
+        for (i, b) in buf.iter().enumerate() {
+            assert_eq!(*b, super::pattern_byte(off + i as u64));
+        }
+    }
+}
+
+/// SHA-256 of the first `len` bytes of [`pattern`].
+pub fn pattern_sha256(len: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off = 0u64;
+    while off < len {
+        let n = ((len - off) as usize).min(buf.len());
+        pattern(off, &mut buf[..n]);
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    h.finalize().into()
+}
+
+/// Serves one connection of `kind`.
+pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    kind: ServiceKind,
+    mut s: S,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    match kind {
+        ServiceKind::Echo => loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                s.shutdown().await?;
+                return Ok(());
+            }
+            s.write_all(&buf[..n]).await?;
+        },
+        ServiceKind::Discard => {
+            let mut hdr = [0u8; 8];
+            s.read_exact(&mut hdr).await?;
+            let window = std::time::Duration::from_millis(u64::from_be_bytes(hdr));
+            let mut total = 0u64;
+            let mut start: Option<tokio::time::Instant> = None;
+            let mut reported = false;
+            loop {
+                let n = match start {
+                    Some(t0) if !reported => {
+                        match tokio::time::timeout_at(t0 + window, s.read(&mut buf)).await {
+                            Ok(r) => r?,
+                            Err(_) => {
+                                s.write_all(&total.to_be_bytes()).await?;
+                                reported = true;
+                                continue;
+                            }
+                        }
+                    }
+                    _ => s.read(&mut buf).await?,
+                };
+                if n == 0 {
+                    break;
+                }
+                if start.is_none() {
+                    start = Some(tokio::time::Instant::now());
+                }
+                if !reported {
+                    total += n as u64;
+                }
+            }
+            if !reported {
+                s.write_all(&total.to_be_bytes()).await?;
+            }
+            s.shutdown().await
+        }
+        ServiceKind::Sha256 => {
+            let mut h = Sha256::new();
+            let mut total = 0u64;
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            let line = format!("{total} {}\n", hex(&h.finalize()));
+            s.write_all(line.as_bytes()).await?;
+            s.shutdown().await
+        }
+        ServiceKind::Source => {
+            let mut len = [0u8; 8];
+            s.read_exact(&mut len).await?;
+            let len = u64::from_be_bytes(len);
+            let mut off = 0u64;
+            while off < len {
+                let n = ((len - off) as usize).min(buf.len());
+                pattern(off, &mut buf[..n]);
+                s.write_all(&buf[..n]).await?;
+                off += n as u64;
+            }
+            s.shutdown().await
+        }
+        ServiceKind::UdpEcho => Ok(()),
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Starts `services` on a tailnet node; they run until the node stops.
+pub fn spawn_on_node(node: &tailnet::Node, services: &[Service]) -> anyhow::Result<()> {
+    for svc in services {
+        let svc = *svc;
+        if svc.kind == ServiceKind::UdpEcho {
+            let sock = node.udp_bind(svc.port)?;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                    let _ = sock.send_to(&buf[..n], from).await;
+                }
+            });
+            continue;
+        }
+        let l = node.tcp_listen(svc.port)?;
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    if let Err(e) = handle(svc.kind, s).await {
+                        tracing::debug!(service = %svc, error = %e, "service connection ended");
+                    }
+                });
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Starts `services` on the kernel's TCP/UDP at `ip` (benchmarks of other
+/// paths run the same code over kernel sockets).
+pub async fn spawn_on_kernel(ip: std::net::IpAddr, services: &[Service]) -> anyhow::Result<()> {
+    for svc in services {
+        let svc = *svc;
+        if svc.kind == ServiceKind::UdpEcho {
+            let sock = tokio::net::UdpSocket::bind((ip, svc.port)).await?;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                    let _ = sock.send_to(&buf[..n], from).await;
+                }
+            });
+            continue;
+        }
+        let l = tokio::net::TcpListener::bind((ip, svc.port)).await?;
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    let _ = handle(svc.kind, s).await;
+                });
+            }
+        });
+    }
+    Ok(())
+}
