@@ -516,3 +516,81 @@ async fn handshake_from_an_unknown_key_is_counted_and_leaves_the_session_alone()
     );
     n3.shutdown().await;
 }
+
+/// Under load (more than 100 handshake messages with a valid MAC1 in a
+/// second), boringtun answers a handshake message that lacks a valid MAC2
+/// with a cookie reply instead of processing it. Such a message was not
+/// authenticated, so it must not move the peer's endpoint. Captured
+/// handshake messages are sent in the clear, so anyone on the path can
+/// replay them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "node bug: under load, a replayed handshake message that draws a cookie reply \
+            is treated as authenticated and moves the peer's endpoint to the sender \
+            (crates/tailnet/src/dataplane.rs, TunnResult::WriteToNetwork in on_datagram)"]
+async fn replayed_handshakes_under_load_do_not_move_the_endpoint() {
+    let (n1, n2, relay) = relayed_pair().await;
+    serve_echo(&n2, 7);
+    let echo_addr = SocketAddr::new(n2.ipv4().unwrap(), 7);
+    echo(&n1, echo_addr, 16 * 1024, 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rec = relay.recording();
+    let responses = of_type(&rec.to_node1, RESPONSE);
+    let inits = of_type(&rec.to_node2, INITIATION);
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    // Responses to node 1: until the limit (100 a second, its own real
+    // handshake included) they are rejected; each later one draws a cookie
+    // reply.
+    for _ in 0..300 {
+        attacker.send_to(&responses[0], n1.listen_addr()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Read now: any later packet from node 2 would move it back.
+    let ep1 = n1.peer_stats(&n2.public_key()).unwrap().endpoint;
+    // Initiations to node 2: the data plane checks MAC1 (and the load) once
+    // to find the peer and boringtun checks again, so each replay counts
+    // twice. Made odd by one initiation from an unknown key (MAC1 valid for
+    // node 2), the count reaches the limit between the two checks: the
+    // first passes, the second draws a cookie reply.
+    let k3 = PrivateKey::generate();
+    let mut c3 = loopback_config(3, &k3);
+    c3.peers.push(tailnet::PeerConfig {
+        public_key: n2.public_key(),
+        endpoint: Some(attacker.local_addr().unwrap()),
+        allowed_ips: addrs(2).into_iter().map(ipnet::IpNet::from).collect(),
+        persistent_keepalive: None,
+    });
+    let n3 = Node::start(c3).await.unwrap();
+    let u3 = n3.udp_bind(0).unwrap();
+    u3.send_to(b"x", SocketAddr::new(n2.ipv4().unwrap(), 9))
+        .await
+        .unwrap();
+    attacker
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let unknown_init = loop {
+        let (n, _) = attacker.recv_from(&mut buf).unwrap();
+        if shape(&buf[..n]).is_some_and(|(t, _)| t == INITIATION) {
+            break buf[..n].to_vec();
+        }
+    };
+    n3.shutdown().await;
+    // A fresh rate-limit window (it resets once a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    attacker.send_to(&unknown_init, n2.listen_addr()).unwrap();
+    for _ in 0..150 {
+        attacker.send_to(&inits[0], n2.listen_addr()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let ep2 = n2.peer_stats(&n1.public_key()).unwrap().endpoint;
+    let attacker_addr = attacker.local_addr().unwrap();
+    assert!(
+        ep1 == Some(relay.addr) && ep2 == Some(relay.addr),
+        "endpoints moved: node 1's to {ep1:?}, node 2's to {ep2:?} \
+         (relay {}, attacker {attacker_addr})",
+        relay.addr
+    );
+    echo(&n1, echo_addr, 16 * 1024, 6).await;
+}
