@@ -22,10 +22,7 @@ pub fn peer(n: u8, key: &PrivateKey, endpoint: Option<SocketAddr>) -> PeerConfig
     PeerConfig {
         public_key: tailnet::PublicKey::from_bytes(public(key)),
         endpoint,
-        allowed_ips: addrs(n)
-            .into_iter()
-            .map(|a| ipnet::IpNet::from(a))
-            .collect(),
+        allowed_ips: addrs(n).into_iter().map(ipnet::IpNet::from).collect(),
         persistent_keepalive: None,
     }
 }

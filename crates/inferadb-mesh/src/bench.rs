@@ -192,8 +192,8 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
 pub fn print_table(report: &TunnelReport) {
     let ours = report.paths.iter().find(|p| p.name == "tailnet");
     println!(
-        "{:<14} {:>10} {:>12} {:>12}   {}",
-        "path", "Gbit/s", "RTT p50 µs", "RTT p99 µs", "tailnet vs this path"
+        "{:<14} {:>10} {:>12} {:>12}   tailnet vs this path",
+        "path", "Gbit/s", "RTT p50 µs", "RTT p99 µs"
     );
     let f = |v: Option<f64>, prec: usize| match v {
         Some(x) => format!("{x:.prec$}"),
@@ -391,19 +391,31 @@ fn require_wireguard_go() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts wireguard-go on interface `ifname` inside `ns` with key `key`,
-/// UDP port `port`, address `addr`, and one peer.
-async fn start_wireguard_go(
-    env: &mut Netns,
-    ns: &str,
-    ifname: &str,
-    key: &PrivateKey,
+/// One wireguard-go instance: where it runs and its one peer.
+struct WgSpec<'a> {
+    ns: &'a str,
+    ifname: &'a str,
+    key: &'a PrivateKey,
     port: u16,
-    addr: &str,
-    peer_key: &tailnet::PublicKey,
+    addr: &'a str,
+    peer_key: tailnet::PublicKey,
     peer_endpoint: Option<SocketAddr>,
-    peer_allowed: &str,
-) -> anyhow::Result<()> {
+    peer_allowed: &'a str,
+}
+
+/// Starts wireguard-go as `spec` says.
+async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> anyhow::Result<()> {
+    let WgSpec {
+        ns,
+        ifname,
+        key,
+        port,
+        addr,
+        peer_key,
+        peer_endpoint,
+        peer_allowed,
+    } = spec;
+    let peer_key = &peer_key;
     let child = std::process::Command::new("ip")
         .args(["netns", "exec", ns, "wireguard-go", "-f", ifname])
         .env("WG_PROCESS_FOREGROUND", "1")
@@ -508,26 +520,30 @@ async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     let (ia, ib) = (format!("wbA{id}"), format!("wbB{id}"));
     start_wireguard_go(
         &mut env,
-        &na,
-        &ia,
-        &ka,
-        51820,
-        "100.64.251.1/32",
-        &public_of(&kb),
-        Some("198.18.250.2:51820".parse()?),
-        "100.64.251.2/32",
+        WgSpec {
+            ns: &na,
+            ifname: &ia,
+            key: &ka,
+            port: 51820,
+            addr: "100.64.251.1/32",
+            peer_key: public_of(&kb),
+            peer_endpoint: Some("198.18.250.2:51820".parse()?),
+            peer_allowed: "100.64.251.2/32",
+        },
     )
     .await?;
     start_wireguard_go(
         &mut env,
-        &nb,
-        &ib,
-        &kb,
-        51820,
-        "100.64.251.2/32",
-        &public_of(&ka),
-        Some("198.18.250.1:51820".parse()?),
-        "100.64.251.1/32",
+        WgSpec {
+            ns: &nb,
+            ifname: &ib,
+            key: &kb,
+            port: 51820,
+            addr: "100.64.251.2/32",
+            peer_key: public_of(&ka),
+            peer_endpoint: Some("198.18.250.1:51820".parse()?),
+            peer_allowed: "100.64.251.1/32",
+        },
     )
     .await?;
     run_kernel_pair(opts, &mut env, &nb, &na, "100.64.251.2", None).await
@@ -638,14 +654,16 @@ async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     let iface = format!("wbC{id}");
     start_wireguard_go(
         &mut env,
-        &ns,
-        &iface,
-        &kw,
-        51820,
-        "100.64.252.2/32",
-        &public_of(&ko),
-        None,
-        "100.64.252.1/32",
+        WgSpec {
+            ns: &ns,
+            ifname: &iface,
+            key: &kw,
+            port: 51820,
+            addr: "100.64.252.2/32",
+            peer_key: public_of(&ko),
+            peer_endpoint: None,
+            peer_allowed: "100.64.252.1/32",
+        },
     )
     .await?;
     let (p1, p2) = (free_tcp_port()?, free_tcp_port()?);

@@ -176,8 +176,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     step("what the nodes saw (per-peer counters)");
     println!(
-        "    {:<6} {:<6} {:>12} {:>12} {:>10} {:>10}  {:<22} {}",
-        "node", "peer", "rx bytes", "tx bytes", "rx pkts", "tx pkts", "endpoint", "handshake"
+        "    {:<6} {:<6} {:>12} {:>12} {:>10} {:>10}  {:<22} handshake",
+        "node", "peer", "rx bytes", "tx bytes", "rx pkts", "tx pkts", "endpoint"
     );
     for (i, node) in nodes.iter().enumerate() {
         let st = node.stats();

@@ -102,19 +102,6 @@ pub fn pattern(offset: u64, buf: &mut [u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn pattern_table_matches_the_formula_across_the_period_boundary() {
-        let mut buf = vec![0u8; 1000];
-        let off = super::PATTERN_PERIOD as u64 - 500;
-        super::pattern(off, &mut buf);
-        for (i, b) in buf.iter().enumerate() {
-            assert_eq!(*b, super::pattern_byte(off + i as u64));
-        }
-    }
-}
-
 /// SHA-256 of the first `len` bytes of [`pattern`].
 pub fn pattern_sha256(len: u64) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -271,4 +258,17 @@ pub async fn spawn_on_kernel(ip: std::net::IpAddr, services: &[Service]) -> anyh
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pattern_table_matches_the_formula_across_the_period_boundary() {
+        let mut buf = vec![0u8; 1000];
+        let off = super::PATTERN_PERIOD as u64 - 500;
+        super::pattern(off, &mut buf);
+        for (i, b) in buf.iter().enumerate() {
+            assert_eq!(*b, super::pattern_byte(off + i as u64));
+        }
+    }
 }

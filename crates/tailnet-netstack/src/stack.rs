@@ -6,7 +6,7 @@ use parking_lot::{Mutex, MutexGuard};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -221,8 +221,8 @@ impl Netstack {
         iface.update_ip_addrs(|ips| {
             for a in addrs {
                 let cidr = match a {
-                    IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(*a)), 32),
-                    IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(Ipv6Address::from(*a)), 128),
+                    IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(*a), 32),
+                    IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(*a), 128),
                 };
                 // Capacity is two, and we checked there are at most two.
                 let _ = ips.push(cidr);
@@ -234,14 +234,10 @@ impl Netstack {
         for a in addrs {
             match a {
                 IpAddr::V4(a) => {
-                    let _ = iface
-                        .routes_mut()
-                        .add_default_ipv4_route(Ipv4Address::from(*a));
+                    let _ = iface.routes_mut().add_default_ipv4_route(*a);
                 }
                 IpAddr::V6(a) => {
-                    let _ = iface
-                        .routes_mut()
-                        .add_default_ipv6_route(Ipv6Address::from(*a));
+                    let _ = iface.routes_mut().add_default_ipv6_route(*a);
                 }
             }
         }

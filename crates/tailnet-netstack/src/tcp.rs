@@ -141,10 +141,7 @@ impl AsyncRead for TcpStream {
         let s = st.sockets.get_mut::<tcp::Socket>(this.handle);
         if s.can_recv() {
             let dst = buf.initialize_unfilled();
-            let n = match s.recv_slice(dst) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = s.recv_slice(dst).unwrap_or_default();
             buf.advance(n);
             drop(st);
             // Reading opens the window; let smoltcp announce it.

@@ -120,6 +120,7 @@ impl DataPlane {
 
     /// Runs until shut down or the node handle is dropped.
     pub(crate) async fn run(mut self) {
+        self.send_pending().await;
         loop {
             let wake = match self.netstack_deadline {
                 Some(d) => d.min(self.next_tick),
@@ -127,7 +128,10 @@ impl DataPlane {
             };
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::SetPeers(p)) => self.set_peers(p),
+                    Some(Command::SetPeers(p)) => {
+                    self.set_peers(p);
+                    self.send_pending().await;
+                }
                     Some(Command::Shutdown) | None => break,
                 },
                 r = self.udp.readable() => {
@@ -197,6 +201,18 @@ impl DataPlane {
                 Some(self.rate_limiter.clone()),
             );
             let counters = Arc::new(PeerCounters::new(key, cfg.endpoint));
+            let mut tunn = tunn;
+            if let Some(ep) = cfg.endpoint {
+                // Handshake at once rather than on the first packet: a node
+                // that restarted on a new port is found by peers that hold
+                // a session to its old one, without waiting for traffic.
+                let mut buf = vec![0u8; 256];
+                if let TunnResult::WriteToNetwork(init) =
+                    tunn.format_handshake_initiation(&mut buf, false)
+                {
+                    self.sends.push((ep, init.to_vec()));
+                }
+            }
             self.by_key.insert(key, index);
             self.peers.insert(
                 index,

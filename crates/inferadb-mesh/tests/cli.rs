@@ -1,0 +1,133 @@
+//! The command line as a user meets it.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"))
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["demo", "node", "bench", "genkey", "pubkey"] {
+        assert!(text.contains(cmd), "--help does not mention {cmd}:\n{text}");
+    }
+}
+
+#[test]
+fn genkey_and_pubkey_agree_with_the_library() {
+    let out = bin().arg("genkey").output().unwrap();
+    assert!(out.status.success());
+    let private = String::from_utf8(out.stdout).unwrap();
+    let k = tailnet::PrivateKey::parse(private.trim()).unwrap();
+    let mut child = bin()
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(private.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap();
+    let expected = tailnet::NodeConfig::new(k, vec![]).public_key().to_base64();
+    assert_eq!(public.trim(), expected);
+}
+
+#[test]
+fn bad_node_config_names_the_key_and_never_echoes_the_private_key() {
+    let dir = std::env::temp_dir().join(format!("inferadb-mesh-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = tailnet::PrivateKey::generate().to_base64();
+    let path = dir.join("bad.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"private_key": "{key}", "addresses": ["100.64.0.1"], "lsiten": "0.0.0.0:1"}}"#
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("node")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lsiten"), "error does not name the key: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains(&key), "private key leaked: {err}");
+
+    // A private key with a typo: rejected without echoing it.
+    let mut bad_key = key.clone();
+    bad_key.replace_range(0..1, "!");
+    std::fs::write(
+        &path,
+        format!(r#"{{"private_key": "{bad_key}", "addresses": ["100.64.0.1"]}}"#),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("node")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(&bad_key[1..]), "private key echoed: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_moves_data_and_exits_zero() {
+    let out = bin().args(["demo", "--mib", "16"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("matches"), "{text}");
+    assert!(text.contains("10/10 datagrams"), "{text}");
+}
+
+#[test]
+fn bench_tunnel_json_has_our_path_with_figures() {
+    let out = bin()
+        .args([
+            "bench",
+            "tunnel",
+            "--paths",
+            "tailnet",
+            "--duration",
+            "1",
+            "--samples",
+            "200",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["paths"][0];
+    assert_eq!(p["name"], "tailnet");
+    assert!(p["gbit_per_s"].as_f64().unwrap() > 0.0);
+    let (p50, p99) = (
+        p["rtt_p50_us"].as_f64().unwrap(),
+        p["rtt_p99_us"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{p}");
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs the interop peers it needs,
+# checks formatting and lints, runs every test (including the wireguard-go
+# interop test in network namespaces, which needs root), the mock-clock
+# tests, and a short run of every fuzz target.
+#
+#   scripts/test.sh            everything
+#   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies"
+scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --exclude tailnet-vtime-tests --all-targets --quiet -- -D warnings
+cargo clippy -p tailnet-vtime-tests --all-targets --quiet -- -D warnings
+
+# Data-moving tests use the dev profile with the hot crates optimised
+# (see [profile.dev.package.*] in Cargo.toml).
+step "cargo test (workspace)"
+cargo test --workspace --exclude tailnet-vtime-tests
+
+# Built on its own: the mock clock feature must not leak into the builds
+# above through feature unification.
+step "cargo test (boringtun on a mock clock)"
+cargo test -p tailnet-vtime-tests
+
+if [ "${FUZZ_SECONDS:-10}" != "0" ]; then
+  step "fuzz smoke run (${FUZZ_SECONDS:-10} s per target)"
+  scripts/fuzz-smoke.sh "${FUZZ_SECONDS:-10}"
+fi
+step "all tests passed"
