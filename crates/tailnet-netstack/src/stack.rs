@@ -61,12 +61,18 @@ const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 pub(crate) struct VirtualDevice {
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
+    /// Spent outbound buffers, reused for the next packets.
+    free: Vec<Vec<u8>>,
     mtu: usize,
 }
+
+/// Spent buffers kept for reuse.
+const FREE_LIMIT: usize = 2048;
 
 pub(crate) struct RxTok(Vec<u8>);
 pub(crate) struct TxTok<'a> {
     queue: &'a mut Vec<Vec<u8>>,
+    free: &'a mut Vec<Vec<u8>>,
 }
 
 impl smoltcp::phy::RxToken for RxTok {
@@ -77,7 +83,9 @@ impl smoltcp::phy::RxToken for RxTok {
 
 impl smoltcp::phy::TxToken for TxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
         let r = f(&mut buf);
         self.queue.push(buf);
         r
@@ -98,6 +106,7 @@ impl Device for VirtualDevice {
             RxTok(pkt),
             TxTok {
                 queue: &mut self.tx,
+                free: &mut self.free,
             },
         ))
     }
@@ -108,6 +117,7 @@ impl Device for VirtualDevice {
         }
         Some(TxTok {
             queue: &mut self.tx,
+            free: &mut self.free,
         })
     }
 
@@ -204,6 +214,7 @@ impl Netstack {
         let mut device = VirtualDevice {
             rx: VecDeque::new(),
             tx: Vec::new(),
+            free: Vec::new(),
             mtu: config.mtu,
         };
         let epoch = tokio::time::Instant::now();
@@ -297,7 +308,8 @@ impl Netstack {
     /// again if nothing else happens (None: until new input).
     ///
     /// `outbound` holds at most a burst of packets; when it comes back full
-    /// ([`Netstack::burst_size`]) call again after sending them.
+    /// ([`Netstack::burst_size`]) call again after sending them. Packets
+    /// left in `outbound` from the previous call are taken back for reuse.
     pub fn process(
         &self,
         now: tokio::time::Instant,
@@ -307,17 +319,18 @@ impl Netstack {
         let ts = smol_now(self.shared.epoch, now);
         let mut guard = self.shared.lock();
         let st = &mut *guard;
+        for spent in outbound.drain(..) {
+            if st.device.free.len() < FREE_LIMIT {
+                st.device.free.push(spent);
+            }
+        }
         for pkt in inbound.drain(..) {
             st.ingest_one(pkt, &self.shared.config);
         }
         st.iface.poll(ts, &mut st.device, &mut st.sockets);
         st.after_poll();
         st.stats.tx_packets += st.device.tx.len() as u64;
-        if outbound.is_empty() {
-            std::mem::swap(outbound, &mut st.device.tx);
-        } else {
-            outbound.append(&mut st.device.tx);
-        }
+        std::mem::swap(outbound, &mut st.device.tx);
         if outbound.len() >= TX_BURST {
             return Some(Duration::ZERO);
         }

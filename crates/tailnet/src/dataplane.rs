@@ -5,14 +5,14 @@
 //! by static key for initiations after a MAC1 check) → boringtun decrypts →
 //! source checked against the peer's allowed IPs → netstack.
 //! Outbound: netstack emits an IP packet → longest-prefix match on allowed
-//! IPs picks the peer → boringtun encrypts (or queues it and starts a
-//! handshake) → the peer's endpoint → batched UDP send.
+//! IPs picks the peer → boringtun encrypts straight into the send buffer
+//! (or queues it and starts a handshake) → the peer's endpoint → GSO send.
 //! Timers: every [`TICK`] each tunnel's timers run whether or not traffic
 //! flows, so idle tunnels rekey, keep alive and expire on time.
 
 use crate::config::PeerConfig;
 use crate::stats::{DropCounters, PeerCounters};
-use crate::udp::Udp;
+use crate::udp::{Outgoing, Udp};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -34,11 +34,15 @@ use tokio::time::Instant;
 pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// Handshake initiations per second before cookies are demanded.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
-/// Datagrams processed before the netstack gets a turn.
+/// Decrypted packets gathered before the netstack gets a turn.
 const INBOUND_BATCH: usize = 256;
-/// Space boringtun needs around a packet: 32 bytes of header and tag, up to
-/// 15 of padding, and at least a handshake initiation (148 bytes).
+/// Receive batches handled before other work gets a turn.
+const RECV_ROUNDS: usize = 64;
+/// Space boringtun needs around a packet: 32 bytes of header and tag and
+/// up to 15 of padding.
 const WG_OVERHEAD: usize = 48;
+/// A handshake initiation, the largest message without payload.
+const HANDSHAKE_INIT_LEN: usize = 148;
 
 pub(crate) enum Command {
     SetPeers(Vec<PeerConfig>),
@@ -57,9 +61,31 @@ struct Peer {
     last_handshake_age: Option<Duration>,
 }
 
-pub(crate) struct DataPlane {
-    udp: Udp,
-    netstack: Netstack,
+impl Peer {
+    fn note_handshake(&mut self) {
+        let age = self.tunn.time_since_last_handshake();
+        let fresh = match (age, self.last_handshake_age) {
+            (Some(a), Some(prev)) => a < prev,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        self.last_handshake_age = age;
+        if let (true, Some(a)) = (fresh, age) {
+            self.counters.handshakes.fetch_add(1, Relaxed);
+            *self.counters.last_handshake.lock() = SystemTime::now().checked_sub(a);
+        }
+    }
+
+    fn count_tx(&self, len: usize) {
+        self.counters.tx_bytes.fetch_add(len as u64, Relaxed);
+        self.counters.tx_packets.fetch_add(1, Relaxed);
+    }
+}
+
+/// The peers and their tunnels: everything the packet paths touch except
+/// the socket and the netstack, so a received batch can be processed in
+/// place while the socket's buffers are borrowed.
+struct Tunnels {
     secret: x25519::StaticSecret,
     public: x25519::PublicKey,
     rate_limiter: Arc<RateLimiter>,
@@ -67,14 +93,21 @@ pub(crate) struct DataPlane {
     by_key: HashMap<PublicKey, u32>,
     routes: PrefixTable<u32>,
     next_index: u32,
-    commands: mpsc::Receiver<Command>,
     drops: Arc<DropCounters>,
-    peer_table: PeerTable,
+    /// Decrypted packets for the netstack.
     inbound: Vec<Vec<u8>>,
+    /// Encrypted datagrams for the socket.
+    out: Outgoing,
+}
+
+pub(crate) struct DataPlane {
+    udp: Udp,
+    netstack: Netstack,
+    tunnels: Tunnels,
+    commands: mpsc::Receiver<Command>,
+    peer_table: PeerTable,
+    /// Packets the netstack emitted; handed back to it for reuse.
     outbound: Vec<Vec<u8>>,
-    scratch: Vec<u8>,
-    /// Datagrams to send, gathered while `self` is borrowed elsewhere.
-    sends: Vec<(SocketAddr, Vec<u8>)>,
     netstack_deadline: Option<Instant>,
     next_tick: Instant,
     next_limiter_reset: Instant,
@@ -96,20 +129,21 @@ impl DataPlane {
         let mut dp = DataPlane {
             udp,
             netstack,
-            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-            secret,
-            public,
-            peers: HashMap::new(),
-            by_key: HashMap::new(),
-            routes: PrefixTable::new(),
-            next_index: 1,
+            tunnels: Tunnels {
+                rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+                secret,
+                public,
+                peers: HashMap::new(),
+                by_key: HashMap::new(),
+                routes: PrefixTable::new(),
+                next_index: 1,
+                drops,
+                inbound: Vec::new(),
+                out: Outgoing::default(),
+            },
             commands,
-            drops,
             peer_table,
-            inbound: Vec::new(),
             outbound: Vec::new(),
-            scratch: vec![0u8; 65536],
-            sends: Vec::new(),
             netstack_deadline: Some(now),
             next_tick: now + TICK,
             next_limiter_reset: now + Duration::from_secs(1),
@@ -120,7 +154,7 @@ impl DataPlane {
 
     /// Runs until shut down or the node handle is dropped.
     pub(crate) async fn run(mut self) {
-        self.send_pending().await;
+        self.flush().await;
         loop {
             let wake = match self.netstack_deadline {
                 Some(d) => d.min(self.next_tick),
@@ -128,10 +162,7 @@ impl DataPlane {
             };
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::SetPeers(p)) => {
-                    self.set_peers(p);
-                    self.send_pending().await;
-                }
+                    Some(Command::SetPeers(p)) => self.set_peers(p),
                     Some(Command::Shutdown) | None => break,
                 },
                 r = self.udp.readable() => {
@@ -146,14 +177,98 @@ impl DataPlane {
             }
             let now = Instant::now();
             if now >= self.next_tick {
-                self.on_tick(now).await;
+                self.on_tick(now);
             }
             self.pump().await;
         }
-        let _ = self.udp.flush().await;
+        self.flush().await;
         tracing::debug!("data plane stopped");
     }
 
+    async fn flush(&mut self) {
+        if self.tunnels.out.is_empty() {
+            return;
+        }
+        let failed = self.udp.send_all(&mut self.tunnels.out).await;
+        if failed > 0 {
+            self.tunnels.drops.send_errors.fetch_add(failed, Relaxed);
+        }
+    }
+
+    /// Applies a new peer list: new peers get a tunnel, removed ones go,
+    /// kept ones keep their sessions (flows through them are untouched).
+    fn set_peers(&mut self, peers: Vec<PeerConfig>) {
+        self.tunnels.set_peers(peers);
+        let mut table: Vec<Arc<PeerCounters>> = self
+            .tunnels
+            .peers
+            .values()
+            .map(|p| p.counters.clone())
+            .collect();
+        table.sort_by_key(|c| c.key);
+        *self.peer_table.write() = table;
+    }
+
+    /// Drains the socket in batches, decrypting in place and handing
+    /// packets to the netstack every [`INBOUND_BATCH`] packets.
+    async fn receive(&mut self) {
+        for _ in 0..RECV_ROUNDS {
+            let tunnels = &mut self.tunnels;
+            match self
+                .udp
+                .try_recv(|from, data| tunnels.on_datagram(from, data))
+            {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive error");
+                    break;
+                }
+            }
+            self.flush().await;
+            if self.tunnels.inbound.len() >= INBOUND_BATCH {
+                self.pump().await;
+            }
+        }
+    }
+
+    /// Runs the netstack until it has nothing more to send right now, and
+    /// encrypts and sends what it produced.
+    async fn pump(&mut self) {
+        loop {
+            let now = Instant::now();
+            let delay = self
+                .netstack
+                .process(now, &mut self.tunnels.inbound, &mut self.outbound);
+            for pkt in &self.outbound {
+                self.tunnels.encapsulate(pkt);
+            }
+            self.flush().await;
+            match delay {
+                Some(d) if d.is_zero() => continue,
+                Some(d) => {
+                    self.netstack_deadline = Some(now + d);
+                    break;
+                }
+                None => {
+                    self.netstack_deadline = None;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.next_tick = now + TICK;
+        if now >= self.next_limiter_reset {
+            self.tunnels.rate_limiter.reset_count();
+            self.next_limiter_reset = now + Duration::from_secs(1);
+        }
+        self.tunnels.run_timers();
+    }
+}
+
+impl Tunnels {
     fn alloc_index(&mut self) -> u32 {
         loop {
             let i = self.next_index & 0x00ff_ffff;
@@ -164,35 +279,23 @@ impl DataPlane {
         }
     }
 
-    /// Applies a new peer list: new peers get a tunnel, removed ones go,
-    /// kept ones keep their sessions (flows through them are untouched).
     fn set_peers(&mut self, peers: Vec<PeerConfig>) {
         let wanted: HashMap<PublicKey, PeerConfig> =
             peers.into_iter().map(|p| (p.public_key, p)).collect();
-        let gone: Vec<u32> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !wanted.contains_key(&p.config.public_key))
-            .map(|(i, _)| *i)
-            .collect();
-        for i in gone {
-            if let Some(p) = self.peers.remove(&i) {
-                self.by_key.remove(&p.config.public_key);
-            }
-        }
+        self.peers
+            .retain(|_, p| wanted.contains_key(&p.config.public_key));
+        self.by_key.retain(|k, _| wanted.contains_key(k));
         for (key, cfg) in wanted {
-            if let Some(idx) = self.by_key.get(&key).copied() {
-                if let Some(p) = self.peers.get_mut(&idx) {
-                    if cfg.endpoint.is_some() && cfg.endpoint != p.config.endpoint {
-                        p.endpoint = cfg.endpoint;
-                        *p.counters.endpoint.lock() = cfg.endpoint;
-                    }
-                    p.config = cfg;
+            if let Some(p) = self.by_key.get(&key).and_then(|i| self.peers.get_mut(i)) {
+                if cfg.endpoint.is_some() && cfg.endpoint != p.config.endpoint {
+                    p.endpoint = cfg.endpoint;
+                    *p.counters.endpoint.lock() = cfg.endpoint;
                 }
+                p.config = cfg;
                 continue;
             }
             let index = self.alloc_index();
-            let tunn = Tunn::new(
+            let mut tunn = Tunn::new(
                 self.secret.clone(),
                 x25519::PublicKey::from(*key.as_bytes()),
                 None,
@@ -200,19 +303,18 @@ impl DataPlane {
                 index,
                 Some(self.rate_limiter.clone()),
             );
-            let counters = Arc::new(PeerCounters::new(key, cfg.endpoint));
-            let mut tunn = tunn;
             if let Some(ep) = cfg.endpoint {
                 // Handshake at once rather than on the first packet: a node
                 // that restarted on a new port is found by peers that hold
                 // a session to its old one, without waiting for traffic.
-                let mut buf = vec![0u8; 256];
-                if let TunnResult::WriteToNetwork(init) =
-                    tunn.format_handshake_initiation(&mut buf, false)
-                {
-                    self.sends.push((ep, init.to_vec()));
-                }
+                self.out.push_with(ep, HANDSHAKE_INIT_LEN, |buf| {
+                    match tunn.format_handshake_initiation(buf, false) {
+                        TunnResult::WriteToNetwork(d) => Some(d.len()),
+                        _ => None,
+                    }
+                });
             }
+            let counters = Arc::new(PeerCounters::new(key, cfg.endpoint));
             self.by_key.insert(key, index);
             self.peers.insert(
                 index,
@@ -230,42 +332,6 @@ impl DataPlane {
         for p in self.peers.values() {
             for net in &p.config.allowed_ips {
                 self.routes.insert(*net, p.index);
-            }
-        }
-        let mut table: Vec<Arc<PeerCounters>> =
-            self.peers.values().map(|p| p.counters.clone()).collect();
-        table.sort_by_key(|c| c.key);
-        *self.peer_table.write() = table;
-    }
-
-    /// Drains the socket in batches, handing decrypted packets to the
-    /// netstack every [`INBOUND_BATCH`] datagrams.
-    async fn receive(&mut self) {
-        let mut handled = 0usize;
-        loop {
-            let mut batch: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
-            let r = self
-                .udp
-                .try_recv(|from, data| batch.push((from, data.to_vec())));
-            match r {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "UDP receive error");
-                    break;
-                }
-            }
-            for (from, data) in batch {
-                self.on_datagram(from, &data);
-            }
-            self.send_pending().await;
-            handled += 1;
-            if self.inbound.len() >= INBOUND_BATCH {
-                self.pump().await;
-            }
-            if handled >= 64 {
-                // Let the rest of the runtime breathe under a flood.
-                break;
             }
         }
     }
@@ -293,37 +359,35 @@ impl DataPlane {
             return;
         };
         let mut buf = vec![0u8; data.len().max(256)];
-        let authenticated;
-        match peer.tunn.decapsulate(Some(from.ip()), data, &mut buf) {
-            TunnResult::Done => {
-                // A keep-alive (authenticated) or a cookie reply (not).
-                authenticated = msg.kind == WgKind::Data;
-            }
+        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), data, &mut buf) {
+            // A keep-alive (authenticated) or a cookie reply (not).
+            TunnResult::Done => msg.kind == WgKind::Data,
             TunnResult::Err(e) => {
                 self.drops.rejected.fetch_add(1, Relaxed);
                 tracing::trace!(peer = %peer.config.public_key.short(), error = ?e, "datagram rejected");
                 return;
             }
             TunnResult::WriteToNetwork(reply) => {
-                authenticated = msg.kind != WgKind::CookieReply;
-                self.sends.push((from, reply.to_vec()));
+                self.out.push(from, reply);
                 // Packets queued while the handshake ran go out now.
-                loop {
-                    let mut out = vec![0u8; 65536];
-                    match peer.tunn.decapsulate(None, &[], &mut out) {
-                        TunnResult::WriteToNetwork(p) => {
-                            let n = p.len();
-                            out.truncate(n);
-                            self.sends.push((from, out));
+                let mut more = true;
+                while more {
+                    more = false;
+                    self.out.push_with(from, 65_535, |b| {
+                        match peer.tunn.decapsulate(None, &[], b) {
+                            TunnResult::WriteToNetwork(p) => {
+                                more = true;
+                                Some(p.len())
+                            }
+                            _ => None,
                         }
-                        _ => break,
-                    }
+                    });
                 }
+                msg.kind != WgKind::CookieReply
             }
             TunnResult::WriteToTunnelV4(pkt, src) => {
                 let n = pkt.len();
-                authenticated = true;
-                Self::deliver(
+                deliver(
                     peer,
                     IpAddr::V4(src),
                     n,
@@ -331,11 +395,11 @@ impl DataPlane {
                     &mut self.inbound,
                     &self.drops,
                 );
+                true
             }
             TunnResult::WriteToTunnelV6(pkt, src) => {
                 let n = pkt.len();
-                authenticated = true;
-                Self::deliver(
+                deliver(
                     peer,
                     IpAddr::V6(src),
                     n,
@@ -343,8 +407,9 @@ impl DataPlane {
                     &mut self.inbound,
                     &self.drops,
                 );
+                true
             }
-        }
+        };
         if authenticated {
             peer.counters.rx_bytes.fetch_add(data.len() as u64, Relaxed);
             peer.counters.rx_packets.fetch_add(1, Relaxed);
@@ -354,31 +419,9 @@ impl DataPlane {
                 *peer.counters.endpoint.lock() = Some(from);
             }
             if msg.kind != WgKind::Data {
-                Self::note_handshake(peer);
+                peer.note_handshake();
             }
         }
-    }
-
-    fn deliver(
-        peer: &Peer,
-        src: IpAddr,
-        len: usize,
-        mut buf: Vec<u8>,
-        inbound: &mut Vec<Vec<u8>>,
-        drops: &DropCounters,
-    ) {
-        // Cryptokey routing: a peer may only send from its allowed IPs.
-        if !peer
-            .config
-            .allowed_ips
-            .iter()
-            .any(|n: &IpNet| n.contains(&src))
-        {
-            drops.bad_source.fetch_add(1, Relaxed);
-            return;
-        }
-        buf.truncate(len);
-        inbound.push(buf);
     }
 
     /// Finds the peer of a handshake initiation: MAC1 (and, under load, the
@@ -393,13 +436,11 @@ impl DataPlane {
                 match parse_handshake_anon(&self.secret, &self.public, &init) {
                     Ok(half) => {
                         let key = PublicKey::from_bytes(half.peer_static_public);
-                        match self.by_key.get(&key) {
-                            Some(i) => Some(*i),
-                            None => {
-                                self.drops.unknown_peer.fetch_add(1, Relaxed);
-                                None
-                            }
+                        let found = self.by_key.get(&key).copied();
+                        if found.is_none() {
+                            self.drops.unknown_peer.fetch_add(1, Relaxed);
                         }
+                        found
                     }
                     Err(_) => {
                         self.drops.rejected.fetch_add(1, Relaxed);
@@ -409,62 +450,13 @@ impl DataPlane {
             }
             Err(TunnResult::WriteToNetwork(reply)) => {
                 // Under load: the initiator must prove its address first.
-                self.sends.push((from, reply.to_vec()));
+                self.out.push(from, reply);
                 None
             }
             _ => {
                 self.drops.rejected.fetch_add(1, Relaxed);
                 None
             }
-        }
-    }
-
-    fn note_handshake(peer: &mut Peer) {
-        let age = peer.tunn.time_since_last_handshake();
-        let fresh = match (age, peer.last_handshake_age) {
-            (Some(a), Some(prev)) => a < prev,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        peer.last_handshake_age = age;
-        if fresh {
-            if let Some(a) = age {
-                peer.counters.handshakes.fetch_add(1, Relaxed);
-                *peer.counters.last_handshake.lock() = SystemTime::now().checked_sub(a);
-            }
-        }
-    }
-
-    /// Runs the netstack until it has nothing more to send right now, and
-    /// encrypts and sends what it produced.
-    async fn pump(&mut self) {
-        loop {
-            let now = Instant::now();
-            let delay = self
-                .netstack
-                .process(now, &mut self.inbound, &mut self.outbound);
-            let packets = std::mem::take(&mut self.outbound);
-            for pkt in &packets {
-                self.encapsulate(pkt);
-            }
-            self.outbound = packets;
-            self.outbound.clear();
-            self.send_pending().await;
-            match delay {
-                Some(d) if d.is_zero() => continue,
-                Some(d) => {
-                    self.netstack_deadline = Some(now + d);
-                    break;
-                }
-                None => {
-                    self.netstack_deadline = None;
-                    break;
-                }
-            }
-        }
-        if let Err(e) = self.udp.flush().await {
-            self.drops.send_errors.fetch_add(1, Relaxed);
-            tracing::debug!(error = %e, "UDP send failed");
         }
     }
 
@@ -479,52 +471,42 @@ impl DataPlane {
         let Some(peer) = self.peers.get_mut(&index) else {
             return;
         };
-        let need = pkt.len() + WG_OVERHEAD;
-        if self.scratch.len() < need.max(148) {
-            self.scratch.resize(need.max(148), 0);
-        }
-        match peer.tunn.encapsulate(pkt, &mut self.scratch) {
-            TunnResult::WriteToNetwork(d) => match peer.endpoint {
-                Some(ep) => {
-                    peer.counters.tx_bytes.fetch_add(d.len() as u64, Relaxed);
-                    peer.counters.tx_packets.fetch_add(1, Relaxed);
-                    self.sends.push((ep, d.to_vec()));
+        let max = (pkt.len() + WG_OVERHEAD).max(HANDSHAKE_INIT_LEN);
+        match peer.endpoint {
+            Some(ep) => {
+                let mut sent = None;
+                self.out
+                    .push_with(ep, max, |buf| match peer.tunn.encapsulate(pkt, buf) {
+                        TunnResult::WriteToNetwork(d) => {
+                            sent = Some(d.len());
+                            sent
+                        }
+                        // Done: queued in the tunnel until the handshake completes.
+                        _ => None,
+                    });
+                if let Some(n) = sent {
+                    peer.count_tx(n);
                 }
-                None => {
+            }
+            None => {
+                // Still encapsulate, so the packet waits in the tunnel's
+                // queue for a handshake the peer may start.
+                let mut scratch = vec![0u8; max];
+                if let TunnResult::WriteToNetwork(_) = peer.tunn.encapsulate(pkt, &mut scratch) {
                     self.drops.no_endpoint.fetch_add(1, Relaxed);
                 }
-            },
-            TunnResult::Done => {} // queued until the handshake completes
-            TunnResult::Err(e) => {
-                tracing::trace!(error = ?e, "encapsulate failed");
-            }
-            _ => {}
-        }
-    }
-
-    async fn send_pending(&mut self) {
-        for (dest, data) in std::mem::take(&mut self.sends) {
-            if let Err(e) = self.udp.send(dest, &data).await {
-                self.drops.send_errors.fetch_add(1, Relaxed);
-                tracing::debug!(%dest, error = %e, "UDP send failed");
             }
         }
     }
 
-    async fn on_tick(&mut self, now: Instant) {
-        self.next_tick = now + TICK;
-        if now >= self.next_limiter_reset {
-            self.rate_limiter.reset_count();
-            self.next_limiter_reset = now + Duration::from_secs(1);
-        }
-        let mut buf = vec![0u8; 256];
+    fn run_timers(&mut self) {
         for peer in self.peers.values_mut() {
+            let mut buf = [0u8; 256];
             match peer.tunn.update_timers(&mut buf) {
                 TunnResult::WriteToNetwork(d) => match peer.endpoint {
                     Some(ep) => {
-                        peer.counters.tx_bytes.fetch_add(d.len() as u64, Relaxed);
-                        peer.counters.tx_packets.fetch_add(1, Relaxed);
-                        self.sends.push((ep, d.to_vec()));
+                        peer.count_tx(d.len());
+                        self.out.push(ep, d);
                     }
                     None => {
                         self.drops.no_endpoint.fetch_add(1, Relaxed);
@@ -535,8 +517,29 @@ impl DataPlane {
                 }
                 _ => {}
             }
-            Self::note_handshake(peer);
+            peer.note_handshake();
         }
-        self.send_pending().await;
     }
+}
+
+fn deliver(
+    peer: &Peer,
+    src: IpAddr,
+    len: usize,
+    mut buf: Vec<u8>,
+    inbound: &mut Vec<Vec<u8>>,
+    drops: &DropCounters,
+) {
+    // Cryptokey routing: a peer may only send from its allowed IPs.
+    if !peer
+        .config
+        .allowed_ips
+        .iter()
+        .any(|n: &IpNet| n.contains(&src))
+    {
+        drops.bad_source.fetch_add(1, Relaxed);
+        return;
+    }
+    buf.truncate(len);
+    inbound.push(buf);
 }

@@ -1,5 +1,9 @@
 //! The node's one UDP socket: batched receive (recvmmsg + GRO) and batched
 //! send (GSO) through `quinn-udp`.
+//!
+//! Outgoing datagrams are encrypted straight into one buffer
+//! ([`Outgoing`]); runs of equal-size datagrams to one destination leave as
+//! one GSO `sendmsg` without being copied again.
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
@@ -12,32 +16,71 @@ const SOCKET_BUFFER: usize = 8 << 20;
 /// Receive buffers per batch, each big enough for a GRO super-datagram.
 const RECV_BATCH: usize = 16;
 const RECV_BUF: usize = 64 * 1024;
+/// Largest GSO super-datagram we hand the kernel.
+const MAX_GSO_BYTES: usize = 65_000;
+
+/// Datagrams waiting to be sent, back to back in one buffer.
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    buf: Vec<u8>,
+    items: Vec<(SocketAddr, usize, usize)>,
+}
+
+impl Outgoing {
+    /// Lets `fill` write one datagram of at most `max_len` bytes for `dest`
+    /// in place; it returns the length written, or None to write nothing.
+    pub(crate) fn push_with(
+        &mut self,
+        dest: SocketAddr,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) {
+        let start = self.buf.len();
+        self.buf.resize(start + max_len, 0);
+        match fill(&mut self.buf[start..]) {
+            Some(n) if n <= max_len => {
+                self.buf.truncate(start + n);
+                self.items.push((dest, start, n));
+            }
+            _ => self.buf.truncate(start),
+        }
+    }
+
+    /// Queues a copy of `data` for `dest`.
+    pub(crate) fn push(&mut self, dest: SocketAddr, data: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(data);
+        self.items.push((dest, start, data.len()));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.items.clear();
+    }
+}
 
 pub(crate) struct Udp {
     sock: tokio::net::UdpSocket,
     state: UdpSocketState,
     recv_bufs: Vec<Vec<u8>>,
     meta: Vec<RecvMeta>,
-    /// Pending GSO batch: same destination, equal-size segments (the last
-    /// may be shorter).
-    batch: Vec<u8>,
-    batch_dest: Option<SocketAddr>,
-    batch_seg: usize,
-    batch_count: usize,
-    batch_last_short: bool,
 }
 
 fn set_buffer(sock: &socket2::Socket, recv: bool) {
-    // SO_*BUFFORCE passes rmem_max/wmem_max when we may (root, CAP_NET_ADMIN);
-    // otherwise we get what the plain option allows.
-    let forced = if recv {
+    let plain = if recv {
         sock.set_recv_buffer_size(SOCKET_BUFFER)
     } else {
         sock.set_send_buffer_size(SOCKET_BUFFER)
     };
-    if forced.is_err() {
+    if plain.is_err() {
         tracing::debug!(recv, "could not enlarge UDP socket buffer");
     }
+    // SO_*BUFFORCE passes rmem_max/wmem_max when we may (root or
+    // CAP_NET_ADMIN); without it we keep what the plain option gave.
     #[cfg(target_os = "linux")]
     {
         use nix::sys::socket::{setsockopt, sockopt};
@@ -70,11 +113,6 @@ impl Udp {
             state,
             recv_bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF]).collect(),
             meta: vec![RecvMeta::default(); RECV_BATCH],
-            batch: Vec::with_capacity(64 * 1024),
-            batch_dest: None,
-            batch_seg: 0,
-            batch_count: 0,
-            batch_last_short: false,
         })
     }
 
@@ -87,14 +125,13 @@ impl Udp {
     }
 
     /// Receives one batch without waiting; calls `f(source, datagram)` for
-    /// each datagram. Returns how many datagrams arrived (0: nothing ready).
+    /// each datagram, in place. Returns how many arrived (0: none ready).
     pub(crate) fn try_recv(&mut self, mut f: impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
         let Udp {
             sock,
             state,
             recv_bufs,
             meta,
-            ..
         } = self;
         let mut slices: Vec<IoSliceMut<'_>> =
             recv_bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
@@ -109,8 +146,8 @@ impl Udp {
         let mut count = 0;
         for (m, buf) in meta.iter().zip(slices.iter()).take(msgs) {
             let data = &buf[..m.len];
-            let stride = m.stride.max(1);
-            for seg in data.chunks(stride) {
+            // With GRO one buffer holds several datagrams of `stride` bytes.
+            for seg in data.chunks(m.stride.max(1)) {
                 f(m.addr, seg);
                 count += 1;
             }
@@ -118,54 +155,56 @@ impl Udp {
         Ok(count)
     }
 
-    /// Queues one datagram; consecutive datagrams to one destination go out
-    /// as one GSO send.
-    pub(crate) async fn send(&mut self, dest: SocketAddr, data: &[u8]) -> io::Result<()> {
-        let max = self.state.max_gso_segments().max(1);
-        let fits = self.batch_dest == Some(dest)
-            && !self.batch_last_short
-            && self.batch_count < max
-            && data.len() <= self.batch_seg
-            && self.batch.len() + data.len() <= 64 * 1024 - 64;
-        if !fits {
-            self.flush().await?;
-            self.batch_dest = Some(dest);
-            self.batch_seg = data.len();
+    /// Sends everything in `out` (runs of equal-size datagrams to one
+    /// destination as one GSO send), waiting while the socket is full.
+    /// Returns how many datagrams the kernel refused.
+    pub(crate) async fn send_all(&mut self, out: &mut Outgoing) -> u64 {
+        let max_segs = self.state.max_gso_segments().max(1);
+        let mut failed = 0u64;
+        let mut i = 0;
+        while i < out.items.len() {
+            let (dest, start, seg) = out.items[i];
+            let mut end = start + seg;
+            let mut j = i + 1;
+            while j < out.items.len() && j - i < max_segs {
+                let (d, s, l) = out.items[j];
+                if d != dest || s != end || l > seg || end + l - start > MAX_GSO_BYTES {
+                    break;
+                }
+                end += l;
+                j += 1;
+                if l < seg {
+                    break; // a shorter datagram can only end a GSO run
+                }
+            }
+            let transmit = Transmit {
+                destination: dest,
+                ecn: None,
+                contents: &out.buf[start..end],
+                segment_size: (j - i > 1).then_some(seg),
+                src_ip: None,
+            };
+            if let Err(e) = self.send_one(&transmit).await {
+                failed += (j - i) as u64;
+                tracing::debug!(%dest, error = %e, "UDP send failed");
+            }
+            i = j;
         }
-        self.batch.extend_from_slice(data);
-        self.batch_count += 1;
-        if data.len() < self.batch_seg {
-            self.batch_last_short = true;
-        }
-        Ok(())
+        out.clear();
+        failed
     }
 
-    /// Sends what [`Udp::send`] queued, waiting while the socket is full.
-    pub(crate) async fn flush(&mut self) -> io::Result<()> {
-        let Some(dest) = self.batch_dest.take() else {
-            return Ok(());
-        };
-        let transmit = Transmit {
-            destination: dest,
-            ecn: None,
-            contents: &self.batch,
-            segment_size: (self.batch_count > 1).then_some(self.batch_seg),
-            src_ip: None,
-        };
-        let result = loop {
+    async fn send_one(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        loop {
             let r = self.sock.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.sock).into(), &transmit)
+                self.state.try_send((&self.sock).into(), transmit)
             });
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.sock.writable().await?;
                 }
-                other => break other,
+                other => return other,
             }
-        };
-        self.batch.clear();
-        self.batch_count = 0;
-        self.batch_last_short = false;
-        result
+        }
     }
 }
