@@ -524,9 +524,6 @@ async fn handshake_from_an_unknown_key_is_counted_and_leaves_the_session_alone()
 /// handshake messages are sent in the clear, so anyone on the path can
 /// replay them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "node bug: under load, a replayed handshake message that draws a cookie reply \
-            is treated as authenticated and moves the peer's endpoint to the sender \
-            (crates/tailnet/src/dataplane.rs, TunnResult::WriteToNetwork in on_datagram)"]
 async fn replayed_handshakes_under_load_do_not_move_the_endpoint() {
     let (n1, n2, relay) = relayed_pair().await;
     serve_echo(&n2, 7);

@@ -41,6 +41,8 @@ const RECV_ROUNDS: usize = 64;
 /// Space boringtun needs around a packet: 32 bytes of header and tag and
 /// up to 15 of padding.
 const WG_OVERHEAD: usize = 48;
+/// WireGuard message type of a cookie reply.
+const COOKIE_REPLY: u8 = 3;
 /// A handshake initiation, the largest message without payload.
 const HANDSHAKE_INIT_LEN: usize = 148;
 
@@ -366,6 +368,13 @@ impl Tunnels {
                 self.drops.rejected.fetch_add(1, Relaxed);
                 tracing::trace!(peer = %peer.config.public_key.short(), error = ?e, "datagram rejected");
                 return;
+            }
+            TunnResult::WriteToNetwork(reply) if reply.first() == Some(&COOKIE_REPLY) => {
+                // Under load boringtun answers a handshake message with a
+                // cookie reply without checking it: nothing authenticated
+                // it, so it must not move the endpoint.
+                self.out.push(from, reply);
+                false
             }
             TunnResult::WriteToNetwork(reply) => {
                 self.out.push(from, reply);
