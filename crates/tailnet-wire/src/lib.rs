@@ -12,11 +12,17 @@
 //!   data plane's "allowed IPs" routing).
 //! - [`wg`]: classification of a WireGuard datagram (message type, receiver
 //!   index) before any cryptography runs.
+//! - [`control`]: Tailscale control-protocol JSON types (register, map) and
+//!   the length-prefixed zstd map stream.
+//! - [`noise`]: the ts2021 Noise IK handshake and its record framing, as
+//!   sans-IO state machines for both the client and the coordinator.
 
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod ip;
 pub mod key;
+pub mod noise;
 pub mod prefix;
 pub mod wg;
 

@@ -1,0 +1,1 @@
+//! Tailscale control-protocol JSON types and the map stream framing (in progress).
