@@ -591,3 +591,23 @@ async fn replayed_handshakes_under_load_do_not_move_the_endpoint() {
     );
     echo(&n1, echo_addr, 16 * 1024, 6).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_datagrams_are_counted_as_malformed() {
+    let (n1, n2) = pair().await;
+    let before = n2.stats().drops.malformed;
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..5 {
+        s.send_to(&[], n2.listen_addr()).unwrap();
+    }
+    within(10, "empty datagrams counted", async {
+        while n2.stats().drops.malformed < before + 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(n2.stats().drops.malformed, before + 5);
+    // And the node still answers.
+    serve_echo(&n2, 7);
+    echo(&n1, SocketAddr::new(n2.ipv4().unwrap(), 7), 1024, 9).await;
+}

@@ -20,14 +20,20 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 pub const SOURCE_PORT: u16 = 5201;
 /// Echo service port.
 pub const ECHO_PORT: u16 = 5202;
+/// Port of the windowed discard service (upload direction).
+pub const DISCARD_PORT: u16 = 5203;
 
 /// One path's figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PathResult {
     /// `tailnet` (ours), `wireguard-go`, `onetun`.
     pub name: String,
-    /// Single-stream TCP throughput.
+    /// Single-stream TCP throughput, server → client.
     pub gbit_per_s: Option<f64>,
+    /// Single-stream TCP throughput, client → server (None where the path
+    /// cannot carry a fast writer: onetun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_gbit_per_s: Option<f64>,
     /// Median 64-byte round trip.
     pub rtt_p50_us: Option<f64>,
     /// 99th percentile 64-byte round trip.
@@ -89,6 +95,46 @@ pub async fn measure_throughput<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(total as f64 * 8.0 / duration.as_secs_f64() / 1e9)
 }
 
+/// Most bytes one upload run writes: a path that buffers without bound
+/// must not take the machine's memory with it.
+const MAX_PUSH: u64 = 8 << 30;
+
+/// Pushes data to a discard service for `duration`; returns Gbit/s as the
+/// receiver counted it within its window (no half-close needed).
+pub async fn measure_upload<S: AsyncRead + AsyncWrite + Unpin>(
+    s: S,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let (mut r, mut w) = tokio::io::split(s);
+    w.write_all(&(duration.as_millis() as u64).to_be_bytes())
+        .await?;
+    let writer = async {
+        let chunk = vec![0x5au8; 256 * 1024];
+        let mut sent = 0u64;
+        while sent < MAX_PUSH && w.write_all(&chunk).await.is_ok() {
+            sent += chunk.len() as u64;
+        }
+        // Keep the stream open until the count is read.
+        std::future::pending::<()>().await
+    };
+    let reader = async {
+        let mut count = [0u8; 8];
+        r.read_exact(&mut count)
+            .await
+            .context("discard service did not report its byte count")?;
+        anyhow::Ok(u64::from_be_bytes(count))
+    };
+    let count = tokio::time::timeout(duration * 3 + Duration::from_secs(30), async {
+        tokio::select! {
+            c = reader => c,
+            () = writer => unreachable!("the writer waits forever"),
+        }
+    })
+    .await
+    .context("no byte count from the discard service in time")??;
+    Ok(count as f64 * 8.0 / duration.as_secs_f64() / 1e9)
+}
+
 /// Sends 64-byte messages to an echo service one at a time; returns the
 /// p50 and p99 round trip in microseconds.
 pub async fn measure_rtt<S: AsyncRead + AsyncWrite + Unpin>(
@@ -117,8 +163,10 @@ pub async fn measure_rtt<S: AsyncRead + AsyncWrite + Unpin>(
 /// Result of `bench-client` (kernel TCP), printed as one JSON line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientResult {
-    /// Gbit/s.
+    /// Gbit/s, server → client.
     pub gbit_per_s: f64,
+    /// Gbit/s, client → server.
+    pub upload_gbit_per_s: f64,
     /// p50 µs.
     pub rtt_p50_us: f64,
     /// p99 µs.
@@ -134,11 +182,15 @@ pub async fn kernel_client(
     let s = tokio::net::TcpStream::connect((target, SOURCE_PORT)).await?;
     s.set_nodelay(true)?;
     let gbit = measure_throughput(s, duration).await?;
+    let s = tokio::net::TcpStream::connect((target, DISCARD_PORT)).await?;
+    s.set_nodelay(true)?;
+    let up = measure_upload(s, duration).await?;
     let s = tokio::net::TcpStream::connect((target, ECHO_PORT)).await?;
     s.set_nodelay(true)?;
     let (p50, p99) = measure_rtt(s, samples).await?;
     Ok(ClientResult {
         gbit_per_s: gbit,
+        upload_gbit_per_s: up,
         rtt_p50_us: p50,
         rtt_p99_us: p99,
     })
@@ -154,6 +206,10 @@ fn measurement_services() -> Vec<Service> {
             kind: ServiceKind::Echo,
             port: ECHO_PORT,
         },
+        Service {
+            kind: ServiceKind::Discard,
+            port: DISCARD_PORT,
+        },
     ]
 }
 
@@ -166,6 +222,7 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
             "tailnet" => tailnet_path(opts).await,
             "wireguard-go" => wireguard_go_path(opts).await,
             "onetun" => onetun_path(opts).await,
+            "tailnet-wireguard-go" => tailnet_to_wireguard_go_path(opts).await,
             other => Err(anyhow::anyhow!("unknown path {other:?}")),
         };
         paths.push(match r {
@@ -178,6 +235,7 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
                 PathResult {
                     name: name.clone(),
                     gbit_per_s: None,
+                    upload_gbit_per_s: None,
                     rtt_p50_us: None,
                     rtt_p99_us: None,
                     skipped: Some(format!("{e:#}")),
@@ -192,8 +250,8 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
 pub fn print_table(report: &TunnelReport) {
     let ours = report.paths.iter().find(|p| p.name == "tailnet");
     println!(
-        "{:<14} {:>10} {:>12} {:>12}   tailnet vs this path",
-        "path", "Gbit/s", "RTT p50 µs", "RTT p99 µs"
+        "{:<21} {:>9} {:>9} {:>11} {:>11}   tailnet vs this path",
+        "path", "down Gb/s", "up Gb/s", "RTT p50 µs", "RTT p99 µs"
     );
     let f = |v: Option<f64>, prec: usize| match v {
         Some(x) => format!("{x:.prec$}"),
@@ -215,9 +273,10 @@ pub fn print_table(report: &TunnelReport) {
             _ => String::new(),
         };
         println!(
-            "{:<14} {:>10} {:>12} {:>12}   {}",
+            "{:<21} {:>9} {:>9} {:>11} {:>11}   {}",
             p.name,
             f(p.gbit_per_s, 2),
+            f(p.upload_gbit_per_s, 2),
             f(p.rtt_p50_us, 0),
             f(p.rtt_p99_us, 0),
             ratio
@@ -291,6 +350,10 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         .tcp_connect(SocketAddr::new(b_ip, SOURCE_PORT))
         .await?;
     let gbit = measure_throughput(s, opts.duration).await?;
+    let s = node_a
+        .tcp_connect(SocketAddr::new(b_ip, DISCARD_PORT))
+        .await?;
+    let up = measure_upload(s, opts.duration).await?;
     let s = node_a.tcp_connect(SocketAddr::new(b_ip, ECHO_PORT)).await?;
     let (p50, p99) = measure_rtt(s, opts.rtt_samples).await?;
     node_a.shutdown().await;
@@ -298,6 +361,7 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     Ok(PathResult {
         name: "tailnet".into(),
         gbit_per_s: Some(gbit),
+        upload_gbit_per_s: Some(up),
         rtt_p50_us: Some(p50),
         rtt_p99_us: Some(p99),
         skipped: None,
@@ -606,6 +670,7 @@ async fn run_kernel_pair(
     Ok(PathResult {
         name: String::new(),
         gbit_per_s: Some(r.gbit_per_s),
+        upload_gbit_per_s: Some(r.upload_gbit_per_s),
         rtt_p50_us: Some(r.rtt_p50_us),
         rtt_p99_us: Some(r.rtt_p99_us),
         skipped: None,
@@ -714,6 +779,106 @@ async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     Ok(PathResult {
         name: String::new(),
         gbit_per_s: Some(gbit),
+        upload_gbit_per_s: None,
+        rtt_p50_us: Some(p50),
+        rtt_p99_us: Some(p99),
+        skipped: None,
+    })
+}
+
+/// Our node on the host ↔ wireguard-go in a namespace with kernel TCP
+/// behind it: interop speed, and how our stack receives from a foreign
+/// sender.
+async fn tailnet_to_wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
+    require_wireguard_go()?;
+    let id = std::process::id() % 10000;
+    let ns = format!("ibD{id}");
+    let mut env = Netns {
+        namespaces: vec![],
+        host_links: vec![],
+        children: vec![],
+    };
+    sh(&["ip", "netns", "add", &ns]).await?;
+    env.namespaces.push(ns.clone());
+    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]).await?;
+    let (vh, vn) = (format!("vdH{id}"), format!("vdN{id}"));
+    sh(&[
+        "ip", "link", "add", &vh, "type", "veth", "peer", "name", &vn, "netns", &ns,
+    ])
+    .await?;
+    env.host_links.push(vh.clone());
+    sh(&["ip", "addr", "add", "198.18.253.1/24", "dev", &vh]).await?;
+    sh(&["ip", "link", "set", &vh, "up"]).await?;
+    sh(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        "198.18.253.2/24",
+        "dev",
+        &vn,
+    ])
+    .await?;
+    sh(&["ip", "-n", &ns, "link", "set", &vn, "up"]).await?;
+    let (kw, kn) = (PrivateKey::generate(), PrivateKey::generate());
+    let mut cfg = NodeConfig::new(kn.clone(), vec![IpAddr::from([100, 64, 253, 1])]);
+    cfg.listen = "198.18.253.1:0".parse()?;
+    cfg.netstack.mtu = opts.mtu;
+    let node = Node::start(cfg).await?;
+    let iface = format!("wbD{id}");
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &ns,
+            ifname: &iface,
+            key: &kw,
+            port: 51820,
+            addr: "100.64.253.2/32",
+            peer_key: public_of(&kn),
+            peer_endpoint: Some(node.listen_addr()),
+            peer_allowed: "100.64.253.1/32",
+        },
+    )
+    .await?;
+    node.set_peers(vec![PeerConfig {
+        public_key: public_of(&kw),
+        endpoint: Some("198.18.253.2:51820".parse()?),
+        allowed_ips: vec!["100.64.253.2/32".parse()?],
+        persistent_keepalive: None,
+    }])
+    .await?;
+    let exe = opts.exe.to_string_lossy().to_string();
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            &exe,
+            "bench-server",
+            "--bind",
+            "100.64.253.2",
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    env.children.push(server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let target = IpAddr::from([100, 64, 253, 2]);
+    let s = node
+        .tcp_connect(SocketAddr::new(target, SOURCE_PORT))
+        .await?;
+    let gbit = measure_throughput(s, opts.duration).await?;
+    let s = node
+        .tcp_connect(SocketAddr::new(target, DISCARD_PORT))
+        .await?;
+    let up = measure_upload(s, opts.duration).await?;
+    let s = node.tcp_connect(SocketAddr::new(target, ECHO_PORT)).await?;
+    let (p50, p99) = measure_rtt(s, opts.rtt_samples).await?;
+    node.shutdown().await;
+    Ok(PathResult {
+        name: String::new(),
+        gbit_per_s: Some(gbit),
+        upload_gbit_per_s: Some(up),
         rtt_p50_us: Some(p50),
         rtt_p99_us: Some(p99),
         skipped: None,

@@ -95,7 +95,7 @@ struct TunnelArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tailnet,wireguard-go,onetun"
+        default_value = "tailnet,wireguard-go,onetun,tailnet-wireguard-go"
     )]
     paths: Vec<String>,
     /// Tunnel MTU of our nodes.
@@ -216,6 +216,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Service {
                         kind: services::ServiceKind::Echo,
                         port: bench::ECHO_PORT,
+                    },
+                    Service {
+                        kind: services::ServiceKind::Discard,
+                        port: bench::DISCARD_PORT,
                     },
                 ],
             )

@@ -146,6 +146,12 @@ impl Udp {
         let mut count = 0;
         for (m, buf) in meta.iter().zip(slices.iter()).take(msgs) {
             let data = &buf[..m.len];
+            if data.is_empty() {
+                // An empty datagram is still a datagram: let it be counted.
+                f(m.addr, data);
+                count += 1;
+                continue;
+            }
             // With GRO one buffer holds several datagrams of `stride` bytes.
             for seg in data.chunks(m.stride.max(1)) {
                 f(m.addr, seg);
