@@ -23,6 +23,7 @@
 mod config;
 mod dataplane;
 mod node;
+pub mod state;
 mod stats;
 mod udp;
 
@@ -31,6 +32,7 @@ pub mod testing;
 
 pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use node::{Node, NodeError};
+pub use state::{NodeKeys, StateDir, StateError};
 pub use stats::{DropStats, NodeStats, PeerStats};
 pub use tailnet_netstack::{
     Congestion, NetstackConfig, NetstackStats, TcpListener, TcpStream, UdpSocket,
