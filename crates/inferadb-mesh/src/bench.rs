@@ -345,21 +345,31 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
             persistent_keepalive: None,
         }])
         .await?;
-    let b_ip = tunnel_addrs(2)[0];
-    let s = node_a
-        .tcp_connect(SocketAddr::new(b_ip, SOURCE_PORT))
-        .await?;
-    let gbit = measure_throughput(s, opts.duration).await?;
-    let s = node_a
-        .tcp_connect(SocketAddr::new(b_ip, DISCARD_PORT))
-        .await?;
-    let up = measure_upload(s, opts.duration).await?;
-    let s = node_a.tcp_connect(SocketAddr::new(b_ip, ECHO_PORT)).await?;
-    let (p50, p99) = measure_rtt(s, opts.rtt_samples).await?;
+    let r = measure_from_node(&node_a, tunnel_addrs(2)[0], opts).await;
     node_a.shutdown().await;
     drop(child);
+    r
+}
+
+/// Download, upload and round trips from our node to the measurement
+/// services at `target`.
+async fn measure_from_node(
+    node: &Node,
+    target: IpAddr,
+    opts: &TunnelOptions,
+) -> anyhow::Result<PathResult> {
+    let s = node
+        .tcp_connect(SocketAddr::new(target, SOURCE_PORT))
+        .await?;
+    let gbit = measure_throughput(s, opts.duration).await?;
+    let s = node
+        .tcp_connect(SocketAddr::new(target, DISCARD_PORT))
+        .await?;
+    let up = measure_upload(s, opts.duration).await?;
+    let s = node.tcp_connect(SocketAddr::new(target, ECHO_PORT)).await?;
+    let (p50, p99) = measure_rtt(s, opts.rtt_samples).await?;
     Ok(PathResult {
-        name: "tailnet".into(),
+        name: String::new(),
         gbit_per_s: Some(gbit),
         upload_gbit_per_s: Some(up),
         rtt_p50_us: Some(p50),
@@ -624,22 +634,8 @@ async fn run_kernel_pair(
     server_ip: &str,
     host_target: Option<IpAddr>,
 ) -> anyhow::Result<PathResult> {
+    start_bench_server(env, &opts.exe, server_ns, server_ip).await?;
     let exe = opts.exe.to_string_lossy().to_string();
-    let server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            server_ns,
-            &exe,
-            "bench-server",
-            "--bind",
-            server_ip,
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot start bench-server")?;
-    env.children.push(server);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let dur = opts.duration.as_secs_f64().to_string();
     let samples = opts.rtt_samples.to_string();
     let out = match host_target {
@@ -677,6 +673,57 @@ async fn run_kernel_pair(
     })
 }
 
+/// Starts `bench-server` (kernel TCP) inside `ns` on `ip` and gives it
+/// time to listen.
+async fn start_bench_server(
+    env: &mut Netns,
+    exe: &std::path::Path,
+    ns: &str,
+    ip: &str,
+) -> anyhow::Result<()> {
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["bench-server", "--bind", ip])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start bench-server")?;
+    env.children.push(server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// A namespace `ib<tag><pid>` joined to the host by a veth pair: host end
+/// 198.18.`third`.1/24, namespace end 198.18.`third`.2/24.
+async fn host_namespace(tag: &str, third: u8) -> anyhow::Result<(Netns, String)> {
+    let id = std::process::id() % 10000;
+    let ns = format!("ib{tag}{id}");
+    let mut env = Netns {
+        namespaces: vec![],
+        host_links: vec![],
+        children: vec![],
+    };
+    sh(&["ip", "netns", "add", &ns]).await?;
+    env.namespaces.push(ns.clone());
+    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]).await?;
+    let low = tag.to_lowercase();
+    let (vh, vn) = (format!("v{low}H{id}"), format!("v{low}N{id}"));
+    sh(&[
+        "ip", "link", "add", &vh, "type", "veth", "peer", "name", &vn, "netns", &ns,
+    ])
+    .await?;
+    env.host_links.push(vh.clone());
+    let (host, inner) = (
+        format!("198.18.{third}.1/24"),
+        format!("198.18.{third}.2/24"),
+    );
+    sh(&["ip", "addr", "add", &host, "dev", &vh]).await?;
+    sh(&["ip", "link", "set", &vh, "up"]).await?;
+    sh(&["ip", "-n", &ns, "addr", "add", &inner, "dev", &vn]).await?;
+    sh(&["ip", "-n", &ns, "link", "set", &vn, "up"]).await?;
+    Ok((env, ns))
+}
+
 /// onetun (boringtun + smoltcp port forwarder) in front of wireguard-go:
 /// the client speaks kernel TCP to onetun on loopback, onetun tunnels to
 /// wireguard-go in a namespace where the server runs on kernel TCP.
@@ -686,35 +733,7 @@ async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         bail!("onetun is not installed (cargo install onetun)");
     }
     let id = std::process::id() % 10000;
-    let ns = format!("ibC{id}");
-    let mut env = Netns {
-        namespaces: vec![],
-        host_links: vec![],
-        children: vec![],
-    };
-    sh(&["ip", "netns", "add", &ns]).await?;
-    env.namespaces.push(ns.clone());
-    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]).await?;
-    let (vh, vn) = (format!("vcH{id}"), format!("vcN{id}"));
-    sh(&[
-        "ip", "link", "add", &vh, "type", "veth", "peer", "name", &vn, "netns", &ns,
-    ])
-    .await?;
-    env.host_links.push(vh.clone());
-    sh(&["ip", "addr", "add", "198.18.252.1/24", "dev", &vh]).await?;
-    sh(&["ip", "link", "set", &vh, "up"]).await?;
-    sh(&[
-        "ip",
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        "198.18.252.2/24",
-        "dev",
-        &vn,
-    ])
-    .await?;
-    sh(&["ip", "-n", &ns, "link", "set", &vn, "up"]).await?;
+    let (mut env, ns) = host_namespace("C", 252).await?;
     let (kw, ko) = (PrivateKey::generate(), PrivateKey::generate());
     let iface = format!("wbC{id}");
     start_wireguard_go(
@@ -747,21 +766,7 @@ async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         .spawn()
         .context("cannot start onetun")?;
     env.children.push(onetun);
-    let exe = opts.exe.to_string_lossy().to_string();
-    let server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            &exe,
-            "bench-server",
-            "--bind",
-            "100.64.252.2",
-        ])
-        .stdout(Stdio::null())
-        .spawn()?;
-    env.children.push(server);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    start_bench_server(&mut env, &opts.exe, &ns, "100.64.252.2").await?;
     let s = tokio::net::TcpStream::connect(("127.0.0.1", p1)).await?;
     s.set_nodelay(true)?;
     let gbit = tokio::time::timeout(
@@ -792,35 +797,7 @@ async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
 async fn tailnet_to_wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     require_wireguard_go()?;
     let id = std::process::id() % 10000;
-    let ns = format!("ibD{id}");
-    let mut env = Netns {
-        namespaces: vec![],
-        host_links: vec![],
-        children: vec![],
-    };
-    sh(&["ip", "netns", "add", &ns]).await?;
-    env.namespaces.push(ns.clone());
-    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]).await?;
-    let (vh, vn) = (format!("vdH{id}"), format!("vdN{id}"));
-    sh(&[
-        "ip", "link", "add", &vh, "type", "veth", "peer", "name", &vn, "netns", &ns,
-    ])
-    .await?;
-    env.host_links.push(vh.clone());
-    sh(&["ip", "addr", "add", "198.18.253.1/24", "dev", &vh]).await?;
-    sh(&["ip", "link", "set", &vh, "up"]).await?;
-    sh(&[
-        "ip",
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        "198.18.253.2/24",
-        "dev",
-        &vn,
-    ])
-    .await?;
-    sh(&["ip", "-n", &ns, "link", "set", &vn, "up"]).await?;
+    let (mut env, ns) = host_namespace("D", 253).await?;
     let (kw, kn) = (PrivateKey::generate(), PrivateKey::generate());
     let mut cfg = NodeConfig::new(kn.clone(), vec![IpAddr::from([100, 64, 253, 1])]);
     cfg.listen = "198.18.253.1:0".parse()?;
@@ -848,41 +825,10 @@ async fn tailnet_to_wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<Pa
         persistent_keepalive: None,
     }])
     .await?;
-    let exe = opts.exe.to_string_lossy().to_string();
-    let server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            &exe,
-            "bench-server",
-            "--bind",
-            "100.64.253.2",
-        ])
-        .stdout(Stdio::null())
-        .spawn()?;
-    env.children.push(server);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let target = IpAddr::from([100, 64, 253, 2]);
-    let s = node
-        .tcp_connect(SocketAddr::new(target, SOURCE_PORT))
-        .await?;
-    let gbit = measure_throughput(s, opts.duration).await?;
-    let s = node
-        .tcp_connect(SocketAddr::new(target, DISCARD_PORT))
-        .await?;
-    let up = measure_upload(s, opts.duration).await?;
-    let s = node.tcp_connect(SocketAddr::new(target, ECHO_PORT)).await?;
-    let (p50, p99) = measure_rtt(s, opts.rtt_samples).await?;
+    start_bench_server(&mut env, &opts.exe, &ns, "100.64.253.2").await?;
+    let r = measure_from_node(&node, IpAddr::from([100, 64, 253, 2]), opts).await;
     node.shutdown().await;
-    Ok(PathResult {
-        name: String::new(),
-        gbit_per_s: Some(gbit),
-        upload_gbit_per_s: Some(up),
-        rtt_p50_us: Some(p50),
-        rtt_p99_us: Some(p99),
-        skipped: None,
-    })
+    r
 }
 
 fn free_tcp_port() -> anyhow::Result<u16> {
