@@ -116,6 +116,31 @@ put("netstack_ingest", "closed-port-and-icmp",
 put("netstack_ingest", "syn-flood",
     b"".join(rec(0b001, v4(6, tcp(41000 + i, 80, i * 7, 0, SYN))) for i in range(8))
     + rec(0b110, b""))
+
+# noise_handshake: first byte % 3 picks the side. The initiation and
+# response are the fixed-key vectors pinned in tailnet-wire's noise tests
+# (machine 0x11.., control 0x22.., ephemerals 0x33.. and 0x44.., v130).
+TS_INIT = bytes.fromhex(
+    "00820100607b0d47d93427f8311160781c7c733fd89f88970aef490d8aa0ee19a4cb8a1b14"
+    "61d2949213e755bc180b5d5dbbd8c50a2a1beb69f8940d24cab4606a34cd5d41d3436702f1"
+    "e655d68edaf704e1f548b714f83a929d0d0448498ccd808f757285")
+TS_RESP = bytes.fromhex(
+    "020030ff2ee45601ec1b67310c7790404585ae697331eee1c1f8cf2419731c1fff3e6be3f6"
+    "ce89a1966bab3d8310c9a165b36e")
+EARLY = b'{"nodeKeyChallenge":"chalpub:' + b"ab" * 32 + b'"}'
+put("noise_handshake", "initiation", b"\x00" + TS_INIT)
+put("noise_handshake", "response", b"\x01" + TS_RESP)
+put("noise_handshake", "error-frame", b"\x01\x03\x00\x1fwrong handshake initiation size")
+put("noise_handshake", "early-payload", bytes([3 * 4 + 2]) + b"\xff\xff\xffTS"
+    + struct.pack("!I", len(EARLY)) + EARLY + b"\0\0\0\x04\0\0\0\0\0")
+put("noise_handshake", "http2-first", b"\x02\0\0\x12\x04\0\0\0\0\0\0\x03\0\0\0\x64")
+
+# noise_records: direction byte, then ops (op % 3: 0 raw, 1 sealed message
+# of 97*n bytes fed in op/3+1 byte chunks, 2 tampered record).
+put("noise_records", "messages", bytes([0, 1, 1, 4, 43, 1, 0, 7, 1]))
+put("noise_records", "multi-record", bytes([1, 1 + 3 * 40, 90, 1, 1]))
+put("noise_records", "tamper-then-data", bytes([0, 1, 2, 2, 10, 0x40, 1, 3]))
+put("noise_records", "garbage", bytes([0, 0, 6]) + b"\x04\x0f\xfeHTTP")
 PY
 
 logs=target/fuzz-smoke-logs  # under the gitignored target/
