@@ -141,6 +141,61 @@ put("noise_records", "messages", bytes([0, 1, 1, 4, 43, 1, 0, 7, 1]))
 put("noise_records", "multi-record", bytes([1, 1 + 3 * 40, 90, 1, 1]))
 put("noise_records", "tamper-then-data", bytes([0, 1, 2, 2, 10, 0x40, 1, 3]))
 put("noise_records", "garbage", bytes([0, 0, 6]) + b"\x04\x0f\xfeHTTP")
+
+# control_json: messages as Go 1.90.9 writes them.
+NK = "nodekey:" + "01" * 32
+MK = "mkey:" + "02" * 32
+DK = "discokey:" + "03" * 32
+put("control_json", "map-response",
+    ('{"Node":{"ID":1,"StableID":"n1","Name":"a.tail.example.","User":1,'
+     '"Key":"%s","KeyExpiry":"0001-01-01T00:00:00Z","Machine":"%s","DiscoKey":"%s",'
+     '"Addresses":["100.64.0.1/32","fd7a:115c:a1e0::1/128"],"AllowedIPs":null,'
+     '"Endpoints":["192.0.2.1:41641"],"HomeDERP":900,"Hostinfo":{"Hostname":"a",'
+     '"NetInfo":{"PreferredDERP":900,"DERPLatency":{"900-v4":0.0012}}},'
+     '"Created":"2025-10-06T12:00:00.5Z","MachineAuthorized":true,'
+     '"CapMap":{"magicdns-aaaa":null}},'
+     '"DERPMap":{"Regions":{"900":{"RegionID":900,"RegionCode":"local","RegionName":"L",'
+     '"Nodes":[{"Name":"900a","RegionID":900,"HostName":"127.0.0.1","IPv4":"127.0.0.1",'
+     '"IPv6":"none","STUNPort":-1,"DERPPort":8443,"InsecureForTests":true}]}}},'
+     '"Peers":[{"ID":2,"Key":"%s","DiscoKey":"%s","Addresses":["100.64.0.2/32"],'
+     '"DERP":"127.3.3.40:900","LastSeen":"2025-10-06T12:30:00+02:00","Online":false}],'
+     '"DNSConfig":{"Resolvers":[{"Addr":"1.1.1.1"}],"Routes":{"tail.example.":null},'
+     '"Domains":["tail.example"],"Proxied":true,'
+     '"ExtraRecords":[{"Name":"x.tail.example","Type":"A","Value":"100.64.0.9"}]},'
+     '"Domain":"tail.example","CollectServices":false,'
+     '"PacketFilter":[{"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":0,"Last":65535}}],'
+     '"IPProto":[6,17]}],"UserProfiles":[{"ID":1,"LoginName":"a@x","DisplayName":"A"}],'
+     '"ControlTime":"2025-10-06T12:34:56Z"}' % (NK, MK, DK, NK, DK)).encode())
+put("control_json", "map-delta",
+    ('{"PeersChangedPatch":[{"NodeID":2,"DERPRegion":901,"DiscoKey":"%s","Endpoints":[]}],'
+     '"PeersRemoved":[3],"PeerSeenChange":{"2":true},"OnlineChange":{"2":true},'
+     '"PacketFilters":{"*":null,"base":[]},"DERPMap":{"HomeParams":{"RegionScore":{"900":0.5}}}}'
+     % DK).encode())
+put("control_json", "keepalive", b'{"KeepAlive":true}')
+put("control_json", "register-request",
+    ('{"Version":130,"NodeKey":"%s","OldNodeKey":"nodekey:%s","Auth":{"AuthKey":"tskey-x"},'
+     '"Expiry":"0001-01-01T00:00:00Z","Followup":"","Hostinfo":{"OS":"linux","Userspace":true}}'
+     % (NK, "0" * 64)).encode())
+put("control_json", "map-request",
+    ('{"Version":130,"Compress":"zstd","KeepAlive":true,"NodeKey":"%s","DiscoKey":"%s",'
+     '"Stream":true,"Endpoints":["192.0.2.1:41641","[2001:db8::1]:41641"],'
+     '"EndpointTypes":[2,1]}' % (NK, DK)).encode())
+put("control_json", "key-response",
+    ('{"legacyPublicKey":"mkey:%s","publicKey":"%s"}' % ("0" * 64, MK)).encode())
+
+# map_stream: flags (bit 0 zstd, bit 1 encode mode), wire limit, decoded
+# limit, chunking seed, then the stream (LE u32 length + payload).
+def frame(p):
+    return struct.pack("<I", len(p)) + p
+ZKEEP = bytes.fromhex("28b52ffd00589100007b224b656570416c697665223a747275657d")
+ZDELTA = bytes.fromhex("28b52ffd04686101007b22446f6d61696e223a227461696c2e6578616d706c65222c"
+                       "22506565727352656d6f766564223a5b325d7db7076c00")
+put("map_stream", "zstd-frames", bytes([1, 255, 255, 2]) + frame(ZKEEP) + frame(ZDELTA))
+put("map_stream", "plain-frames",
+    bytes([0, 16, 16, 1]) + frame(b'{"KeepAlive":true}') + frame(b"{}") + frame(b"")[:3])
+put("map_stream", "encode-zstd",
+    bytes([3, 255, 255, 5]) + b'{"KeepAlive":true}\xff{"Domain":"x"}\xff\xff' + b"{}" * 40)
+put("map_stream", "oversize", bytes([0, 1, 1, 0]) + struct.pack("<I", 1 << 20))
 PY
 
 logs=target/fuzz-smoke-logs  # under the gitignored target/

@@ -1,1 +1,0 @@
-//! Tailscale control-protocol JSON types and the map stream framing (in progress).
