@@ -47,6 +47,12 @@ enum Command {
         #[arg(long = "serve", value_name = "KIND:PORT")]
         serve: Vec<Service>,
     },
+    /// The embedded coordination server's administration (pre-auth keys,
+    /// nodes). Serving the control protocol comes with the control client.
+    Coordinator {
+        #[command(subcommand)]
+        which: CoordinatorCommand,
+    },
     /// Print a new private key (base64, like `wg genkey`).
     Genkey,
     /// Read a private key on stdin and print its public key (like `wg pubkey`).
@@ -71,6 +77,60 @@ enum Command {
         duration: f64,
         #[arg(long, default_value_t = 2000)]
         samples: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CoordinatorCommand {
+    /// Pre-auth keys that let nodes join.
+    Authkey {
+        #[command(subcommand)]
+        which: AuthkeyCommand,
+    },
+    /// Nodes the coordinator knows.
+    Nodes {
+        #[command(subcommand)]
+        which: NodesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthkeyCommand {
+    /// Create a key and print it (`tskey-auth-…`); it is shown only once.
+    ///
+    /// Example, as in the multi-region guide:
+    /// inferadb-mesh coordinator authkey create --state-dir /var/lib/coord
+    ///   --reusable --ephemeral --tags tag:inferadb-us-west-1 --expiry 90d
+    Create {
+        /// The coordinator's state directory (created if missing).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Usable by many nodes (default: once).
+        #[arg(long)]
+        reusable: bool,
+        /// Nodes joining with it are removed soon after they disconnect.
+        #[arg(long)]
+        ephemeral: bool,
+        /// Tags applied to nodes that join with it (comma-separated, each
+        /// `tag:name`).
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// How long the key is valid: 90d, 12h, 30m, 3600s or never.
+        #[arg(long, default_value = "90d")]
+        expiry: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesCommand {
+    /// List nodes: name, addresses, tags, online / last seen.
+    List {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -165,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node.shutdown().await;
             Ok(())
         }
+        Command::Coordinator { which } => run_coordinator(which),
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
             Ok(())
@@ -235,6 +296,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r =
                 bench::kernel_client(target, Duration::from_secs_f64(duration), samples).await?;
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+    }
+}
+
+fn run_coordinator(cmd: CoordinatorCommand) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now();
+    match cmd {
+        CoordinatorCommand::Authkey {
+            which:
+                AuthkeyCommand::Create {
+                    state_dir,
+                    reusable,
+                    ephemeral,
+                    tags,
+                    expiry,
+                },
+        } => {
+            let store = coordinator::Store::open(&state_dir)?;
+            let args = coordinator::admin::AuthKeyCreateArgs {
+                reusable,
+                ephemeral,
+                tags,
+                expiry: Some(expiry),
+            };
+            let key = coordinator::admin::authkey_create(&store, &args, now)?;
+            println!("{}", key.key);
+            Ok(())
+        }
+        CoordinatorCommand::Nodes {
+            which: NodesCommand::List { state_dir, json },
+        } => {
+            let store = coordinator::Store::open(&state_dir)?;
+            let rows = coordinator::admin::nodes_list(&store, now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", coordinator::admin::format_nodes_table(&rows));
+            }
             Ok(())
         }
     }

@@ -131,3 +131,69 @@ fn bench_tunnel_json_has_our_path_with_figures() {
     );
     assert!(p50 > 0.0 && p99 >= p50, "{p}");
 }
+
+#[test]
+fn coordinator_authkey_create_prints_a_key_and_bad_tags_are_named() {
+    let dir = std::env::temp_dir().join(format!("inferadb-mesh-coord-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = bin()
+        .args(["coordinator", "authkey", "create", "--state-dir"])
+        .arg(&dir)
+        .args([
+            "--reusable",
+            "--ephemeral",
+            "--tags",
+            "tag:inferadb-us-west-1",
+            "--expiry",
+            "90d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(key.trim().starts_with("tskey-auth-"), "{key}");
+    assert_eq!(key.trim().lines().count(), 1);
+    // The database is private to the coordinator's user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("coordinator.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = bin()
+        .args(["coordinator", "authkey", "create", "--state-dir"])
+        .arg(&dir)
+        .args(["--tags", "tag:Bad_Tag"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tag:Bad_Tag"),
+        "error does not name the tag: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = bin()
+        .args(["coordinator", "nodes", "list", "--json", "--state-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v.as_array().map(Vec::len),
+        Some(0),
+        "no node has joined yet"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
