@@ -1,8 +1,9 @@
 //! The embedded coordinator's state and admin logic.
 //!
-//! This crate is everything the coordination server *knows*, with no
-//! networking: the ts2021 Noise layer and the HTTP handlers (in the binary,
-//! on top of `tailnet-wire`) call it to decide and to remember.
+//! This crate is everything the coordination server *knows*, plus its
+//! first network slice: the HTTP/1.1 front door ([`http`]: `GET /key` and
+//! the `POST /ts2021` upgrade into Noise). The HTTP/2 control handlers
+//! inside Noise come next and call the store to decide and to remember.
 //!
 //! - [`Store`]: one SQLite database, `<state_dir>/coordinator.db` (WAL,
 //!   schema versioned with `PRAGMA user_version`), holding the nodes, the
@@ -37,6 +38,7 @@ pub mod addr;
 pub mod admin;
 pub mod authkey;
 mod error;
+pub mod http;
 pub mod names;
 mod nodes;
 mod store;
