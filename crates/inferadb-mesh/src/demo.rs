@@ -61,12 +61,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         configs.push(c);
         nodes.push(node);
     }
-    for (i, node) in nodes.iter().enumerate() {
-        let peers = (0..3)
-            .filter(|j| *j != i)
-            .map(|j| peer_of(j as u8 + 1, &configs[j], nodes[j].listen_addr()))
-            .collect();
-        node.set_peers(peers).await?;
+    // Every node learns every key first and the endpoints second: a node
+    // handshakes at once with a new peer whose endpoint it knows, and that
+    // first handshake would reach a node that does not know it yet.
+    for with_endpoints in [false, true] {
+        for (i, node) in nodes.iter().enumerate() {
+            let peers = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| {
+                    let mut p = peer_of(j as u8 + 1, &configs[j], nodes[j].listen_addr());
+                    if !with_endpoints {
+                        p.endpoint = None;
+                    }
+                    p
+                })
+                .collect();
+            node.set_peers(peers).await?;
+        }
     }
     services::spawn_on_node(
         &nodes[1],
