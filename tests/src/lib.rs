@@ -43,13 +43,21 @@ pub fn loopback_config(n: u8, key: &PrivateKey) -> NodeConfig {
 /// Two nodes on loopback that know each other (node 1 knows node 2's
 /// endpoint; node 2 learns node 1's from its first packet).
 pub async fn pair() -> (Node, Node) {
+    pair_with_keepalive(None).await
+}
+
+/// [`pair`], with node 1 sending persistent keep-alives to node 2 every
+/// `keepalive` seconds.
+pub async fn pair_with_keepalive(keepalive: Option<u16>) -> (Node, Node) {
     let k1 = PrivateKey::generate();
     let k2 = PrivateKey::generate();
     let mut c2 = loopback_config(2, &k2);
     c2.peers.push(peer(1, &k1, None));
     let n2 = Node::start(c2).await.unwrap();
     let mut c1 = loopback_config(1, &k1);
-    c1.peers.push(peer(2, &k2, Some(n2.listen_addr())));
+    let mut p2 = peer(2, &k2, Some(n2.listen_addr()));
+    p2.persistent_keepalive = keepalive;
+    c1.peers.push(p2);
     let n1 = Node::start(c1).await.unwrap();
     (n1, n2)
 }

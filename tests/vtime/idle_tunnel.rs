@@ -6,8 +6,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use tailnet::{Node, PrivateKey};
-use tailnet_tests::{loopback_config, peer, within};
+use tailnet_tests::{pair, pair_with_keepalive, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn echo(s: &mut tailnet::TcpStream, msg: &[u8]) {
@@ -30,16 +29,7 @@ async fn idle(secs: u64) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn idle_tunnel_rekeys_keeps_alive_and_carries_data_after_reject_time() {
-    let k1 = PrivateKey::generate();
-    let k2 = PrivateKey::generate();
-    let mut c2 = loopback_config(2, &k2);
-    c2.peers.push(peer(1, &k1, None));
-    let n2 = Node::start(c2).await.unwrap();
-    let mut c1 = loopback_config(1, &k1);
-    let mut p = peer(2, &k2, Some(n2.listen_addr()));
-    p.persistent_keepalive = Some(25);
-    c1.peers.push(p);
-    let n1 = Node::start(c1).await.unwrap();
+    let (n1, n2) = pair_with_keepalive(Some(25)).await;
 
     let listener = n2.tcp_listen(7).unwrap();
     tokio::spawn(async move {
@@ -95,14 +85,7 @@ async fn idle_tunnel_rekeys_keeps_alive_and_carries_data_after_reject_time() {
 async fn tunnel_without_keepalive_recovers_after_reject_after_time() {
     // No persistent keep-alive: the session expires while idle (180 s) and
     // the next packet must start a new handshake instead of being lost.
-    let k1 = PrivateKey::generate();
-    let k2 = PrivateKey::generate();
-    let mut c2 = loopback_config(2, &k2);
-    c2.peers.push(peer(1, &k1, None));
-    let n2 = Node::start(c2).await.unwrap();
-    let mut c1 = loopback_config(1, &k1);
-    c1.peers.push(peer(2, &k2, Some(n2.listen_addr())));
-    let n1 = Node::start(c1).await.unwrap();
+    let (n1, n2) = pair().await;
     let u2 = n2.udp_bind(4001).unwrap();
     let u1 = n1.udp_bind(4000).unwrap();
     let dst = SocketAddr::new(n2.ipv4().unwrap(), 4001);
