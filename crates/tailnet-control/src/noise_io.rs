@@ -3,7 +3,9 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tailnet_wire::noise::{RecordDecoder, Sealer, Transport, MAX_PLAINTEXT_LEN};
+use tailnet_wire::noise::{
+    EarlyPayloadReader, EarlyPayloadStatus, RecordDecoder, Sealer, Transport, MAX_PLAINTEXT_LEN,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes read from the connection per call.
@@ -37,6 +39,11 @@ pub struct NoiseStream<IO> {
     out: Vec<u8>,
     out_pos: usize,
     read_eof: bool,
+    /// Client side: the server's optional early payload is still to be
+    /// recognised and stripped from the first plaintext.
+    early: Option<EarlyPayloadReader>,
+    /// The early payload's JSON, once seen.
+    early_payload: Option<Vec<u8>>,
 }
 
 impl<IO> NoiseStream<IO> {
@@ -61,7 +68,24 @@ impl<IO> NoiseStream<IO> {
             out: Vec::new(),
             out_pos: 0,
             read_eof: false,
+            early: None,
+            early_payload: None,
         }
+    }
+
+    /// The client's stream: the server may start with an early payload
+    /// (magic `ff ff ff 54 53`, BE length, JSON; `shared/protocol/control.md`
+    /// §4), which is taken off the front of the stream before the reader
+    /// sees HTTP/2. Without the magic, the first bytes are HTTP/2 as usual.
+    pub fn client(transport: Transport, io: IO) -> Self {
+        let mut s = Self::new(transport, io);
+        s.early = Some(EarlyPayloadReader::new());
+        s
+    }
+
+    /// The server's early payload JSON, once the reader has passed it.
+    pub fn early_payload(&self) -> Option<&[u8]> {
+        self.early_payload.as_deref()
     }
 
     /// The wrapped connection.
@@ -98,7 +122,23 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.plain_pos < this.plain.len() {
+            if let Some(early) = this.early.as_mut() {
+                if !this.plain.is_empty() {
+                    match early.push(&this.plain[this.plain_pos..]).map_err(invalid)? {
+                        EarlyPayloadStatus::NeedMore => {
+                            this.plain.clear();
+                            this.plain_pos = 0;
+                        }
+                        EarlyPayloadStatus::Done { payload, rest } => {
+                            this.early = None;
+                            this.early_payload = payload;
+                            this.plain = rest;
+                            this.plain_pos = 0;
+                        }
+                    }
+                }
+            }
+            if this.early.is_none() && this.plain_pos < this.plain.len() {
                 let n = buf.remaining().min(this.plain.len() - this.plain_pos);
                 buf.put_slice(&this.plain[this.plain_pos..this.plain_pos + n]);
                 this.plain_pos += n;
@@ -227,5 +267,41 @@ mod tests {
         let mut buf = [0u8; 16];
         let err = b.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn the_client_strips_an_early_payload_and_reads_http2_after_it() {
+        let (ta, tb) = pair();
+        let mut sealer = ta.split().0;
+        let json = br#"{"nodeKeyChallenge":"chalpub:00"}"#;
+        let mut plain = tailnet_wire::noise::early::encode(json).unwrap();
+        plain.extend_from_slice(b"PRI * HTTP/2.0");
+        // Split across records at awkward places.
+        let mut wire = Vec::new();
+        for chunk in plain.chunks(4) {
+            wire.extend(sealer.seal(chunk).unwrap());
+        }
+        let (mut x, y) = tokio::io::duplex(8192);
+        x.write_all(&wire).await.unwrap();
+        drop(x);
+        let mut b = NoiseStream::client(tb, y);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"PRI * HTTP/2.0");
+        assert_eq!(b.early_payload(), Some(&json[..]));
+
+        // Without the magic nothing is taken away.
+        let (ta, tb) = pair();
+        let mut sealer = ta.split().0;
+        let (mut x, y) = tokio::io::duplex(8192);
+        x.write_all(&sealer.seal(b"\0\0\x12\x04\0\0\0\0\0rest").unwrap())
+            .await
+            .unwrap();
+        drop(x);
+        let mut b = NoiseStream::client(tb, y);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"\0\0\x12\x04\0\0\0\0\0rest");
+        assert_eq!(b.early_payload(), None);
     }
 }
