@@ -7,6 +7,8 @@
 //!
 //! [`Transport`]: tailnet_wire::noise::Transport
 
+pub mod client;
 mod noise_io;
 
+pub use client::{fetch_server_key, ControlConn, ControlError, ControlUrl, MapStream};
 pub use noise_io::NoiseStream;
