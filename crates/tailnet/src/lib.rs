@@ -25,6 +25,7 @@ mod dataplane;
 mod node;
 pub mod state;
 mod stats;
+pub mod status;
 mod udp;
 
 #[cfg(feature = "mock-time")]
@@ -34,6 +35,7 @@ pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use node::{Node, NodeError};
 pub use state::{NodeKeys, StateDir, StateError};
 pub use stats::{DropStats, NodeStats, PeerStats};
+pub use status::{BackendState, PeerStatus, Status, TailnetStatus};
 pub use tailnet_netstack::{
     Congestion, NetstackConfig, NetstackStats, TcpListener, TcpStream, UdpSocket,
 };
