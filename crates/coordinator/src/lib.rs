@@ -41,6 +41,7 @@ mod error;
 pub mod http;
 pub mod names;
 mod nodes;
+pub mod policy;
 mod store;
 pub mod time;
 
