@@ -21,8 +21,10 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod control;
 mod dataplane;
 mod node;
+mod node_status;
 pub mod state;
 mod stats;
 pub mod status;
@@ -32,6 +34,7 @@ mod udp;
 pub mod testing;
 
 pub use config::{ConfigError, NodeConfig, PeerConfig};
+pub use control::{NodeBuilder, UpError};
 pub use node::{Node, NodeError};
 pub use state::{NodeKeys, StateDir, StateError};
 pub use stats::{DropStats, NodeStats, PeerStats};

@@ -7,7 +7,7 @@ use crate::udp::Udp;
 use parking_lot::{Mutex, RwLock};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tailnet_netstack::{Netstack, NetstackError, TcpListener, TcpStream, UdpSocket};
 use tailnet_wire::PublicKey;
 use tokio::sync::mpsc;
@@ -45,6 +45,28 @@ struct Inner {
     drops: Arc<DropCounters>,
     peers: PeerTable,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the node joined through a control server.
+    control: Mutex<Option<ControlState>>,
+    /// Helper tasks (the control runner) stopped with the node.
+    helpers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What a node that joined through control shares with its control task.
+#[derive(Debug)]
+pub(crate) struct ControlState {
+    pub(crate) netmap: tokio::sync::watch::Sender<Arc<tailnet_wire::control::Netmap>>,
+    pub(crate) state: tokio::sync::watch::Sender<crate::status::BackendState>,
+    pub(crate) control_url: String,
+}
+
+/// A handle that does not keep the node alive (for its own tasks).
+#[derive(Clone)]
+pub(crate) struct WeakNode(Weak<Inner>);
+
+impl WeakNode {
+    pub(crate) fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
+    }
 }
 
 /// A running tailnet node. Cheap to clone; the data plane stops when
@@ -65,6 +87,62 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// A node that joins a tailnet through a control server:
+    /// `Node::builder().control_url(..).auth_key(..).hostname(..)
+    /// .state_dir(..).up().await`.
+    pub fn builder() -> crate::control::NodeBuilder {
+        crate::control::NodeBuilder::default()
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
+    }
+
+    pub(crate) fn attach_control(&self, state: ControlState) {
+        *self.inner.control.lock() = Some(state);
+    }
+
+    pub(crate) fn attach_task(&self, task: JoinHandle<()>) {
+        self.inner.helpers.lock().push(task);
+    }
+
+    /// The current netmap and its changes, for a node that joined through
+    /// control (`None` for a statically configured node). The receiver
+    /// sees every update control sends.
+    pub fn watch_netmap(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<Arc<tailnet_wire::control::Netmap>>> {
+        self.inner
+            .control
+            .lock()
+            .as_ref()
+            .map(|c| c.netmap.subscribe())
+    }
+
+    /// The control server this node joined through, if any.
+    pub fn control_url(&self) -> Option<String> {
+        self.inner
+            .control
+            .lock()
+            .as_ref()
+            .map(|c| c.control_url.clone())
+    }
+
+    /// The node's state: `Running` once up; `Stopped` after shutdown.
+    pub fn backend_state(&self) -> crate::status::BackendState {
+        match self.inner.control.lock().as_ref() {
+            Some(c) => *c.state.borrow(),
+            None if self.inner.task.lock().is_some() => crate::status::BackendState::Running,
+            None => crate::status::BackendState::Stopped,
+        }
+    }
+
+    /// A snapshot like `tailscale status --json`: the node, its peers from
+    /// the netmap (or the static peer table), paths and counters.
+    pub fn status(&self) -> crate::status::Status {
+        crate::node_status::build(self)
+    }
+
     /// Binds the UDP socket, builds the netstack and starts the data plane
     /// on the current tokio runtime.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
@@ -109,6 +187,8 @@ impl Node {
                 drops,
                 peers,
                 task: Mutex::new(Some(task)),
+                control: Mutex::new(None),
+                helpers: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -191,6 +271,12 @@ impl Node {
     /// Stops the data plane and waits for it. Sockets on the node stop
     /// moving data.
     pub async fn shutdown(&self) {
+        for t in self.inner.helpers.lock().drain(..) {
+            t.abort();
+        }
+        if let Some(c) = self.inner.control.lock().as_ref() {
+            c.state.send_replace(crate::status::BackendState::Stopped);
+        }
         let _ = self.inner.commands.send(Command::Shutdown).await;
         let task = self.inner.task.lock().take();
         if let Some(t) = task {
@@ -201,6 +287,9 @@ impl Node {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        for t in self.helpers.lock().drain(..) {
+            t.abort();
+        }
         if let Some(t) = self.task.lock().take() {
             t.abort();
         }
