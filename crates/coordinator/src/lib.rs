@@ -42,6 +42,7 @@ pub mod http;
 pub mod names;
 mod nodes;
 pub mod policy;
+pub mod server;
 mod store;
 pub mod time;
 

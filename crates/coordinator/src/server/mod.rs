@@ -1,0 +1,441 @@
+//! The embedded coordination server: HTTP/1.1 front door ([`crate::http`]),
+//! then HTTP/2 inside Noise with `/machine/register` and `/machine/map`,
+//! the in-memory [`Hub`] of map streams, and the ephemeral-node sweep.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let store = Arc::new(coordinator::Store::open("/var/lib/coord".as_ref())?);
+//! let server = coordinator::server::Server::builder(store)
+//!     .bind("127.0.0.1:8080".parse()?)
+//!     .await?;
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Decisions that need no socket live in their own modules and are tested
+//! there: [`mapper`] (map messages from stored nodes), [`register`]
+//! (register answers), [`hub`] (streams and events).
+
+mod control;
+pub mod hub;
+pub mod mapper;
+pub mod register;
+mod session;
+
+pub use control::map_update;
+pub use hub::{Hub, HubEvent};
+pub use mapper::{default_derp_map, MapContext};
+
+use crate::http::{serve_with_key, ControlKey, NoiseConn};
+use crate::names::BaseDomain;
+use crate::nodes::Node;
+use crate::{Store, StoreError, DEFAULT_EPHEMERAL_GRACE};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tailnet_control::NoiseStream;
+use tailnet_wire::control::{DerpMap, FilterRule, MachinePublic, Resolver};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where packet filters come from. The policy engine implements this; the
+/// default, [`AllowAll`], lets every node reach every port of every other.
+pub trait PacketFilterPolicy: Send + Sync + 'static {
+    /// The rules for `node`, knowing every node in the tailnet (for tags
+    /// and names that resolve to addresses).
+    fn packet_filter_for(&self, node: &Node, nodes: &[Node]) -> Vec<FilterRule>;
+
+    /// Whether the rules can change when other nodes join, leave or change
+    /// (then every stream recomputes them on each peer change and sends
+    /// them when they differ).
+    fn depends_on_peers(&self) -> bool {
+        true
+    }
+}
+
+/// The allow-all filter, `tailcfg.FilterAllowAll` (filter.md §1).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl PacketFilterPolicy for AllowAll {
+    fn packet_filter_for(&self, _node: &Node, _nodes: &[Node]) -> Vec<FilterRule> {
+        packet_filter_for(_node)
+    }
+
+    fn depends_on_peers(&self) -> bool {
+        false
+    }
+}
+
+/// The packet filter for `node` with no policy: allow all.
+pub fn packet_filter_for(_node: &Node) -> Vec<FilterRule> {
+    vec![FilterRule::allow_all()]
+}
+
+/// Tunables of a running server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Base interval between keep-alives on an idle stream (the Go client
+    /// gives up after 120 s of silence; control.md §7).
+    pub keepalive: Duration,
+    /// Random extra added to each keep-alive interval.
+    pub keepalive_jitter: Duration,
+    /// How long an ephemeral node may stay offline before it is removed.
+    pub ephemeral_grace: Duration,
+    /// How often the ephemeral sweep runs.
+    pub sweep_interval: Duration,
+    /// Largest request body accepted (register and map requests).
+    pub max_body: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            keepalive: Duration::from_secs(50),
+            keepalive_jitter: Duration::from_secs(8),
+            ephemeral_grace: DEFAULT_EPHEMERAL_GRACE,
+            sweep_interval: Duration::from_secs(30),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding or inspecting the listening socket failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The database failed while starting.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// State shared by every connection and stream.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) hub: Hub,
+    pub(crate) config: ServerConfig,
+    pub(crate) ctx: MapContext,
+    pub(crate) policy: Arc<dyn PacketFilterPolicy>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Resolves once shutdown was requested (or the server is gone).
+pub(crate) async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs a blocking store call off the async threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, tokio::task::JoinError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await
+}
+
+/// The coordinator server; start one with [`Server::builder`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A server over `store`, with the defaults: allow-all filter, the
+    /// stored base domain, a DERP map pointing at the server's own port.
+    pub fn builder(store: Arc<Store>) -> ServerBuilder {
+        ServerBuilder {
+            store,
+            config: ServerConfig::default(),
+            derp_map: None,
+            policy: Arc::new(AllowAll),
+            base_domain: None,
+            dns_resolvers: Vec::new(),
+        }
+    }
+}
+
+/// Options of a [`Server`].
+pub struct ServerBuilder {
+    store: Arc<Store>,
+    config: ServerConfig,
+    derp_map: Option<DerpMap>,
+    policy: Arc<dyn PacketFilterPolicy>,
+    base_domain: Option<BaseDomain>,
+    dns_resolvers: Vec<Resolver>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("derp_map", &self.derp_map)
+            .field("base_domain", &self.base_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// The DERP map sent to nodes (default: [`default_derp_map`] on the
+    /// server's own port).
+    pub fn derp_map(mut self, map: DerpMap) -> Self {
+        self.derp_map = Some(map);
+        self
+    }
+
+    /// The packet-filter policy (default [`AllowAll`]).
+    pub fn policy(mut self, policy: Arc<dyn PacketFilterPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The MagicDNS base domain; stored, so `nodes list` shows the same
+    /// names (default: the stored one, else `tailnet.internal`).
+    pub fn base_domain(mut self, domain: BaseDomain) -> Self {
+        self.base_domain = Some(domain);
+        self
+    }
+
+    /// Upstream DNS resolvers for names outside the tailnet.
+    pub fn dns_resolvers(mut self, resolvers: Vec<Resolver>) -> Self {
+        self.dns_resolvers = resolvers;
+        self
+    }
+
+    /// All tunables at once.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Keep-alive interval and jitter on idle streams.
+    pub fn keepalive(mut self, every: Duration, jitter: Duration) -> Self {
+        self.config.keepalive = every;
+        self.config.keepalive_jitter = jitter;
+        self
+    }
+
+    /// How long ephemeral nodes may stay offline, and how often to check.
+    pub fn ephemeral_grace(mut self, grace: Duration, sweep_interval: Duration) -> Self {
+        self.config.ephemeral_grace = grace;
+        self.config.sweep_interval = sweep_interval;
+        self
+    }
+
+    /// Largest request body accepted.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.config.max_body = bytes;
+        self
+    }
+
+    /// Binds `addr` and serves on it.
+    pub async fn bind(self, addr: SocketAddr) -> Result<ServerHandle, ServerError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        self.serve(listener).await
+    }
+
+    /// Serves on `listener`: marks every node offline (no stream survived
+    /// a restart), then accepts connections and sweeps ephemeral nodes
+    /// until [`ServerHandle::shutdown`].
+    pub async fn serve(self, listener: TcpListener) -> Result<ServerHandle, ServerError> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: "listener".into(),
+                source,
+            })?;
+        let store = self.store.clone();
+        let base_domain = self.base_domain.clone();
+        let (key, base_domain) = blocking(move || -> Result<_, StoreError> {
+            if let Some(d) = &base_domain {
+                store.set_base_domain(d)?;
+            }
+            store.mark_all_offline(SystemTime::now())?;
+            Ok((ControlKey::load(&store)?, store.base_domain()?))
+        })
+        .await
+        .map_err(|e| StoreError::corrupt("startup task", e))??;
+        let key = Arc::new(key);
+        let control_public = key.public();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            store: self.store,
+            hub: Hub::new(hub::DEFAULT_EVENT_CAPACITY),
+            ctx: MapContext {
+                base_domain,
+                derp_map: self
+                    .derp_map
+                    .unwrap_or_else(|| default_derp_map(local_addr.port())),
+                dns_resolvers: self.dns_resolvers,
+            },
+            config: self.config,
+            policy: self.policy,
+            shutdown: shutdown_rx,
+        });
+
+        let s = shared.clone();
+        let accept = tokio::spawn(async move {
+            let handler = move |conn: NoiseConn| serve_noise(s.clone(), conn);
+            serve_with_key(listener, key, handler).await
+        });
+        let sweep = tokio::spawn(sweep_ephemeral(shared.clone()));
+        Ok(ServerHandle {
+            local_addr,
+            control_public,
+            shared,
+            shutdown: shutdown_tx,
+            accept,
+            sweep,
+        })
+    }
+}
+
+/// HTTP/2 with prior knowledge over the Noise records of one connection
+/// (control.md §5); every request is answered as the Noise peer.
+async fn serve_noise(shared: Arc<Shared>, conn: NoiseConn) {
+    let machine = conn.machine_key;
+    let io = TokioIo::new(NoiseStream::new(conn.transport, conn.io));
+    let s = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let s = s.clone();
+        async move { Ok::<_, std::convert::Infallible>(control::route(s, machine, req).await) }
+    });
+    let mut shutdown = shared.shutdown.clone();
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(machine = %machine.key().short(), error = %e, "coordinator: control connection");
+            }
+        }
+        _ = until_shutdown(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+/// Removes ephemeral nodes that stayed offline longer than the grace
+/// period, telling peers.
+async fn sweep_ephemeral(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut tick =
+        tokio::time::interval(shared.config.sweep_interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = until_shutdown(&mut shutdown) => return,
+        }
+        let s = shared.clone();
+        let grace = shared.config.ephemeral_grace;
+        let removed = blocking(move || {
+            let cutoff = SystemTime::now()
+                .checked_sub(grace)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            s.store.remove_ephemeral_offline_since(cutoff)
+        })
+        .await;
+        match removed {
+            Ok(Ok(ids)) => {
+                for id in ids {
+                    tracing::info!(node = id.0, "coordinator: removed offline ephemeral node");
+                    shared.hub.publish_removed(id);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "coordinator: ephemeral sweep"),
+            Err(e) => tracing::warn!(error = %e, "coordinator: ephemeral sweep"),
+        }
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    control_public: MachinePublic,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    accept: JoinHandle<io::Result<()>>,
+    sweep: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("control_public", &self.control_public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The coordinator's Noise public key (`/key`'s `publicKey`).
+    pub fn control_public(&self) -> MachinePublic {
+        self.control_public
+    }
+
+    /// The store the server uses.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// How many nodes have a map stream open.
+    pub fn connected_nodes(&self) -> usize {
+        self.shared.hub.connected()
+    }
+
+    /// The DERP map nodes are sent.
+    pub fn derp_map(&self) -> &DerpMap {
+        &self.shared.ctx.derp_map
+    }
+
+    /// Waits until accepting connections fails (it never ends otherwise);
+    /// the server keeps running until [`shutdown`](Self::shutdown).
+    pub async fn accept_failed(&mut self) -> io::Error {
+        match (&mut self.accept).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => io::Error::other("accept loop ended"),
+            Err(e) => io::Error::other(e),
+        }
+    }
+
+    /// Stops accepting, ends every map stream (each node is marked offline)
+    /// and the sweep.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        // The accept loop has no shutdown of its own.
+        self.accept.abort();
+        let _ = self.accept.await;
+        let _ = self.sweep.await;
+        // Give streams a moment to mark their nodes offline.
+        for _ in 0..50 {
+            if self.shared.hub.connected() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
