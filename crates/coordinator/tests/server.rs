@@ -460,3 +460,45 @@ async fn restart_marks_every_node_offline() {
     assert!(!store.node(id).expect("get").expect("node").online);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn policy_filters_follow_peers_as_they_join() {
+    let policy = coordinator::policy::Policy::parse(
+        r#"{"acls": [{"action": "accept", "src": ["tag:web"], "dst": ["tag:db:5432"]}]}"#,
+    )
+    .expect("policy");
+    let h = Harness::start_with(|b| b.policy(Arc::new(policy))).await;
+    let db_key = h.key(AuthKeySpec {
+        reusable: true,
+        tags: vec!["tag:db".into()],
+        ..AuthKeySpec::default()
+    });
+    let web_key = h.key(AuthKeySpec {
+        reusable: true,
+        tags: vec!["tag:web".into()],
+        ..AuthKeySpec::default()
+    });
+    let (mut db, db_nk) = h.node(&db_key, "db").await;
+    let mut s = db.stream(map_request(&db_nk)).await;
+    let first = s.next_change().await;
+    // Nobody may reach db yet: an explicit deny-all, never an omitted filter.
+    let filter = first.packet_filter.expect("filter sent");
+    assert!(
+        filter.iter().all(|r| r.src_ips.is_empty()),
+        "no web node yet: {filter:?}"
+    );
+    let (_web, _) = h.node(&web_key, "web").await;
+    let m = s.wait_for(|m| m.packet_filter.is_some()).await;
+    let filter = m.packet_filter.expect("new filter");
+    let srcs: Vec<&String> = filter.iter().flat_map(|r| r.src_ips.iter()).collect();
+    assert!(
+        srcs.iter().any(|s| s.starts_with("100.64.0.2")),
+        "{filter:?}"
+    );
+    let ports: Vec<_> = filter
+        .iter()
+        .flat_map(|r| r.dst_ports.iter().map(|d| (d.ports.first, d.ports.last)))
+        .collect();
+    assert!(ports.iter().all(|p| *p == (5432, 5432)), "{ports:?}");
+    h.server.shutdown().await;
+}

@@ -31,6 +31,7 @@ pub use mapper::{default_derp_map, MapContext};
 use crate::http::{serve_with_key, ControlKey, NoiseConn};
 use crate::names::BaseDomain;
 use crate::nodes::Node;
+use crate::policy::PolicyNode;
 use crate::{Store, StoreError, DEFAULT_EPHEMERAL_GRACE};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::io;
@@ -69,6 +70,22 @@ impl PacketFilterPolicy for AllowAll {
 
     fn depends_on_peers(&self) -> bool {
         false
+    }
+}
+
+/// The policy file ([`crate::policy`]): rules compiled for each node
+/// against every node's addresses and tags.
+impl PacketFilterPolicy for crate::policy::Policy {
+    fn packet_filter_for(&self, node: &Node, nodes: &[Node]) -> Vec<FilterRule> {
+        if self.is_allow_all() {
+            return packet_filter_for(node);
+        }
+        let all: Vec<PolicyNode> = nodes.iter().map(PolicyNode::from).collect();
+        self.filter_for(&PolicyNode::from(node), &all)
+    }
+
+    fn depends_on_peers(&self) -> bool {
+        !self.is_allow_all()
     }
 }
 
