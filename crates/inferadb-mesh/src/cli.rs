@@ -57,6 +57,8 @@ enum Command {
     Genkey,
     /// Read a private key on stdin and print its public key (like `wg pubkey`).
     Pubkey,
+    // About and help text: on `StatusArgs`.
+    Status(crate::status_cmd::StatusArgs),
     /// Benchmarks, side by side with other implementations.
     Bench {
         #[command(subcommand)]
@@ -238,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", tailnet::NodeConfig::new(k, vec![]).public_key());
             Ok(())
         }
+        Command::Status(args) => crate::status_cmd::run(args).await,
         Command::Bench {
             which: BenchCommand::Tunnel(a),
         } => {

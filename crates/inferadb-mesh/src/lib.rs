@@ -5,5 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod localapi;
 pub mod services;
 pub mod static_node;
+pub mod status_cmd;
