@@ -143,6 +143,9 @@ enum BenchCommand {
     /// wireguard-go + kernel TCP between two namespaces and onetun in front
     /// of wireguard-go (those need root).
     Tunnel(TunnelArgs),
+    /// Netmap scale, in-process: decode and apply a map response of 10,
+    /// 100, 1,000 peers, apply deltas, build the status view.
+    Control(crate::bench_control::ControlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +244,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => crate::status_cmd::run(args).await,
+        Command::Bench {
+            which: BenchCommand::Control(a),
+        } => crate::bench_control::run(a),
         Command::Bench {
             which: BenchCommand::Tunnel(a),
         } => {

@@ -3,6 +3,7 @@
 //! drive the same code the command runs.
 
 pub mod bench;
+pub mod bench_control;
 pub mod cli;
 pub mod demo;
 pub mod localapi;
