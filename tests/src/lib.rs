@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: node pairs on loopback,
 //! deterministic data with its SHA-256, memory readings.
 
+pub mod caddy;
 pub mod netns;
 
 use sha2::{Digest, Sha256};

