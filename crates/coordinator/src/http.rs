@@ -108,25 +108,82 @@ where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_inner(listener, key, None, handler).await
+}
+
+/// [`serve_with_key`] over TLS: each accepted connection first completes a
+/// TLS handshake with `tls` (HTTP/1.1 inside, as the ts2021 upgrade and
+/// DERP need). A failed TLS handshake only ends that connection.
+pub async fn serve_tls_with_key<H, F>(
+    listener: TcpListener,
+    key: Arc<ControlKey>,
+    tls: tokio_rustls::TlsAcceptor,
+    handler: H,
+) -> io::Result<()>
+where
+    H: Fn(NoiseConn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    serve_inner(listener, key, Some(tls), handler).await
+}
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_inner<H, F>(
+    listener: TcpListener,
+    key: Arc<ControlKey>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+) -> io::Result<()>
+where
+    H: Fn(NoiseConn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let handler = Arc::new(handler);
     loop {
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let key = key.clone();
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let key = key.clone();
-                let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(req, &key, handler)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "coordinator http connection");
+            match tls {
+                None => serve_http1(tcp, peer, key, handler).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_http1(stream, peer, key, handler).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "coordinator tls handshake")
+                        }
+                        Err(_) => tracing::debug!(%peer, "coordinator tls handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve_http1<IO, H, F>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    key: Arc<ControlKey>,
+    handler: Arc<H>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(NoiseConn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let key = key.clone();
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(req, &key, handler)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "coordinator http connection");
     }
 }
 

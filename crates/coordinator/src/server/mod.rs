@@ -28,7 +28,7 @@ pub use control::map_update;
 pub use hub::{Hub, HubEvent};
 pub use mapper::{default_derp_map, MapContext};
 
-use crate::http::{serve_with_key, ControlKey, NoiseConn};
+use crate::http::{serve_tls_with_key, serve_with_key, ControlKey, NoiseConn};
 use crate::names::BaseDomain;
 use crate::nodes::Node;
 use crate::policy::PolicyNode;
@@ -36,6 +36,7 @@ use crate::{Store, StoreError, DEFAULT_EPHEMERAL_GRACE};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tailnet_control::NoiseStream;
@@ -135,9 +136,66 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS {what} {path}: {detail}")]
+    Tls {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the key's bytes).
+        detail: String,
+    },
     /// The database failed while starting.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// PEM files for serving HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// A TLS acceptor for these files: rustls with ring, HTTP/1.1 only
+    /// (the ts2021 upgrade and DERP both run on HTTP/1.1).
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert_err = |detail: String| ServerError::Tls {
+            what: "certificate",
+            path: self.cert.clone(),
+            detail,
+        };
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| cert_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(cert_err("no certificate in the file".into()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| ServerError::Tls {
+            what: "key",
+            path: self.key.clone(),
+            detail: e.to_string(),
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| cert_err(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| ServerError::Tls {
+                what: "key",
+                path: self.key.clone(),
+                detail: format!("does not match the certificate or is unusable: {e}"),
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 /// State shared by every connection and stream.
@@ -179,6 +237,7 @@ impl Server {
             policy: Arc::new(AllowAll),
             base_domain: None,
             dns_resolvers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -191,6 +250,7 @@ pub struct ServerBuilder {
     policy: Arc<dyn PacketFilterPolicy>,
     base_domain: Option<BaseDomain>,
     dns_resolvers: Vec<Resolver>,
+    tls: Option<TlsFiles>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -227,6 +287,14 @@ impl ServerBuilder {
     /// Upstream DNS resolvers for names outside the tailnet.
     pub fn dns_resolvers(mut self, resolvers: Vec<Resolver>) -> Self {
         self.dns_resolvers = resolvers;
+        self
+    }
+
+    /// Serve HTTPS with these PEM files (default: plain HTTP, which Go
+    /// clients use for `http://` control URLs on loopback and private
+    /// addresses).
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
         self
     }
 
@@ -277,6 +345,7 @@ impl ServerBuilder {
                 addr: "listener".into(),
                 source,
             })?;
+        let tls = self.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let store = self.store.clone();
         let base_domain = self.base_domain.clone();
         let (key, base_domain) = blocking(move || -> Result<_, StoreError> {
@@ -309,7 +378,10 @@ impl ServerBuilder {
         let s = shared.clone();
         let accept = tokio::spawn(async move {
             let handler = move |conn: NoiseConn| serve_noise(s.clone(), conn);
-            serve_with_key(listener, key, handler).await
+            match tls {
+                Some(tls) => serve_tls_with_key(listener, key, tls, handler).await,
+                None => serve_with_key(listener, key, handler).await,
+            }
         });
         let sweep = tokio::spawn(sweep_ephemeral(shared.clone()));
         Ok(ServerHandle {
