@@ -94,6 +94,9 @@ enum CoordinatorCommand {
         #[command(subcommand)]
         which: NodesCommand,
     },
+    /// Serve the control protocol (Tailscale clients and our nodes join it)
+    /// until Ctrl-C or SIGTERM.
+    Serve(crate::coordinator_cmd::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,7 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node.shutdown().await;
             Ok(())
         }
-        Command::Coordinator { which } => run_coordinator(which),
+        Command::Coordinator { which } => run_coordinator(which).await,
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
             Ok(())
@@ -310,9 +313,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn run_coordinator(cmd: CoordinatorCommand) -> anyhow::Result<()> {
+async fn run_coordinator(cmd: CoordinatorCommand) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now();
     match cmd {
+        CoordinatorCommand::Serve(args) => crate::coordinator_cmd::serve(args).await,
         CoordinatorCommand::Authkey {
             which:
                 AuthkeyCommand::Create {

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_control;
 pub mod cli;
+pub mod coordinator_cmd;
 pub mod demo;
 pub mod localapi;
 pub mod services;

@@ -1,0 +1,105 @@
+//! `inferadb-mesh coordinator serve`: the embedded coordination server in
+//! the foreground.
+
+use clap::Args;
+use coordinator::names::BaseDomain;
+use coordinator::server::Server;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Options of `coordinator serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  # A loopback coordinator for tests (plain HTTP; clients use http://127.0.0.1:8080):
+  inferadb-mesh coordinator serve --listen 127.0.0.1:8080 --state-dir /tmp/coord
+
+  # A real one, with TLS, a policy file and the cluster's MagicDNS domain:
+  inferadb-mesh coordinator serve --listen 0.0.0.0:443 --state-dir /var/lib/coord \\
+      --tls-cert /etc/coord/cert.pem --tls-key /etc/coord/key.pem \\
+      --policy /etc/coord/policy.hujson --base-domain us-west-1.ts.net
+
+  # Then let nodes join:
+  inferadb-mesh coordinator authkey create --state-dir /var/lib/coord --reusable
+  TS_AUTHKEY=tskey-auth-... <tsnet program with ControlURL=https://coord.example.com>")]
+pub struct ServeArgs {
+    /// Address to listen on (HTTP, or HTTPS with --tls-cert/--tls-key).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The coordinator's state directory (created if missing; holds the
+    /// SQLite database and the coordinator's Noise key).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// TLS certificate chain (PEM). Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Access policy file (Tailscale-style ACLs, HuJSON). Without it every
+    /// node may reach every node.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// MagicDNS base domain: nodes are named <host>.<domain> (stored; the
+    /// default is the stored one, else tailnet.internal).
+    #[arg(long)]
+    pub base_domain: Option<BaseDomain>,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = Arc::new(coordinator::Store::open(&args.state_dir)?);
+    let mut builder = Server::builder(store);
+    if let Some(path) = &args.policy {
+        let policy = coordinator::policy::Policy::load(path)?;
+        builder = builder.policy(Arc::new(policy));
+    }
+    if let Some(d) = args.base_domain {
+        builder = builder.base_domain(d);
+    }
+    let scheme = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            builder = builder.tls(coordinator::server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+            "https"
+        }
+        _ => "http",
+    };
+    let mut server = builder.bind(args.listen).await?;
+    let addr = server.local_addr();
+    tracing::info!(%addr, "coordinator listening");
+    println!(
+        "coordinator listening on {scheme}://{addr} (state in {})",
+        args.state_dir.display()
+    );
+    tokio::select! {
+        e = server.accept_failed() => {
+            server.shutdown().await;
+            Err(anyhow::anyhow!("coordinator stopped accepting connections: {e}"))
+        }
+        _ = signal() => {
+            tracing::info!("coordinator shutting down");
+            server.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
