@@ -1,9 +1,11 @@
 //! The embedded coordinator's state and admin logic.
 //!
-//! This crate is everything the coordination server *knows*, plus its
-//! first network slice: the HTTP/1.1 front door ([`http`]: `GET /key` and
-//! the `POST /ts2021` upgrade into Noise). The HTTP/2 control handlers
-//! inside Noise come next and call the store to decide and to remember.
+//! This crate is everything the coordination server *knows* and serves:
+//! the HTTP/1.1 front door ([`http`]: `GET /key` and the `POST /ts2021`
+//! upgrade into Noise, optionally over TLS) and the control server
+//! ([`server`]: HTTP/2 inside Noise with `/machine/register` and
+//! `/machine/map`, the hub of map streams, the ephemeral sweep), which call
+//! the store to decide and to remember.
 //!
 //! - [`Store`]: one SQLite database, `<state_dir>/coordinator.db` (WAL,
 //!   schema versioned with `PRAGMA user_version`), holding the nodes, the
