@@ -47,6 +47,9 @@ enum Command {
         #[arg(long = "serve", value_name = "KIND:PORT")]
         serve: Vec<Service>,
     },
+    /// Join a tailnet through a control server (the embedded coordinator,
+    /// Tailscale or Headscale) and run the node in the foreground.
+    Up(crate::up_cmd::UpArgs),
     /// The embedded coordination server's administration (pre-auth keys,
     /// nodes). Serving the control protocol comes with the control client.
     Coordinator {
@@ -233,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node.shutdown().await;
             Ok(())
         }
+        Command::Up(args) => crate::up_cmd::run(args).await,
         Command::Coordinator { which } => run_coordinator(which).await,
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
@@ -353,7 +357,7 @@ async fn run_coordinator(cmd: CoordinatorCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {

@@ -11,3 +11,4 @@ pub mod localapi;
 pub mod services;
 pub mod static_node;
 pub mod status_cmd;
+pub mod up_cmd;

@@ -469,19 +469,26 @@ fn one_line(text: &str) -> String {
 /// The WireGuard peers a netmap asks for: every peer with a key that has
 /// not expired, routed by its allowed IPs, at its first endpoint (IPv4
 /// first; the data plane roams to wherever authenticated packets come
-/// from).
+/// from) unless control says it is offline.
 pub fn peers_of(netmap: &Netmap, me: &NodePublic) -> Vec<PeerConfig> {
     netmap
         .peers()
         .filter(|p| !p.key.is_zero() && p.key != *me && !p.expired && !key_expired(p.key_expiry))
         .map(|p| PeerConfig {
             public_key: p.key.key(),
-            endpoint: p
-                .endpoints
-                .iter()
-                .find(|e| e.is_ipv4())
-                .or_else(|| p.endpoints.first())
-                .copied(),
+            // No endpoint for a peer control says is offline: the data
+            // plane then does not handshake with it at once (a netmap of
+            // 1,000 registered-but-stopped nodes costs nothing) and keeps
+            // any address it already uses.
+            endpoint: if p.online == Some(false) {
+                None
+            } else {
+                p.endpoints
+                    .iter()
+                    .find(|e| e.is_ipv4())
+                    .or_else(|| p.endpoints.first())
+                    .copied()
+            },
             allowed_ips: p.effective_allowed_ips().to_vec(),
             persistent_keepalive: None,
         })

@@ -23,7 +23,9 @@ pub(crate) fn build(node: &Node) -> Status {
         tailscale_ips: node.addresses().to_vec(),
         ..Status::default()
     };
-    let find = |key: &tailnet_wire::PublicKey| stats.peers.iter().find(|s| s.public_key == *key);
+    let by_key: std::collections::HashMap<_, _> =
+        stats.peers.iter().map(|s| (s.public_key, s)).collect();
+    let find = |key: &tailnet_wire::PublicKey| by_key.get(key).copied();
     if let Some(rx) = node.watch_netmap() {
         let netmap = rx.borrow().clone();
         if let Some(me) = netmap.self_node() {
@@ -65,6 +67,8 @@ pub(crate) fn build(node: &Node) -> Status {
                 ..PeerStatus::default()
             };
             ps.apply_stats(s, now);
+            // No control to say so: a peer is online while its session is.
+            ps.online = ps.active;
             st.peer.insert(peer_key(&s.public_key), ps);
         }
     }

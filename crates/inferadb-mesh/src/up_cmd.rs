@@ -1,0 +1,142 @@
+//! `inferadb-mesh up`: join a tailnet through a control server and run the
+//! node in the foreground, with the local API on a unix socket for
+//! `inferadb-mesh status`.
+
+use crate::localapi;
+use crate::services::{self, Service};
+use crate::static_node::ReadyLine;
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tailnet::Node;
+
+/// Arguments of `inferadb-mesh up`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  # the embedded coordinator on this machine
+  inferadb-mesh coordinator serve --listen 127.0.0.1:8080 --state-dir /var/lib/coord &
+  KEY=$(inferadb-mesh coordinator authkey create --state-dir /var/lib/coord --tags tag:inferadb-us-west-1)
+  inferadb-mesh up --control-url http://127.0.0.1:8080 --auth-key \"$KEY\" \\
+      --hostname inferadb-engine-0 --state-dir /var/lib/inferadb-mesh
+  # then, from another shell
+  inferadb-mesh status --state-dir /var/lib/inferadb-mesh
+
+  # Tailscale or Headscale, key from a mounted secret
+  inferadb-mesh up --control-url https://controlplane.tailscale.com \\
+      --auth-key-file /etc/tailscale/authkey --hostname inferadb-control-0 \\
+      --state-dir /var/lib/inferadb-mesh
+
+Once joined it prints one JSON line on stdout (addresses, name, UDP port).
+A restarted node with the same --state-dir rejoins without an auth key.")]
+pub struct UpArgs {
+    /// The control server: http://127.0.0.1:PORT (the embedded coordinator)
+    /// or https://… (Tailscale, Headscale).
+    #[arg(long, env = "INFERADB_MESH_CONTROL_URL")]
+    control_url: String,
+    /// Pre-auth key (tskey-auth-…). Prefer --auth-key-file or the
+    /// environment so the key stays out of `ps`.
+    #[arg(
+        long,
+        env = "INFERADB_MESH_AUTH_KEY",
+        hide_env_values = true,
+        conflicts_with = "auth_key_file"
+    )]
+    auth_key: Option<String>,
+    /// A file holding the pre-auth key (e.g. a mounted Kubernetes secret).
+    #[arg(long, value_name = "FILE")]
+    auth_key_file: Option<PathBuf>,
+    /// Host name to register (default: the machine's); the MagicDNS name
+    /// is <hostname>.<tailnet domain>.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Where the node keeps its keys and registration (0700/0600), and
+    /// where the local API socket lives. One process per directory.
+    #[arg(long, env = "INFERADB_MESH_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Keep no identity: control removes the node soon after it leaves.
+    #[arg(long)]
+    ephemeral: bool,
+    /// ACL tags to request (comma-separated tag:name).
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// UDP address for WireGuard.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    listen: SocketAddr,
+    /// Serve a test service on the tailnet: echo:PORT, discard:PORT,
+    /// sha256:PORT, source:PORT or udp-echo:PORT (repeatable).
+    #[arg(long = "serve", value_name = "KIND:PORT")]
+    serve: Vec<Service>,
+    /// Give up if not Running within this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+/// The line `up` prints once Running.
+#[derive(Debug, Serialize)]
+struct UpReady {
+    state: &'static str,
+    name: String,
+    #[serde(flatten)]
+    node: ReadyLine,
+    socket: PathBuf,
+}
+
+fn read_auth_key(args: &UpArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.auth_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--auth-key-file {}: cannot read", path.display()))?;
+        let key = text.trim().to_string();
+        if key.is_empty() {
+            anyhow::bail!("--auth-key-file {}: the file is empty", path.display());
+        }
+        return Ok(Some(key));
+    }
+    Ok(args.auth_key.clone().filter(|k| !k.trim().is_empty()))
+}
+
+/// Runs `up` until Ctrl-C or SIGTERM.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let auth_key = read_auth_key(&args)?;
+    let mut builder = Node::builder()
+        .control_url(args.control_url.clone())
+        .state_dir(args.state_dir.clone())
+        .ephemeral(args.ephemeral)
+        .tags(args.tags.clone())
+        .listen(args.listen)
+        .timeout(Duration::from_secs(args.timeout));
+    if let Some(k) = auth_key {
+        builder = builder.auth_key(k);
+    }
+    if let Some(h) = &args.hostname {
+        builder = builder.hostname(h.clone());
+    }
+    eprintln!("joining the tailnet at {} …", args.control_url);
+    let node = builder.up().await?;
+    services::spawn_on_node(&node, &args.serve)?;
+    let socket = localapi::socket_path(&args.state_dir);
+    let source_node = node.clone();
+    let _api = localapi::serve(&socket, Arc::new(move || source_node.status()))
+        .await
+        .with_context(|| format!("local API socket {}", socket.display()))?;
+    let status = node.status();
+    let ready = UpReady {
+        state: "Running",
+        name: status.self_.dns_name.clone(),
+        node: ReadyLine::of(&node),
+        socket,
+    };
+    println!("{}", serde_json::to_string(&ready)?);
+    eprintln!(
+        "running as {} ({}); `inferadb-mesh status --state-dir {}` shows peers",
+        ready.name.trim_end_matches('.'),
+        node.ipv4().map(|a| a.to_string()).unwrap_or_default(),
+        args.state_dir.display()
+    );
+    crate::cli::shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
