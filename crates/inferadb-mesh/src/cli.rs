@@ -51,7 +51,7 @@ enum Command {
     /// Tailscale or Headscale) and run the node in the foreground.
     Up(crate::up_cmd::UpArgs),
     /// The embedded coordination server's administration (pre-auth keys,
-    /// nodes). Serving the control protocol comes with the control client.
+    /// nodes) and `serve`, the control server itself.
     Coordinator {
         #[command(subcommand)]
         which: CoordinatorCommand,
