@@ -196,6 +196,19 @@ put("map_stream", "plain-frames",
 put("map_stream", "encode-zstd",
     bytes([3, 255, 255, 5]) + b'{"KeepAlive":true}\xff{"Domain":"x"}\xff\xff' + b"{}" * 40)
 put("map_stream", "oversize", bytes([0, 1, 1, 0]) + struct.pack("<I", 1 << 20))
+
+# policy: HuJSON policy files (comments, trailing commas, every alias kind).
+put("policy", "engine-control",
+    b'{"tagOwners":{"tag:engine":[]},"acls":[{"action":"accept",'
+    b'"src":["tag:engine"],"dst":["tag:control:9090"]}]}')
+put("policy", "hujson",
+    b'// note\n{"hosts":{"db":"100.64.0.2","lab":"10.1.0.0/16",},/* c */\n'
+    b'"acls":[{"action":"accept","proto":"udp","src":["*","lab","100.64.0.3"],'
+    b'"dst":["db:53,5353","*:1000-2000"],"#n":1},'
+    b'{"action":"accept","proto":"icmp","src":["autogroup:tagged"],"dst":["autogroup:member:*"]},'
+    b'{"action":"accept","src":["fd7a:115c:a1e0::/48"],'
+    b'"dst":["[fd7a:115c:a1e0:ab12:4843:cd96:6240:1]:22","100.64.0.0/10:80"]},],}')
+put("policy", "bad-port", b'{"acls":[{"action":"accept","src":["*"],"dst":["tag:x:90-"]}]}')
 PY
 
 logs=target/fuzz-smoke-logs  # under the gitignored target/

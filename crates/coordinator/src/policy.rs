@@ -322,7 +322,7 @@ impl Policy {
                 k if k.starts_with('#') => {}
                 "groups" => {
                     return Err(PolicyError::invalid(
-                        key.as_str(),
+                        key_path(None, key),
                         "groups are not supported (nodes of this coordinator have no users)",
                     ))
                 }
@@ -339,13 +339,13 @@ impl Policy {
                 | "OneCGNATRoute"
                 | "randomizeClientPort" => {
                     return Err(PolicyError::invalid(
-                        key.as_str(),
+                        key_path(None, key),
                         "not supported by this coordinator",
                     ))
                 }
                 _ => {
                     return Err(PolicyError::invalid(
-                        key.as_str(),
+                        key_path(None, key),
                         "unknown key (supported: acls, hosts, tagOwners)",
                     ))
                 }
@@ -531,6 +531,25 @@ fn interval_text(v4: bool, first: u128, last: u128) -> String {
     format!("{a}-{}", from_bits(v4, last))
 }
 
+/// `parent.key`, with the key JSON-quoted when it is empty or has
+/// characters that would make the path ambiguous (`.`, `[`, `]`, quotes,
+/// whitespace, control characters).
+fn key_path(parent: Option<&str>, key: &str) -> String {
+    let plain = !key.is_empty()
+        && !key
+            .chars()
+            .any(|c| matches!(c, '.' | '[' | ']' | '"') || c.is_whitespace() || c.is_control());
+    let key = if plain {
+        key.to_string()
+    } else {
+        serde_json::Value::String(key.to_string()).to_string()
+    };
+    match parent {
+        Some(p) => format!("{p}.{key}"),
+        None => key,
+    }
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -551,7 +570,7 @@ fn parse_hosts(v: &Value) -> Result<BTreeMap<String, Prefix>, PolicyError> {
         if name.starts_with('#') {
             continue;
         }
-        let path = format!("hosts.{name}");
+        let path = key_path(Some("hosts"), name);
         let ok_name = !name.is_empty()
             && name
                 .bytes()
@@ -595,7 +614,7 @@ fn check_tag_owners(v: &Value) -> Result<(), PolicyError> {
         if tag.starts_with('#') {
             continue;
         }
-        let path = format!("tagOwners.{tag}");
+        let path = key_path(Some("tagOwners"), tag);
         if crate::authkey::validate_tags(&[tag]).is_err() {
             return Err(PolicyError::invalid(
                 path,
@@ -652,13 +671,13 @@ fn parse_acl(path: &str, v: &Value, hosts: &BTreeMap<String, Prefix>) -> Result<
             k if k.starts_with('#') => {}
             "users" | "ports" => {
                 return Err(PolicyError::invalid(
-                    format!("{path}.{key}"),
+                    key_path(Some(path), key),
                     "legacy key not supported (use src and dst)",
                 ))
             }
             _ => {
                 return Err(PolicyError::invalid(
-                    format!("{path}.{key}"),
+                    key_path(Some(path), key),
                     "unknown key (supported: action, src, dst, proto)",
                 ))
             }

@@ -257,6 +257,10 @@ fn errors_name_the_offending_path() {
     assert!(err(r#"{"groups":{},"acls":[]}"#).starts_with("groups: groups are not supported"));
     assert!(err(r#"{"grants":[],"acls":[]}"#).starts_with("grants: not supported"));
     assert!(err(r#"{"acl":[]}"#).starts_with("acl: unknown key"));
+    assert!(err(r#"{"":[]}"#).starts_with(r#""": unknown key"#));
+    assert!(
+        err(r#"{"hosts":{"a.b c":"x"},"acls":[]}"#).starts_with(r#"hosts."a.b c": bad host name"#)
+    );
     assert!(err(r#"{}"#).starts_with("acls: missing"));
     assert!(err(r#"[]"#).starts_with("policy: expected an object"));
     let e =
