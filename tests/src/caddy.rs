@@ -29,6 +29,10 @@
 //! `"msg":"Switching ipn state Starting -> Running (WantRunning=true, nm=true)"`
 //! (`ipn/ipnlocal/local.go` `enterStateLockedOnEntry` at v1.90.9); tsnet
 //! also keeps `STATE_DIR/NAME/tailscaled.log*.txt`.
+//!
+//! tsnet still sends captive-portal probes to `controlplane.tailscale.com`
+//! and `login.tailscale.com` unless the coordinator gives the node the
+//! `disable-captive-portal-detection` attribute (vendor-notes/tsnet.md).
 
 use std::fs::File;
 use std::io;
