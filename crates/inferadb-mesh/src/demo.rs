@@ -1,11 +1,13 @@
-//! `inferadb-mesh demo`: three nodes on loopback, data over the tunnel,
-//! and what happened, printed as it goes.
+//! `inferadb-mesh demo`: the embedded default on one machine: the
+//! coordinator, three nodes that join it with a pre-auth key, data over the
+//! tunnel, and what happened, printed as it goes.
 
 use crate::services::{self, hex, Service, ServiceKind};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-use tailnet::{Node, NodeConfig, PeerConfig, PrivateKey};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tailnet::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Demo options.
@@ -15,24 +17,6 @@ pub struct DemoOptions {
     pub bytes: u64,
 }
 
-fn addr(n: u8) -> Vec<std::net::IpAddr> {
-    vec![
-        std::net::IpAddr::from([100, 64, 0, n]),
-        format!("fd7a:115c:a1e0::{n}")
-            .parse()
-            .expect("static IPv6 literal"),
-    ]
-}
-
-fn peer_of(n: u8, cfg: &NodeConfig, endpoint: SocketAddr) -> PeerConfig {
-    PeerConfig {
-        public_key: cfg.public_key(),
-        endpoint: Some(endpoint),
-        allowed_ips: addr(n).into_iter().map(ipnet::IpNet::from).collect(),
-        persistent_keepalive: Some(25),
-    }
-}
-
 fn step(msg: &str) {
     println!("==> {msg}");
 }
@@ -40,44 +24,70 @@ fn step(msg: &str) {
 /// Runs the demo; returns an error if any check fails.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let names = ["alpha", "beta", "gamma"];
-    step("starting three nodes on loopback (userspace WireGuard + smoltcp, no TUN, no privileges)");
-    let mut configs = Vec::new();
+    let state = tempfile::Builder::new()
+        .prefix("inferadb-mesh-demo-")
+        .tempdir()
+        .context("temporary state directory")?;
+    step(
+        "starting the embedded coordinator on loopback (control protocol ts2021, state in SQLite)",
+    );
+    let store = Arc::new(coordinator::Store::open(&state.path().join("coordinator"))?);
+    let key = coordinator::admin::authkey_create(
+        &store,
+        &coordinator::admin::AuthKeyCreateArgs {
+            reusable: true,
+            ephemeral: false,
+            tags: vec!["tag:inferadb-demo".into()],
+            expiry: Some("1h".into()),
+        },
+        SystemTime::now(),
+    )?
+    .key;
+    let server = coordinator::server::Server::builder(store)
+        .bind("127.0.0.1:0".parse()?)
+        .await?;
+    let url = format!("http://{}", server.local_addr());
+    println!("    control server {url}, one reusable pre-auth key (tag:inferadb-demo)");
+
+    step("three nodes join with the key (userspace WireGuard + smoltcp, no TUN, no privileges)");
     let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..3u8 {
-        let mut c = NodeConfig::new(PrivateKey::generate(), addr(i + 1));
-        c.listen = "127.0.0.1:0".parse()?;
-        let node = Node::start(c.clone()).await?;
+    for name in names {
+        let t = Instant::now();
+        let node = Node::builder()
+            .control_url(url.clone())
+            .auth_key(key.clone())
+            .hostname(name)
+            .state_dir(state.path().join(name))
+            .listen("127.0.0.1:0".parse()?)
+            .up()
+            .await
+            .with_context(|| format!("{name} could not join"))?;
         println!(
-            "    {:<6} {}  key {}  udp {}",
-            names[usize::from(i)],
+            "    {:<6} Running in {:>4} ms  {}  udp {}",
+            name,
+            t.elapsed().as_millis(),
             node.addresses()
                 .iter()
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            node.public_key().short(),
             node.listen_addr()
         );
-        configs.push(c);
         nodes.push(node);
     }
-    // Every node learns every key first and the endpoints second: a node
-    // handshakes at once with a new peer whose endpoint it knows, and that
-    // first handshake would reach a node that does not know it yet.
-    for with_endpoints in [false, true] {
-        for (i, node) in nodes.iter().enumerate() {
-            let peers = (0..3)
-                .filter(|j| *j != i)
-                .map(|j| {
-                    let mut p = peer_of(j as u8 + 1, &configs[j], nodes[j].listen_addr());
-                    if !with_endpoints {
-                        p.endpoint = None;
-                    }
-                    p
-                })
-                .collect();
-            node.set_peers(peers).await?;
-        }
+    // Everyone has everyone once the netmaps say so (deltas pushed by the
+    // coordinator as the later nodes joined).
+    for node in &nodes {
+        let mut rx = node.watch_netmap().context("joined through control")?;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while rx.borrow().peers().len() < 2 {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+        .context("the netmaps did not list all three nodes within 10 s")?;
     }
     services::spawn_on_node(
         &nodes[1],
@@ -185,40 +195,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bail!("only {got} of 10 UDP datagrams came back");
     }
 
-    step("what the nodes saw (per-peer counters)");
-    println!(
-        "    {:<6} {:<6} {:>12} {:>12} {:>10} {:>10}  {:<22} handshake",
-        "node", "peer", "rx bytes", "tx bytes", "rx pkts", "tx pkts", "endpoint"
-    );
+    step("alpha's view, as `inferadb-mesh status` prints it");
+    for line in nodes[0].status().to_table().lines() {
+        println!("    {line}");
+    }
     for (i, node) in nodes.iter().enumerate() {
-        let st = node.stats();
-        for p in &st.peers {
-            let j = configs
-                .iter()
-                .position(|c| c.public_key() == p.public_key)
-                .unwrap_or(0);
-            let hs = match p.last_handshake {
-                Some(t) => format!(
-                    "{:.1} s ago",
-                    t.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0)
-                ),
-                None => "never".into(),
-            };
-            println!(
-                "    {:<6} {:<6} {:>12} {:>12} {:>10} {:>10}  {:<22} {}",
-                names[i],
-                names[j],
-                p.rx_bytes,
-                p.tx_bytes,
-                p.rx_packets,
-                p.tx_packets,
-                p.endpoint
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                hs
-            );
-        }
-        let d = st.drops;
+        let d = node.stats().drops;
         if d != tailnet::DropStats::default() {
             println!("    {:<6} drops: {d:?}", names[i]);
         }
@@ -226,6 +208,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     for n in &nodes {
         n.shutdown().await;
     }
-    step("done: every byte arrived intact over the userspace tunnel");
+    server.shutdown().await;
+    step("done: three nodes joined the embedded coordinator and every byte arrived intact");
     Ok(())
 }

@@ -98,6 +98,10 @@ fn demo_moves_data_and_exits_zero() {
     );
     assert!(text.contains("matches"), "{text}");
     assert!(text.contains("10/10 datagrams"), "{text}");
+    // The nodes joined through the embedded coordinator: the status table
+    // names the peers with their tag.
+    assert!(text.contains("beta   tag:inferadb-demo"), "{text}");
+    assert!(text.contains("active; direct 127.0.0.1:"), "{text}");
 }
 
 #[test]
