@@ -6,7 +6,7 @@
 //! `CADDY_KEEP_LOGS=1` keeps each Caddy's log in the temp directory.
 
 use coordinator::admin::{authkey_create, nodes_list, AuthKeyCreateArgs, NodeRow};
-use coordinator::server::{default_derp_map, Server, ServerHandle};
+use coordinator::server::{Server, ServerHandle};
 use coordinator::Store;
 use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
@@ -25,7 +25,9 @@ impl Coordinator {
         let store = Arc::new(Store::open(dir.path()).expect("store opens"));
         let mut b = Server::builder(store);
         if let Some(port) = derp_port {
-            b = b.derp_map(default_derp_map(port));
+            // The relay's port is closed; STUN stays on the coordinator's
+            // port, so netcheck sees UDP and never probes outside.
+            b = b.derp_port(port);
         }
         let handle = b
             .bind("127.0.0.1:0".parse().expect("addr"))
@@ -142,6 +144,8 @@ async fn two_caddies_join_and_run() {
         .await
         .expect("web2 knows web1");
     assert!(web1.exited().is_none(), "web1 exited");
+    assert_stayed_local(&web1);
+    assert_stayed_local(&web2);
 
     drop(web2);
     drop(web1);
@@ -200,6 +204,127 @@ async fn running_without_a_reachable_derp() {
         web.log_tail(40)
     );
     assert!(web.exited().is_none(), "caddy exited");
+    assert_stayed_local(&web);
     drop(web);
     coord.handle.shutdown().await;
+}
+
+/// Our node and Go tsnet in one tailnet: each is in the netmap the
+/// coordinator sends the other, with its 100.x address and MagicDNS name,
+/// and a Caddy joining later reaches both as a delta.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_node_and_caddy_see_each_other() {
+    if caddy_binary("our_node_and_caddy_see_each_other").is_none() {
+        return;
+    }
+    let coord = Coordinator::start(None).await;
+    let key = coord.auth_key();
+    let state = tempfile::tempdir().expect("tempdir");
+    let ours = tailnet::Node::builder()
+        .control_url(coord.url())
+        .auth_key(key.clone())
+        .hostname("rust1")
+        .state_dir(state.path())
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .up()
+        .await
+        .expect("our node joins");
+
+    let Some(mut web1) = start_caddy(&coord, &key, "web1") else {
+        return;
+    };
+    web1.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("web1 Running");
+    let rows = coord
+        .wait_online(&["rust1", "web1"], Duration::from_secs(10))
+        .await;
+    let web1_row = row(&rows, "web1").clone();
+
+    // Caddy in our netmap: address and name as the coordinator assigned.
+    let peer = wait_for_peer(&ours, "web1").await;
+    assert_eq!(
+        peer.addresses.first().map(|p| p.addr().to_string()),
+        Some(web1_row.ipv4.clone())
+    );
+    assert_eq!(peer.name, format!("{}.", web1_row.fqdn));
+    assert!(!peer.disco_key.is_zero(), "tsnet reported its disco key");
+    assert!(!peer.endpoints.is_empty(), "tsnet reported its endpoints");
+    let st = ours.status();
+    let p = st
+        .peer
+        .values()
+        .find(|p| p.name == "web1")
+        .expect("web1 in status");
+    assert!(p.online);
+    assert_eq!(
+        p.tailscale_ips.first().map(ToString::to_string),
+        Some(web1_row.ipv4.clone())
+    );
+
+    // We are in Caddy's netmap: its WireGuard config has one peer (us).
+    web1.wait_for_log("WireGuard config (with 0/1 peers)", Duration::from_secs(15))
+        .await
+        .expect("web1 has our node as a peer");
+
+    // A second Caddy later: a delta at both.
+    let Some(mut web2) = start_caddy(&coord, &key, "web2") else {
+        return;
+    };
+    web2.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("web2 Running");
+    wait_for_peer(&ours, "web2").await;
+    web1.wait_for_log("WireGuard config (with 0/2 peers)", Duration::from_secs(15))
+        .await
+        .expect("web1 learns of web2 as a delta");
+    web2.wait_for_log("WireGuard config (with 0/2 peers)", Duration::from_secs(15))
+        .await
+        .expect("web2 knows web1 and our node");
+
+    assert_stayed_local(&web1);
+    assert_stayed_local(&web2);
+    drop(web2);
+    drop(web1);
+    ours.shutdown().await;
+    coord.handle.shutdown().await;
+}
+
+/// Nothing reached for Tailscale's servers: our STUN answers netcheck, so
+/// its captive-portal probe (generate_204 at controlplane and login
+/// .tailscale.com) never starts, and the self node's
+/// `disable-captive-portal-detection` stops the one health problems start.
+fn assert_stayed_local(web: &Caddy) {
+    let logs = web.logs();
+    let outside: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("generate_204") || l.contains("tailscale.com/"))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{} reached outside: {outside:#?}",
+        web.name()
+    );
+}
+
+/// Waits (bounded) until `node`'s netmap has a peer with this host name.
+async fn wait_for_peer(node: &tailnet::Node, host: &str) -> tailnet_wire::control::Node {
+    let mut rx = node.watch_netmap().expect("joined through control");
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let hit = rx
+                .borrow()
+                .peers()
+                .find(|p| p.hostinfo.as_ref().is_some_and(|h| h.hostname == host))
+                .cloned();
+            if let Some(p) = hit {
+                return p;
+            }
+            if rx.changed().await.is_err() {
+                panic!("netmap watch closed");
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{host} not in our netmap within 30 s"))
 }

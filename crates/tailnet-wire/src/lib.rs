@@ -24,6 +24,7 @@ pub mod ip;
 pub mod key;
 pub mod noise;
 pub mod prefix;
+pub mod stun;
 pub mod wg;
 
 pub use ip::{IpPacket, IpPacketError, Protocol};

@@ -37,15 +37,27 @@ pub struct MapContext {
 /// The default DERP map: one region, [`DEFAULT_DERP_REGION`], code
 /// `inferadb`, whose one node is the coordinator itself on loopback at
 /// `port` over self-signed TLS (`InsecureForTests`; `derp.md` loopback
-/// recipe). STUN is off (`STUNPort: -1`) until the coordinator serves it.
+/// recipe). STUN is off (`STUNPort: -1`); see [`default_derp_map_with_stun`].
 pub fn default_derp_map(port: u16) -> DerpMap {
+    default_derp_map_with_stun(port, None)
+}
+
+/// [`default_derp_map`] with STUN on UDP `stun_port` of 127.0.0.1 when
+/// given (`STUNTestIP` makes Go's netcheck probe it even where interfaces
+/// report no address).
+pub fn default_derp_map_with_stun(port: u16, stun_port: Option<u16>) -> DerpMap {
     let node = DerpNode {
         name: format!("{DEFAULT_DERP_REGION}a"),
         region_id: DEFAULT_DERP_REGION,
         host_name: "127.0.0.1".into(),
         ipv4: "127.0.0.1".into(),
         ipv6: "none".into(),
-        stun_port: -1,
+        stun_port: stun_port.map_or(-1, i32::from),
+        stun_test_ip: if stun_port.is_some() {
+            "127.0.0.1".into()
+        } else {
+            String::new()
+        },
         derp_port: i32::from(port),
         insecure_for_tests: true,
         ..DerpNode::default()
@@ -139,6 +151,23 @@ pub fn wire_node(node: &Node, base: &BaseDomain) -> wire::Node {
     }
 }
 
+/// The self-node attribute that stops Go clients probing
+/// `controlplane.tailscale.com` / `login.tailscale.com` for captive portals
+/// (`tailcfg/nodecap` `DisableCaptivePortalDetection`, read into
+/// controlknobs from the self node's CapMap; capver ≥ 103). Our tailnet is
+/// often offline or loopback-only: nothing should leave for Tailscale's
+/// servers.
+pub const ATTR_DISABLE_CAPTIVE_PORTAL: &str = "disable-captive-portal-detection";
+
+/// `node` as its own `tailcfg.Node` (the map's `Node`): [`wire_node`] plus
+/// the node attributes we set for every node.
+pub fn self_node(node: &Node, base: &BaseDomain) -> wire::Node {
+    let mut n = wire_node(node, base);
+    n.cap_map
+        .insert(ATTR_DISABLE_CAPTIVE_PORTAL.to_string(), Vec::new());
+    n
+}
+
 /// Whether `peer` belongs in `self_id`'s peer list at `now`: every other
 /// node whose key has not expired.
 pub fn is_visible_peer(self_id: NodeId, peer: &Node, now: SystemTime) -> bool {
@@ -173,7 +202,7 @@ pub fn full_map(
     now: SystemTime,
 ) -> MapResponse {
     MapResponse {
-        node: Some(wire_node(self_node, &ctx.base_domain)),
+        node: Some(self::self_node(self_node, &ctx.base_domain)),
         derp_map: Some(ctx.derp_map.clone()),
         peers: peers(self_node.id, nodes, &ctx.base_domain, now),
         dns_config: Some(dns_config(ctx)),
@@ -218,7 +247,7 @@ pub fn peer_online(id: NodeId, online: bool, at: SystemTime) -> MapResponse {
 /// A message that replaces the self node.
 pub fn self_changed(node: &Node, base: &BaseDomain) -> MapResponse {
     MapResponse {
-        node: Some(wire_node(node, base)),
+        node: Some(self_node(node, base)),
         ..MapResponse::default()
     }
 }

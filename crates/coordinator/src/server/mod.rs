@@ -23,6 +23,7 @@ pub mod hub;
 pub mod mapper;
 pub mod register;
 mod session;
+pub mod stun;
 
 pub use control::map_update;
 pub use hub::{Hub, HubEvent};
@@ -234,6 +235,7 @@ impl Server {
             store,
             config: ServerConfig::default(),
             derp_map: None,
+            derp_port: None,
             policy: Arc::new(AllowAll),
             base_domain: None,
             dns_resolvers: Vec::new(),
@@ -247,6 +249,7 @@ pub struct ServerBuilder {
     store: Arc<Store>,
     config: ServerConfig,
     derp_map: Option<DerpMap>,
+    derp_port: Option<u16>,
     policy: Arc<dyn PacketFilterPolicy>,
     base_domain: Option<BaseDomain>,
     dns_resolvers: Vec<Resolver>,
@@ -264,6 +267,13 @@ impl std::fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
+    /// The default DERP map's relay on another port (e.g. a separate TLS
+    /// listener); STUN stays on the server's own port.
+    pub fn derp_port(mut self, port: u16) -> Self {
+        self.derp_port = Some(port);
+        self
+    }
+
     /// The DERP map sent to nodes (default: [`default_derp_map`] on the
     /// server's own port).
     pub fn derp_map(mut self, map: DerpMap) -> Self {
@@ -360,14 +370,27 @@ impl ServerBuilder {
         let key = Arc::new(key);
         let control_public = key.public();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // STUN on the same port number over UDP, when it is free.
+        let stun_counters = Arc::new(stun::StunCounters::default());
+        let stun_socket = match tokio::net::UdpSocket::bind(local_addr).await {
+            Ok(sock) => Some(sock),
+            Err(e) => {
+                tracing::warn!(error = %e, addr = %local_addr, "no STUN: UDP port unavailable");
+                None
+            }
+        };
+        let stun_port = stun_socket.as_ref().map(|_| local_addr.port());
         let shared = Arc::new(Shared {
             store: self.store,
             hub: Hub::new(hub::DEFAULT_EVENT_CAPACITY),
             ctx: MapContext {
                 base_domain,
-                derp_map: self
-                    .derp_map
-                    .unwrap_or_else(|| default_derp_map(local_addr.port())),
+                derp_map: self.derp_map.unwrap_or_else(|| {
+                    mapper::default_derp_map_with_stun(
+                        self.derp_port.unwrap_or(local_addr.port()),
+                        stun_port,
+                    )
+                }),
                 dns_resolvers: self.dns_resolvers,
             },
             config: self.config,
@@ -384,7 +407,16 @@ impl ServerBuilder {
             }
         });
         let sweep = tokio::spawn(sweep_ephemeral(shared.clone()));
+        let stun_task = stun_socket.map(|sock| {
+            tokio::spawn(stun::serve(
+                sock,
+                stun_counters.clone(),
+                shared.shutdown.clone(),
+            ))
+        });
         Ok(ServerHandle {
+            stun: stun_counters,
+            stun_task,
             local_addr,
             control_public,
             shared,
@@ -464,6 +496,8 @@ pub struct ServerHandle {
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<io::Result<()>>,
     sweep: JoinHandle<()>,
+    stun: Arc<stun::StunCounters>,
+    stun_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -501,6 +535,11 @@ impl ServerHandle {
         &self.shared.ctx.derp_map
     }
 
+    /// The STUN responder's counters (answered, dropped).
+    pub fn stun_counters(&self) -> &stun::StunCounters {
+        &self.stun
+    }
+
     /// Waits until accepting connections fails (it never ends otherwise);
     /// the server keeps running until [`shutdown`](Self::shutdown).
     pub async fn accept_failed(&mut self) -> io::Error {
@@ -519,6 +558,9 @@ impl ServerHandle {
         self.accept.abort();
         let _ = self.accept.await;
         let _ = self.sweep.await;
+        if let Some(t) = self.stun_task {
+            let _ = t.await;
+        }
         // Give streams a moment to mark their nodes offline.
         for _ in 0..50 {
             if self.shared.hub.connected() == 0 {
