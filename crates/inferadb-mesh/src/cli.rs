@@ -149,8 +149,9 @@ enum BenchCommand {
     /// wireguard-go + kernel TCP between two namespaces and onetun in front
     /// of wireguard-go (those need root).
     Tunnel(TunnelArgs),
-    /// Netmap scale, in-process: decode and apply a map response of 10,
-    /// 100, 1,000 peers, apply deltas, build the status view.
+    /// The control plane, ours beside Go tsnet (Caddy): join time, idle
+    /// RSS, netmap decode/apply for 10, 100, 1,000 peers, and the
+    /// coordinator pushing a change to that many streaming nodes.
     Control(crate::bench_control::ControlArgs),
 }
 
@@ -253,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => crate::status_cmd::run(args).await,
         Command::Bench {
             which: BenchCommand::Control(a),
-        } => crate::bench_control::run(a),
+        } => crate::bench_control::run(a).await,
         Command::Bench {
             which: BenchCommand::Tunnel(a),
         } => {
