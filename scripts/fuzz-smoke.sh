@@ -209,6 +209,30 @@ put("policy", "hujson",
     b'{"action":"accept","src":["fd7a:115c:a1e0::/48"],'
     b'"dst":["[fd7a:115c:a1e0:ab12:4843:cd96:6240:1]:22","100.64.0.0/10:80"]},],}')
 put("policy", "bad-port", b'{"acls":[{"action":"accept","src":["*"],"dst":["tag:x:90-"]}]}')
+
+# packet_filter: u16 LE JSON length, [FilterRule] JSON, then records of
+# control byte (bit 0 outbound, bit 1 our address, bit 2 allow-all, bit 3
+# fuzzed rules), u16 LE length, packet.
+def pf(rules, *recs):
+    return struct.pack("<H", len(rules)) + rules + b"".join(
+        bytes([c]) + struct.pack("<H", len(p)) + p for c, p in recs)
+RULES = (b'[{"SrcIPs":["100.64.0.2","fd7a:115c:a1e0::/48","100.64.0.0-100.115.91.255"],'
+         b'"DstPorts":[{"IP":"100.64.0.1","Ports":{"First":80,"Last":80}},'
+         b'{"IP":"*","Ports":{"First":0,"Last":65535}}],"IPProto":[6,17,47]},'
+         b'{"SrcIPs":["*"],"DstPorts":[{"IP":"100.64.0.0/10","Ports":{"First":9090,"Last":9090}}]}]')
+put("packet_filter", "mixed", pf(RULES,
+    (0, v4(6, tcp(40000, 80, 1, 0, SYN))),
+    (0, v4(6, tcp(40000, 81, 1, 0, ACK))),
+    (2, v6(6, tcp(40000, 9090, 1, 0, SYN))),
+    (3, v4(17, udp(5000, 53, b"q"), src=V4_ME, dst=V4_PEER)),
+    (0, v4(17, udp(53, 5000, b"a"))),
+    (0, v4(1, b"\x08\x00\x00\x00\x00\x01\x00\x01ping")),
+    (4, v4(47, b"\0" * 8)),
+    (8, v4(6, b"\0" * 24, frag=0x2003))))
+put("packet_filter", "deny-all", pf(b"[]", (0, v4(17, udp(1, 2, b"x"))),
+    (0, v6(58, b"\x81\x00\x00\x00\x00\x01\x00\x01pong"))))
+put("packet_filter", "src-bits", pf(b'[{"SrcIPs":["*"],"SrcBits":[32],"DstPorts":[]}]',
+    (0, v4(6, tcp(1, 2, 3, 0, SYN)))))
 PY
 
 logs=target/fuzz-smoke-logs  # under the gitignored target/

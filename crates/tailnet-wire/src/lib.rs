@@ -14,12 +14,15 @@
 //!   index) before any cryptography runs.
 //! - [`control`]: Tailscale control-protocol JSON types (register, map) and
 //!   the length-prefixed zstd map stream.
+//! - [`filter`]: the ACL packet filter: `tailcfg.FilterRule`s compiled into a
+//!   matcher, and the Go client's per-packet decision with a UDP flow table.
 //! - [`noise`]: the ts2021 Noise IK handshake and its record framing, as
 //!   sans-IO state machines for both the client and the coordinator.
 
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod filter;
 pub mod ip;
 pub mod key;
 pub mod noise;

@@ -1,7 +1,8 @@
 //! Joining a tailnet through a control server: [`NodeBuilder::up`]
 //! registers the node (`tailnet_control` does the wire), takes the first
 //! netmap, starts the data plane on the addresses control assigned, and
-//! leaves a task that applies every later map message to the data plane,
+//! leaves a task that applies every later map message to the data plane
+//! (peers, and the packet filter, which is in force from the first packet),
 //! reports the node's UDP endpoints, and reconnects with backoff and jitter
 //! when control goes away (the data plane keeps forwarding on the last
 //! netmap meanwhile).
@@ -264,7 +265,11 @@ impl NodeBuilder {
         config.listen = self.listen;
         config.netstack = self.netstack.clone();
         config.peers = peers_of(&netmap, &session.node_public);
-        let node = Node::start(config).await?;
+        // The packet filter is in force from the first packet; a netmap
+        // without one (control never sent it) admits no new inbound flow,
+        // like the Go client.
+        let rules = crate::node::compile_rules(netmap.packet_filter().unwrap_or_default());
+        let node = Node::start_filtered(config, Some(Arc::new(rules))).await?;
 
         let endpoints = local_endpoints(node.listen_addr());
         if let Err(e) = conn
@@ -676,6 +681,13 @@ mod tests {
         assert!(backoff(30) <= MAX_BACKOFF.mul_f64(1.25));
         let a: Vec<_> = (0..8).map(|_| backoff(3)).collect();
         assert!(a.windows(2).any(|w| w[0] != w[1]), "jitter varies: {a:?}");
+                    if changes.packet_filter {
+                        // Applies at once to new flows; open ones go on.
+                        let rules = self.netmap.packet_filter().unwrap_or_default().to_vec();
+                        if node.set_packet_filter(Some(rules)).await.is_err() {
+                            return UpError::Node(NodeError::Stopped);
+                        }
+                    }
     }
 
     #[test]

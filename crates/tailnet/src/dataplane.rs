@@ -3,10 +3,12 @@
 //!
 //! Inbound: datagram → classify (type, receiver index) → peer (by index, or
 //! by static key for initiations after a MAC1 check) → boringtun decrypts →
-//! source checked against the peer's allowed IPs → netstack.
-//! Outbound: netstack emits an IP packet → longest-prefix match on allowed
-//! IPs picks the peer → boringtun encrypts straight into the send buffer
-//! (or queues it and starts a handshake) → the peer's endpoint → GSO send.
+//! source checked against the peer's allowed IPs → packet filter (new
+//! inbound flows need an ACL rule; `tailnet_wire::filter`) → netstack.
+//! Outbound: netstack emits an IP packet (UDP flows are recorded for the
+//! filter) → longest-prefix match on allowed IPs picks the peer → boringtun
+//! encrypts straight into the send buffer (or queues it and starts a
+//! handshake) → the peer's endpoint → GSO send.
 //! Timers: every [`TICK`] each tunnel's timers run whether or not traffic
 //! flows, so idle tunnels rekey, keep alive and expire on time.
 
@@ -26,6 +28,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tailnet_netstack::Netstack;
+use tailnet_wire::filter::{Filter, Rules, Verdict};
 use tailnet_wire::{classify, IpPacket, PrefixTable, PublicKey, WgKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -51,6 +54,9 @@ const HANDSHAKE_INIT_LEN: usize = 148;
 
 pub(crate) enum Command {
     SetPeers(Vec<PeerConfig>),
+    /// New packet-filter rules (`None`: accept everything). Flows already
+    /// recorded are kept.
+    SetFilter(Option<Arc<Rules>>),
     Shutdown,
 }
 
@@ -99,6 +105,9 @@ struct Tunnels {
     routes: PrefixTable<u32>,
     next_index: u32,
     drops: Arc<DropCounters>,
+    /// The ACL packet filter: checks decrypted packets before the netstack
+    /// and records outbound UDP flows.
+    filter: Filter,
     /// Decrypted packets for the netstack.
     inbound: Vec<Vec<u8>>,
     /// Encrypted datagrams for the socket.
@@ -143,6 +152,7 @@ impl DataPlane {
                 routes: PrefixTable::new(),
                 next_index: 1,
                 drops,
+                filter: Filter::allow_all(),
                 inbound: Vec::new(),
                 out: Outgoing::default(),
             },
@@ -157,6 +167,13 @@ impl DataPlane {
         dp
     }
 
+    /// The packet filter in force from the first packet (default: accept
+    /// everything).
+    pub(crate) fn with_filter(mut self, filter: Filter) -> DataPlane {
+        self.tunnels.filter = filter;
+        self
+    }
+
     /// Runs until shut down or the node handle is dropped.
     pub(crate) async fn run(mut self) {
         self.flush().await;
@@ -168,6 +185,7 @@ impl DataPlane {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetPeers(p)) => self.set_peers(p),
+                    Some(Command::SetFilter(rules)) => self.tunnels.filter.set_rules(rules),
                     Some(Command::Shutdown) | None => break,
                 },
                 r = self.udp.readable() => {
@@ -405,6 +423,7 @@ impl Tunnels {
                     n,
                     buf,
                     &mut self.inbound,
+                    &mut self.filter,
                     &self.drops,
                 );
                 true
@@ -417,6 +436,7 @@ impl Tunnels {
                     n,
                     buf,
                     &mut self.inbound,
+                    &mut self.filter,
                     &self.drops,
                 );
                 true
@@ -476,6 +496,8 @@ impl Tunnels {
         let Some(dst) = IpPacket::destination(pkt) else {
             return;
         };
+        // Never filtered; UDP flows are recorded so their replies pass.
+        self.filter.outbound(pkt);
         let Some(index) = self.routes.lookup(dst).copied() else {
             self.drops.no_route.fetch_add(1, Relaxed);
             return;
@@ -540,6 +562,7 @@ fn deliver(
     len: usize,
     mut buf: Vec<u8>,
     inbound: &mut Vec<Vec<u8>>,
+    filter: &mut Filter,
     drops: &DropCounters,
 ) {
     // Cryptokey routing: a peer may only send from its allowed IPs.
@@ -553,5 +576,11 @@ fn deliver(
         return;
     }
     buf.truncate(len);
+    // The ACL packet filter: new inbound flows only where a rule allows.
+    if let Verdict::Drop(reason) = filter.inbound(&buf) {
+        drops.filtered(reason);
+        tracing::trace!(peer = %peer.config.public_key.short(), %src, %reason, "packet filtered");
+        return;
+    }
     inbound.push(buf);
 }

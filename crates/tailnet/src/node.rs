@@ -9,6 +9,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use tailnet_netstack::{Netstack, NetstackError, TcpListener, TcpStream, UdpSocket};
+use tailnet_wire::control::FilterRule;
+use tailnet_wire::filter::{Filter, Rules};
 use tailnet_wire::PublicKey;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -144,7 +146,9 @@ impl Node {
     }
 
     /// Binds the UDP socket, builds the netstack and starts the data plane
-    /// on the current tokio runtime.
+    /// on the current tokio runtime. A node started this way has no packet
+    /// filter (every inbound packet from a peer is accepted) until
+    /// [`set_packet_filter`](Self::set_packet_filter) gives it one.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         config.validate()?;
         let udp = Udp::bind(config.listen).map_err(|source| NodeError::Bind {
@@ -156,6 +160,15 @@ impl Node {
             source,
         })?;
         let netstack = Netstack::new(&config.addresses, config.netstack.clone())?;
+        Self::start_filtered(config, None).await
+    }
+
+    /// [`start`](Self::start) with packet-filter rules in force from the
+    /// first packet (`None`: accept everything).
+    pub(crate) async fn start_filtered(
+        config: NodeConfig,
+        rules: Option<Arc<Rules>>,
+    ) -> Result<Node, NodeError> {
         let (tx, rx) = mpsc::channel(16);
         let drops = Arc::new(DropCounters::default());
         let peers: PeerTable = Arc::new(RwLock::new(Vec::new()));
@@ -176,7 +189,8 @@ impl Node {
             udp = %listen_addr,
             peers = config.peers.len(),
             "node started"
-        );
+        )
+        .with_filter(Filter::new(&config.addresses, rules));
         Ok(Node {
             inner: Arc::new(Inner {
                 public_key,
@@ -254,6 +268,28 @@ impl Node {
                 .map(|p| p.snapshot())
                 .collect(),
             drops: self.inner.drops.snapshot(),
+    /// Replaces the ACL packet filter (`tailcfg.FilterRule`s, as control
+    /// sends them): from the next packet on, new inbound flows (a TCP SYN,
+    /// a UDP packet that is not a reply to a flow this node opened, an ICMP
+    /// echo request) pass only where a rule allows them. Flows already
+    /// open are untouched: TCP segments other than a SYN always pass, and
+    /// replies of recorded UDP flows keep passing. `Some(vec![])` denies
+    /// every new inbound flow; `None` accepts everything (the default of a
+    /// node started with [`start`](Self::start)). A node that joined
+    /// through control gets its filter from every netmap; setting one by
+    /// hand lasts until control sends the next change.
+    ///
+    /// Entries the Go client would skip (a bad address) are skipped and
+    /// logged; deprecated `SrcBits`/`Bits` reject the whole filter.
+    pub async fn set_packet_filter(&self, rules: Option<Vec<FilterRule>>) -> Result<(), NodeError> {
+        let compiled = rules.map(|r| Arc::new(compile_rules(&r)));
+        self.inner
+            .commands
+            .send(Command::SetFilter(compiled))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
             netstack: self.inner.netstack.stats(),
         }
     }
@@ -295,3 +331,13 @@ impl Drop for Inner {
         }
     }
 }
+/// Compiles filter rules, logging what had to be skipped.
+pub(crate) fn compile_rules(rules: &[FilterRule]) -> Rules {
+    let compiled = Rules::compile(rules);
+    for e in compiled.errors() {
+        tracing::warn!(error = %e, "packet filter: entry skipped");
+    }
+    tracing::debug!(rules = compiled.len(), "packet filter set");
+    compiled
+}
+

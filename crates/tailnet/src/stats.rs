@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
 use tailnet_netstack::NetstackStats;
+use tailnet_wire::filter::DropReason;
 use tailnet_wire::PublicKey;
 
 /// A snapshot of one peer's counters.
@@ -46,6 +47,29 @@ pub struct DropStats {
     pub no_endpoint: u64,
     /// Datagrams the UDP socket refused to send.
     pub send_errors: u64,
+    /// Packet filter: new inbound flows no rule allows (also every new
+    /// flow before control sent a filter, and under an empty one).
+    pub filter_no_rule: u64,
+    /// Packet filter: a rule admits the source and port, but not this
+    /// protocol.
+    pub filter_protocol: u64,
+    /// Packet filter: the destination is not one of the node's addresses.
+    pub filter_not_local: u64,
+    /// Packet filter: multicast or link-local destination.
+    pub filter_special_destination: u64,
+    /// Packet filter: not parseable, or a transport header cut short.
+    pub filter_malformed: u64,
+}
+
+impl DropStats {
+    /// Every packet the packet filter dropped, whatever the reason.
+    pub fn filtered(&self) -> u64 {
+        self.filter_no_rule
+            + self.filter_protocol
+            + self.filter_not_local
+            + self.filter_special_destination
+            + self.filter_malformed
+    }
 }
 
 #[derive(Default)]
@@ -57,6 +81,11 @@ pub(crate) struct DropCounters {
     pub no_route: AtomicU64,
     pub no_endpoint: AtomicU64,
     pub send_errors: AtomicU64,
+    pub filter_no_rule: AtomicU64,
+    pub filter_protocol: AtomicU64,
+    pub filter_not_local: AtomicU64,
+    pub filter_special_destination: AtomicU64,
+    pub filter_malformed: AtomicU64,
 }
 
 impl DropCounters {
@@ -69,7 +98,25 @@ impl DropCounters {
             no_route: self.no_route.load(Relaxed),
             no_endpoint: self.no_endpoint.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
+            filter_no_rule: self.filter_no_rule.load(Relaxed),
+            filter_protocol: self.filter_protocol.load(Relaxed),
+            filter_not_local: self.filter_not_local.load(Relaxed),
+            filter_special_destination: self.filter_special_destination.load(Relaxed),
+            filter_malformed: self.filter_malformed.load(Relaxed),
         }
+    }
+
+    /// Counts one packet the filter dropped.
+    pub(crate) fn filtered(&self, reason: DropReason) {
+        let c = match reason {
+            DropReason::NoRule => &self.filter_no_rule,
+            DropReason::Protocol => &self.filter_protocol,
+            DropReason::NotLocal => &self.filter_not_local,
+            DropReason::SpecialDestination => &self.filter_special_destination,
+            // Malformed, and any reason added later.
+            _ => &self.filter_malformed,
+        };
+        c.fetch_add(1, Relaxed);
     }
 }
 

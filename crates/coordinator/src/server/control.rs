@@ -287,7 +287,7 @@ async fn map(shared: Arc<Shared>, machine: MachinePublic, body: Bytes) -> Contro
                 .find(|n| n.id == id)
                 .cloned()
                 .ok_or(crate::StoreError::NodeNotFound(id.0))?;
-            let filter = s.policy.packet_filter_for(&me, &nodes);
+            let filter = s.policy().packet_filter_for(&me, &nodes);
             Ok(super::mapper::full_map(&me, &nodes, filter, &s.ctx, now))
         })
         .await;

@@ -39,6 +39,9 @@ pub enum HubEvent {
         /// When that happened (its new last-seen time).
         at: SystemTime,
     },
+    /// The packet-filter policy was replaced: every stream recomputes its
+    /// node's filter.
+    PolicyChanged,
 }
 
 struct Session {
@@ -155,6 +158,12 @@ impl Hub {
     pub fn publish_removed(&self, id: NodeId) {
         let _order = self.publish.lock();
         let _ = self.events.send(HubEvent::Removed(id));
+    }
+
+    /// Tells every stream that the packet-filter policy changed.
+    pub fn publish_policy_changed(&self) {
+        let _order = self.publish.lock();
+        let _ = self.events.send(HubEvent::PolicyChanged);
     }
 
     /// Tells every stream that `id` came online or went offline at `at`.

@@ -205,8 +205,16 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) config: ServerConfig,
     pub(crate) ctx: MapContext,
-    pub(crate) policy: Arc<dyn PacketFilterPolicy>,
+    /// Swapped by [`ServerHandle::set_policy`].
+    pub(crate) policy: parking_lot::RwLock<Arc<dyn PacketFilterPolicy>>,
     pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The packet-filter policy in force now.
+    pub(crate) fn policy(&self) -> Arc<dyn PacketFilterPolicy> {
+        self.policy.read().clone()
+    }
 }
 
 /// Resolves once shutdown was requested (or the server is gone).
@@ -394,7 +402,7 @@ impl ServerBuilder {
                 dns_resolvers: self.dns_resolvers,
             },
             config: self.config,
-            policy: self.policy,
+            policy: parking_lot::RwLock::new(self.policy),
             shutdown: shutdown_rx,
         });
 
@@ -548,6 +556,16 @@ impl ServerHandle {
             Ok(Ok(())) => io::Error::other("accept loop ended"),
             Err(e) => io::Error::other(e),
         }
+    }
+
+    /// Replaces the packet-filter policy at run time: every open map
+    /// stream recomputes its node's filter and sends it if it changed, so
+    /// nodes apply it to new flows at once (connections already open are
+    /// not cut: filters only ever check new flows). Later full maps use it
+    /// too.
+    pub fn set_policy(&self, policy: Arc<dyn PacketFilterPolicy>) {
+        *self.shared.policy.write() = policy;
+        self.shared.hub.publish_policy_changed();
     }
 
     /// Stops accepting, ends every map stream (each node is marked offline)

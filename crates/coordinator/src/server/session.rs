@@ -168,7 +168,7 @@ impl Stream {
             .iter()
             .find(|n| n.id == self.id)
             .ok_or(End::NodeRemoved)?;
-        let filter = self.shared.policy.packet_filter_for(me, &nodes);
+        let filter = self.shared.policy().packet_filter_for(me, &nodes);
         let msg = mapper::full_map(me, &nodes, filter.clone(), &self.shared.ctx, now);
         self.known = msg.peers.iter().map(|p| NodeId(p.id)).collect();
         self.filter = filter;
@@ -201,7 +201,7 @@ impl Stream {
         let Some(me) = nodes.iter().find(|n| n.id == self.id) else {
             return;
         };
-        let filter = self.shared.policy.packet_filter_for(me, nodes);
+        let filter = self.shared.policy().packet_filter_for(me, nodes);
         if filter != self.filter {
             self.filter = filter.clone();
             msg.packet_filter = Some(filter);
@@ -235,8 +235,17 @@ impl Stream {
                 }
                 return self.send(&mapper::peer_online(id, online, at)).await;
             }
+            HubEvent::PolicyChanged => {
+                let nodes = self.nodes().await?;
+                let mut msg = MapResponse::default();
+                self.refilter(&mut msg, &nodes);
+                if msg.packet_filter.is_none() {
+                    return Ok(());
+                }
+                return self.send(&msg).await;
+            }
         };
-        if self.shared.policy.depends_on_peers() {
+        if self.shared.policy().depends_on_peers() {
             let nodes = self.nodes().await?;
             self.refilter(&mut msg, &nodes);
         }
