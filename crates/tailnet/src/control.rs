@@ -625,6 +625,13 @@ impl Runner {
                             return UpError::Node(NodeError::Stopped);
                         }
                     }
+                    if changes.packet_filter {
+                        // Applies at once to new flows; open ones go on.
+                        let rules = self.netmap.packet_filter().unwrap_or_default().to_vec();
+                        if node.set_packet_filter(Some(rules)).await.is_err() {
+                            return UpError::Node(NodeError::Stopped);
+                        }
+                    }
                     self.netmap_tx.send_replace(Arc::new(self.netmap.clone()));
                 }
                 _ = tick.tick() => {
@@ -681,13 +688,6 @@ mod tests {
         assert!(backoff(30) <= MAX_BACKOFF.mul_f64(1.25));
         let a: Vec<_> = (0..8).map(|_| backoff(3)).collect();
         assert!(a.windows(2).any(|w| w[0] != w[1]), "jitter varies: {a:?}");
-                    if changes.packet_filter {
-                        // Applies at once to new flows; open ones go on.
-                        let rules = self.netmap.packet_filter().unwrap_or_default().to_vec();
-                        if node.set_packet_filter(Some(rules)).await.is_err() {
-                            return UpError::Node(NodeError::Stopped);
-                        }
-                    }
     }
 
     #[test]

@@ -150,6 +150,15 @@ impl Node {
     /// filter (every inbound packet from a peer is accepted) until
     /// [`set_packet_filter`](Self::set_packet_filter) gives it one.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Self::start_filtered(config, None).await
+    }
+
+    /// [`start`](Self::start) with packet-filter rules in force from the
+    /// first packet (`None`: accept everything).
+    pub(crate) async fn start_filtered(
+        config: NodeConfig,
+        rules: Option<Arc<Rules>>,
+    ) -> Result<Node, NodeError> {
         config.validate()?;
         let udp = Udp::bind(config.listen).map_err(|source| NodeError::Bind {
             addr: config.listen,
@@ -160,15 +169,6 @@ impl Node {
             source,
         })?;
         let netstack = Netstack::new(&config.addresses, config.netstack.clone())?;
-        Self::start_filtered(config, None).await
-    }
-
-    /// [`start`](Self::start) with packet-filter rules in force from the
-    /// first packet (`None`: accept everything).
-    pub(crate) async fn start_filtered(
-        config: NodeConfig,
-        rules: Option<Arc<Rules>>,
-    ) -> Result<Node, NodeError> {
         let (tx, rx) = mpsc::channel(16);
         let drops = Arc::new(DropCounters::default());
         let peers: PeerTable = Arc::new(RwLock::new(Vec::new()));
@@ -180,7 +180,8 @@ impl Node {
             rx,
             drops.clone(),
             peers.clone(),
-        );
+        )
+        .with_filter(Filter::new(&config.addresses, rules));
         let task = tokio::spawn(dp.run());
         let public_key = public_of(&config.private_key);
         tracing::info!(
@@ -189,8 +190,7 @@ impl Node {
             udp = %listen_addr,
             peers = config.peers.len(),
             "node started"
-        )
-        .with_filter(Filter::new(&config.addresses, rules));
+        );
         Ok(Node {
             inner: Arc::new(Inner {
                 public_key,
@@ -257,17 +257,6 @@ impl Node {
             .map_err(|_| NodeError::Stopped)
     }
 
-    /// A snapshot of every counter.
-    pub fn stats(&self) -> NodeStats {
-        NodeStats {
-            peers: self
-                .inner
-                .peers
-                .read()
-                .iter()
-                .map(|p| p.snapshot())
-                .collect(),
-            drops: self.inner.drops.snapshot(),
     /// Replaces the ACL packet filter (`tailcfg.FilterRule`s, as control
     /// sends them): from the next packet on, new inbound flows (a TCP SYN,
     /// a UDP packet that is not a reply to a flow this node opened, an ICMP
@@ -290,6 +279,17 @@ impl Node {
             .map_err(|_| NodeError::Stopped)
     }
 
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            peers: self
+                .inner
+                .peers
+                .read()
+                .iter()
+                .map(|p| p.snapshot())
+                .collect(),
+            drops: self.inner.drops.snapshot(),
             netstack: self.inner.netstack.stats(),
         }
     }
@@ -321,16 +321,6 @@ impl Node {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        for t in self.helpers.lock().drain(..) {
-            t.abort();
-        }
-        if let Some(t) = self.task.lock().take() {
-            t.abort();
-        }
-    }
-}
 /// Compiles filter rules, logging what had to be skipped.
 pub(crate) fn compile_rules(rules: &[FilterRule]) -> Rules {
     let compiled = Rules::compile(rules);
@@ -341,3 +331,13 @@ pub(crate) fn compile_rules(rules: &[FilterRule]) -> Rules {
     compiled
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self.helpers.lock().drain(..) {
+            t.abort();
+        }
+        if let Some(t) = self.task.lock().take() {
+            t.abort();
+        }
+    }
+}

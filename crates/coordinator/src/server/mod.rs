@@ -548,16 +548,6 @@ impl ServerHandle {
         &self.stun
     }
 
-    /// Waits until accepting connections fails (it never ends otherwise);
-    /// the server keeps running until [`shutdown`](Self::shutdown).
-    pub async fn accept_failed(&mut self) -> io::Error {
-        match (&mut self.accept).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(())) => io::Error::other("accept loop ended"),
-            Err(e) => io::Error::other(e),
-        }
-    }
-
     /// Replaces the packet-filter policy at run time: every open map
     /// stream recomputes its node's filter and sends it if it changed, so
     /// nodes apply it to new flows at once (connections already open are
@@ -566,6 +556,16 @@ impl ServerHandle {
     pub fn set_policy(&self, policy: Arc<dyn PacketFilterPolicy>) {
         *self.shared.policy.write() = policy;
         self.shared.hub.publish_policy_changed();
+    }
+
+    /// Waits until accepting connections fails (it never ends otherwise);
+    /// the server keeps running until [`shutdown`](Self::shutdown).
+    pub async fn accept_failed(&mut self) -> io::Error {
+        match (&mut self.accept).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => io::Error::other("accept loop ended"),
+            Err(e) => io::Error::other(e),
+        }
     }
 
     /// Stops accepting, ends every map stream (each node is marked offline)
