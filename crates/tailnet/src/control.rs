@@ -78,6 +78,15 @@ pub enum UpError {
     /// Running was not reached in time.
     #[error("not Running after {0:?}")]
     Timeout(Duration),
+    /// MagicDNS could not listen on the address given to
+    /// [`NodeBuilder::dns_listen`].
+    #[error("MagicDNS cannot listen on {addr}: {source}")]
+    DnsListen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Builds a node that joins a tailnet: `Node::builder().control_url(..)
@@ -93,6 +102,9 @@ pub struct NodeBuilder {
     listen: SocketAddr,
     netstack: NetstackConfig,
     timeout: Duration,
+    magic_dns: bool,
+    dns_options: tailnet_dns::DnsOptions,
+    dns_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -121,6 +133,9 @@ impl Default for NodeBuilder {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             netstack: NetstackConfig::default(),
             timeout: Duration::from_secs(60),
+            magic_dns: true,
+            dns_options: tailnet_dns::DnsOptions::default(),
+            dns_listen: None,
         }
     }
 }
@@ -179,6 +194,30 @@ impl NodeBuilder {
     /// Netstack tuning.
     pub fn netstack(mut self, config: NetstackConfig) -> Self {
         self.netstack = config;
+        self
+    }
+
+    /// MagicDNS at 100.100.100.100 inside the netstack (default on; see
+    /// [`crate::dns`]).
+    pub fn magic_dns(mut self, on: bool) -> Self {
+        self.magic_dns = on;
+        self
+    }
+
+    /// Service zones and TTLs of MagicDNS (default: every tag
+    /// `tag:inferadb-<cluster>` makes the zone `<cluster>.ts.net`).
+    pub fn dns_options(mut self, options: tailnet_dns::DnsOptions) -> Self {
+        self.dns_options = options;
+        self
+    }
+
+    /// Also serve MagicDNS on this OS address, UDP and TCP (e.g.
+    /// `127.0.0.1:5353`, port 0 for any), so co-located processes and
+    /// `dig @127.0.0.1 -p PORT` can ask it. [`Node::dns_listen_addr`]
+    /// tells the port.
+    pub fn dns_listen(mut self, addr: SocketAddr) -> Self {
+        self.dns_listen = Some(addr);
+        self.magic_dns = true;
         self
     }
 
@@ -292,6 +331,23 @@ impl NodeBuilder {
             peers = netmap.peers().len(),
             "joined the tailnet (Running)"
         );
+        if self.magic_dns {
+            let (server, tasks) = crate::dns::start(
+                &node,
+                netmap_tx.subscribe(),
+                self.dns_options.clone(),
+                self.dns_listen,
+            )
+            .await
+            .map_err(|source| UpError::DnsListen {
+                addr: self.dns_listen.unwrap_or(self.listen),
+                source,
+            })?;
+            node.attach_dns(server);
+            for t in tasks {
+                node.attach_task(t);
+            }
+        }
         let runner = Runner {
             session,
             node: node.downgrade(),

@@ -23,6 +23,7 @@
 mod config;
 pub mod control;
 mod dataplane;
+pub mod dns;
 mod node;
 mod node_status;
 pub mod state;
@@ -35,10 +36,12 @@ pub mod testing;
 
 pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use control::{NodeBuilder, UpError};
+pub use dns::{DnsStats, ResolveError};
 pub use node::{Node, NodeError};
 pub use state::{NodeKeys, StateDir, StateError};
 pub use stats::{DropStats, NodeStats, PeerStats};
 pub use status::{BackendState, PeerStatus, Status, TailnetStatus};
+pub use tailnet_dns::{DnsOptions, RecordType, ServiceZone};
 pub use tailnet_netstack::{
     Congestion, NetstackConfig, NetstackStats, TcpListener, TcpStream, UdpSocket,
 };

@@ -51,6 +51,8 @@ struct Inner {
     control: Mutex<Option<ControlState>>,
     /// Helper tasks (the control runner) stopped with the node.
     helpers: Mutex<Vec<JoinHandle<()>>>,
+    /// MagicDNS, for a node that joined through control.
+    dns: Mutex<Option<crate::dns::DnsServer>>,
 }
 
 /// What a node that joined through control shares with its control task.
@@ -106,6 +108,14 @@ impl Node {
 
     pub(crate) fn attach_task(&self, task: JoinHandle<()>) {
         self.inner.helpers.lock().push(task);
+    }
+
+    pub(crate) fn attach_dns(&self, server: crate::dns::DnsServer) {
+        *self.inner.dns.lock() = Some(server);
+    }
+
+    pub(crate) fn dns_server<T>(&self, f: impl FnOnce(&crate::dns::DnsServer) -> T) -> Option<T> {
+        self.inner.dns.lock().as_ref().map(f)
     }
 
     /// The current netmap and its changes, for a node that joined through
@@ -203,6 +213,7 @@ impl Node {
                 task: Mutex::new(Some(task)),
                 control: Mutex::new(None),
                 helpers: Mutex::new(Vec::new()),
+                dns: Mutex::new(None),
             }),
         })
     }

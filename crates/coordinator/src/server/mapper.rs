@@ -8,8 +8,8 @@ use crate::nodes::{Node, NodeId};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::time::SystemTime;
 use tailnet_wire::control::{
-    self as wire, DerpMap, DerpNode, DerpRegion, DiscoPublic, DnsConfig, FilterRule, Hostinfo,
-    MachinePublic, MapResponse, NodePublic, PeerChange, Resolver, Timestamp, UserProfile,
+    self as wire, DerpMap, DerpNode, DerpRegion, DiscoPublic, DnsConfig, DnsRecord, FilterRule,
+    Hostinfo, MachinePublic, MapResponse, NodePublic, PeerChange, Resolver, Timestamp, UserProfile,
 };
 
 /// The one user every node belongs to (`tailcfg.UserID`). The embedded
@@ -32,6 +32,8 @@ pub struct MapContext {
     pub derp_map: DerpMap,
     /// Upstream resolvers for names outside the tailnet (none by default).
     pub dns_resolvers: Vec<Resolver>,
+    /// Extra MagicDNS records (`DNSConfig.ExtraRecords`; none by default).
+    pub dns_extra_records: Vec<DnsRecord>,
 }
 
 /// The default DERP map: one region, [`DEFAULT_DERP_REGION`], code
@@ -82,6 +84,7 @@ pub fn default_derp_map_with_stun(port: u16, stun_port: Option<u16>) -> DerpMap 
 pub fn dns_config(ctx: &MapContext) -> DnsConfig {
     DnsConfig {
         resolvers: ctx.dns_resolvers.clone(),
+        extra_records: ctx.dns_extra_records.clone(),
         domains: vec![ctx.base_domain.as_str().to_string()],
         proxied: true,
         ..DnsConfig::default()
@@ -285,6 +288,7 @@ mod tests {
             base_domain: BaseDomain::default(),
             derp_map: default_derp_map(8080),
             dns_resolvers: vec![],
+            dns_extra_records: vec![],
         }
     }
 

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tailnet_control::NoiseStream;
-use tailnet_wire::control::{DerpMap, FilterRule, MachinePublic, Resolver};
+use tailnet_wire::control::{DerpMap, DnsRecord, FilterRule, MachinePublic, Resolver};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -247,6 +247,7 @@ impl Server {
             policy: Arc::new(AllowAll),
             base_domain: None,
             dns_resolvers: Vec::new(),
+            dns_extra_records: Vec::new(),
             tls: None,
         }
     }
@@ -261,6 +262,7 @@ pub struct ServerBuilder {
     policy: Arc<dyn PacketFilterPolicy>,
     base_domain: Option<BaseDomain>,
     dns_resolvers: Vec<Resolver>,
+    dns_extra_records: Vec<DnsRecord>,
     tls: Option<TlsFiles>,
 }
 
@@ -305,6 +307,13 @@ impl ServerBuilder {
     /// Upstream DNS resolvers for names outside the tailnet.
     pub fn dns_resolvers(mut self, resolvers: Vec<Resolver>) -> Self {
         self.dns_resolvers = resolvers;
+        self
+    }
+
+    /// Extra A/AAAA records every node's MagicDNS answers
+    /// (`DNSConfig.ExtraRecords`).
+    pub fn dns_extra_records(mut self, records: Vec<DnsRecord>) -> Self {
+        self.dns_extra_records = records;
         self
     }
 
@@ -400,6 +409,7 @@ impl ServerBuilder {
                     )
                 }),
                 dns_resolvers: self.dns_resolvers,
+                dns_extra_records: self.dns_extra_records,
             },
             config: self.config,
             policy: parking_lot::RwLock::new(self.policy),
