@@ -33,6 +33,10 @@ use tailnet_wire::{classify, IpPacket, PrefixTable, PublicKey, WgKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// At most this many new peers with endpoints in one peer-set update
+/// handshake at once; more stay lazy (see `Tunnels::set_peers`).
+const EAGER_HANDSHAKE_MAX: usize = 16;
+
 /// How often every tunnel's timers run (boringtun's own device uses 250 ms).
 pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// Handshake messages counted per second before cookies are demanded. Each
@@ -65,7 +69,10 @@ pub(crate) type PeerTable = Arc<RwLock<Vec<Arc<PeerCounters>>>>;
 
 struct Peer {
     config: PeerConfig,
-    tunn: Tunn,
+    /// Created on first use (a packet to send, a handshake to answer):
+    /// a tunnel costs an X25519 and ~20 KiB, and most peers of a large
+    /// netmap never exchange a packet with us.
+    tunn: Option<Box<Tunn>>,
     index: u32,
     endpoint: Option<SocketAddr>,
     counters: Arc<PeerCounters>,
@@ -74,7 +81,10 @@ struct Peer {
 
 impl Peer {
     fn note_handshake(&mut self) {
-        let age = self.tunn.time_since_last_handshake();
+        let age = self
+            .tunn
+            .as_ref()
+            .and_then(|t| t.time_since_last_handshake());
         let fresh = match (age, self.last_handshake_age) {
             (Some(a), Some(prev)) => a < prev,
             (Some(_), None) => true,
@@ -302,9 +312,44 @@ impl Tunnels {
         }
     }
 
+    fn new_tunn(&self, key: &PublicKey, keepalive: Option<u16>, index: u32) -> Box<Tunn> {
+        Box::new(Tunn::new(
+            self.secret.clone(),
+            x25519::PublicKey::from(*key.as_bytes()),
+            None,
+            keepalive,
+            index,
+            Some(self.rate_limiter.clone()),
+        ))
+    }
+
+    /// Creates the tunnel of the peer at `index` if it has none.
+    fn ensure_tunnel(&mut self, index: u32) {
+        let Some(p) = self.peers.get(&index) else {
+            return;
+        };
+        if p.tunn.is_some() {
+            return;
+        }
+        let (key, keepalive) = (p.config.public_key, p.config.persistent_keepalive);
+        let tunn = self.new_tunn(&key, keepalive, index);
+        if let Some(p) = self.peers.get_mut(&index) {
+            p.tunn = Some(tunn);
+        }
+    }
+
     fn set_peers(&mut self, peers: Vec<PeerConfig>) {
         let wanted: HashMap<PublicKey, PeerConfig> =
             peers.into_iter().map(|p| (p.public_key, p)).collect();
+        // A small set of new peers with endpoints (a static configuration,
+        // a few nodes joining) handshakes at once, so a node that restarted
+        // on a new port is found without waiting for traffic. A large one
+        // (a netmap of hundreds) stays lazy: tunnels appear with traffic.
+        let new_with_endpoint = wanted
+            .iter()
+            .filter(|(k, c)| c.endpoint.is_some() && !self.by_key.contains_key(*k))
+            .count();
+        let eager = new_with_endpoint <= EAGER_HANDSHAKE_MAX;
         self.peers
             .retain(|_, p| wanted.contains_key(&p.config.public_key));
         self.by_key.retain(|k, _| wanted.contains_key(k));
@@ -318,24 +363,19 @@ impl Tunnels {
                 continue;
             }
             let index = self.alloc_index();
-            let mut tunn = Tunn::new(
-                self.secret.clone(),
-                x25519::PublicKey::from(*key.as_bytes()),
-                None,
-                cfg.persistent_keepalive,
-                index,
-                Some(self.rate_limiter.clone()),
-            );
-            if let Some(ep) = cfg.endpoint {
+            let mut tunn = None;
+            if let (Some(ep), true) = (cfg.endpoint, eager) {
                 // Handshake at once rather than on the first packet: a node
                 // that restarted on a new port is found by peers that hold
                 // a session to its old one, without waiting for traffic.
+                let mut t = self.new_tunn(&key, cfg.persistent_keepalive, index);
                 self.out.push_with(ep, HANDSHAKE_INIT_LEN, |buf| {
-                    match tunn.format_handshake_initiation(buf, false) {
+                    match t.format_handshake_initiation(buf, false) {
                         TunnResult::WriteToNetwork(d) => Some(d.len()),
                         _ => None,
                     }
                 });
+                tunn = Some(t);
             }
             let counters = Arc::new(PeerCounters::new(key, cfg.endpoint));
             self.by_key.insert(key, index);
@@ -378,11 +418,19 @@ impl Tunnels {
                 idx
             }
         };
+        if msg.kind == WgKind::HandshakeInitiation {
+            self.ensure_tunnel(index);
+        }
         let Some(peer) = self.peers.get_mut(&index) else {
             return;
         };
+        let Some(tunn) = peer.tunn.as_mut() else {
+            // Our index, but we never started a session with this peer.
+            self.drops.unknown_peer.fetch_add(1, Relaxed);
+            return;
+        };
         let mut buf = vec![0u8; data.len().max(256)];
-        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), data, &mut buf) {
+        let authenticated = match tunn.decapsulate(Some(from.ip()), data, &mut buf) {
             // A keep-alive (authenticated) or a cookie reply (not).
             TunnResult::Done => msg.kind == WgKind::Data,
             TunnResult::Err(e) => {
@@ -403,15 +451,14 @@ impl Tunnels {
                 let mut more = true;
                 while more {
                     more = false;
-                    self.out.push_with(from, 65_535, |b| {
-                        match peer.tunn.decapsulate(None, &[], b) {
+                    self.out
+                        .push_with(from, 65_535, |b| match tunn.decapsulate(None, &[], b) {
                             TunnResult::WriteToNetwork(p) => {
                                 more = true;
                                 Some(p.len())
                             }
                             _ => None,
-                        }
-                    });
+                        });
                 }
                 msg.kind != WgKind::CookieReply
             }
@@ -502,7 +549,11 @@ impl Tunnels {
             self.drops.no_route.fetch_add(1, Relaxed);
             return;
         };
+        self.ensure_tunnel(index);
         let Some(peer) = self.peers.get_mut(&index) else {
+            return;
+        };
+        let Some(tunn) = peer.tunn.as_mut() else {
             return;
         };
         let max = (pkt.len() + WG_OVERHEAD).max(HANDSHAKE_INIT_LEN);
@@ -510,7 +561,7 @@ impl Tunnels {
             Some(ep) => {
                 let mut sent = None;
                 self.out
-                    .push_with(ep, max, |buf| match peer.tunn.encapsulate(pkt, buf) {
+                    .push_with(ep, max, |buf| match tunn.encapsulate(pkt, buf) {
                         TunnResult::WriteToNetwork(d) => {
                             sent = Some(d.len());
                             sent
@@ -526,7 +577,7 @@ impl Tunnels {
                 // Still encapsulate, so the packet waits in the tunnel's
                 // queue for a handshake the peer may start.
                 let mut scratch = vec![0u8; max];
-                if let TunnResult::WriteToNetwork(_) = peer.tunn.encapsulate(pkt, &mut scratch) {
+                if let TunnResult::WriteToNetwork(_) = tunn.encapsulate(pkt, &mut scratch) {
                     self.drops.no_endpoint.fetch_add(1, Relaxed);
                 }
             }
@@ -535,8 +586,11 @@ impl Tunnels {
 
     fn run_timers(&mut self) {
         for peer in self.peers.values_mut() {
+            let Some(tunn) = peer.tunn.as_mut() else {
+                continue;
+            };
             let mut buf = [0u8; 256];
-            match peer.tunn.update_timers(&mut buf) {
+            match tunn.update_timers(&mut buf) {
                 TunnResult::WriteToNetwork(d) => match peer.endpoint {
                     Some(ep) => {
                         peer.count_tx(d.len());
