@@ -247,6 +247,37 @@ pub fn peer_online(id: NodeId, online: bool, at: SystemTime) -> MapResponse {
     }
 }
 
+/// Folds delta `next` into `batch` so that applying the one merged
+/// message has the effect of applying both in order: a peer changed after
+/// being removed is no longer removed, a peer removed after a change or a
+/// patch is only removed, the later version of a peer or of the self node
+/// wins, patches keep their order, a later packet filter wins.
+pub fn merge_delta(batch: &mut MapResponse, next: MapResponse) {
+    if next.node.is_some() {
+        batch.node = next.node;
+    }
+    if next.packet_filter.is_some() {
+        batch.packet_filter = next.packet_filter;
+    }
+    for id in next.peers_removed {
+        batch.peers_changed.retain(|p| p.id != id);
+        batch.peers_changed_patch.retain(|p| p.node_id != id);
+        if !batch.peers_removed.contains(&id) {
+            batch.peers_removed.push(id);
+        }
+    }
+    for peer in next.peers_changed {
+        batch.peers_removed.retain(|id| *id != peer.id);
+        // The whole node supersedes earlier patches of it.
+        batch.peers_changed_patch.retain(|p| p.node_id != peer.id);
+        match batch.peers_changed.iter_mut().find(|p| p.id == peer.id) {
+            Some(slot) => *slot = peer,
+            None => batch.peers_changed.push(peer),
+        }
+    }
+    batch.peers_changed_patch.extend(next.peers_changed_patch);
+}
+
 /// A message that replaces the self node.
 pub fn self_changed(node: &Node, base: &BaseDomain) -> MapResponse {
     MapResponse {
@@ -258,6 +289,35 @@ pub fn self_changed(node: &Node, base: &BaseDomain) -> MapResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_deltas_mean_what_the_sequence_meant() {
+        let base = BaseDomain::parse("tailnet.internal").unwrap();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (a, b) = (node(1, None), node(2, None));
+        let mut batch = peer_online(a.id, true, at);
+        merge_delta(&mut batch, peer_online(b.id, true, at));
+        merge_delta(&mut batch, peer_changed(&a, &base));
+        // A's whole node supersedes its earlier patch; B's patch stays.
+        assert_eq!(batch.peers_changed.len(), 1);
+        assert_eq!(batch.peers_changed_patch.len(), 1);
+        assert_eq!(batch.peers_changed_patch[0].node_id, b.id.0);
+        // Removed after the change: only removed.
+        merge_delta(&mut batch, peers_removed(vec![a.id]));
+        assert!(batch.peers_changed.is_empty());
+        assert_eq!(batch.peers_removed, vec![a.id.0]);
+        // Back again: changed, not removed.
+        merge_delta(&mut batch, peer_changed(&a, &base));
+        assert!(batch.peers_removed.is_empty());
+        assert_eq!(batch.peers_changed.len(), 1);
+        merge_delta(&mut batch, peer_online(b.id, false, at));
+        assert_eq!(
+            batch.peers_changed_patch.len(),
+            2,
+            "patches keep their order"
+        );
+        assert_eq!(batch.peers_changed_patch[1].online, Some(false));
+    }
     use std::time::Duration;
 
     fn node(id: i64, expiry: Option<SystemTime>) -> Node {

@@ -41,6 +41,9 @@ struct Stream {
     filter: Vec<FilterRule>,
 }
 
+/// Most queued events merged into one map message.
+const MAX_BATCH: usize = 512;
+
 fn jitter(max: Duration) -> Duration {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() || max.is_zero() {
@@ -126,7 +129,7 @@ impl Stream {
                     self.send(&MapResponse::keep_alive()).await
                 }
                 ev = events.recv() => match ev {
-                    Ok(ev) => self.on_event(ev).await,
+                    Ok(ev) => self.on_events(ev, &mut events).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(node = self.id.0, missed = n, "coordinator: stream resync");
                         self.resync().await
@@ -208,9 +211,52 @@ impl Stream {
         }
     }
 
-    async fn on_event(&mut self, ev: HubEvent) -> Result<(), End> {
+    /// Handles `first` and every event already queued behind it (up to
+    /// [`MAX_BATCH`]) as one message: when many nodes come online at once
+    /// (a coordinator restart, a fleet rolling out) each stream sends a few
+    /// merged messages instead of one per node.
+    async fn on_events(
+        &mut self,
+        first: HubEvent,
+        events: &mut broadcast::Receiver<HubEvent>,
+    ) -> Result<(), End> {
+        let mut batch: Option<MapResponse> = None;
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(ev) = next.take() {
+            handled += 1;
+            if let Some(msg) = self.event_message(ev).await? {
+                match batch.as_mut() {
+                    Some(b) => mapper::merge_delta(b, msg),
+                    None => batch = Some(msg),
+                }
+            }
+            if handled >= MAX_BATCH {
+                break;
+            }
+            match events.try_recv() {
+                Ok(ev) => next = Some(ev),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    tracing::debug!(node = self.id.0, missed = n, "coordinator: stream resync");
+                    return self.resync().await;
+                }
+                Err(_) => {}
+            }
+        }
+        let Some(mut msg) = batch else {
+            return Ok(());
+        };
+        if self.shared.policy().depends_on_peers() && msg.packet_filter.is_none() {
+            let nodes = self.nodes().await?;
+            self.refilter(&mut msg, &nodes);
+        }
+        self.send(&msg).await
+    }
+
+    /// The delta one event means for this stream, if any.
+    async fn event_message(&mut self, ev: HubEvent) -> Result<Option<MapResponse>, End> {
         let base = &self.shared.ctx.base_domain;
-        let mut msg = match ev {
+        let msg = match ev {
             HubEvent::Changed(node) if node.id == self.id => mapper::self_changed(&node, base),
             HubEvent::Changed(node) => {
                 if is_visible_peer(self.id, &node, SystemTime::now()) {
@@ -219,36 +265,32 @@ impl Stream {
                 } else if self.known.remove(&node.id) {
                     mapper::peers_removed(vec![node.id])
                 } else {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
             HubEvent::Removed(id) if id == self.id => return Err(End::NodeRemoved),
             HubEvent::Removed(id) => {
                 if !self.known.remove(&id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 mapper::peers_removed(vec![id])
             }
             HubEvent::Online { id, online, at } => {
                 if !self.known.contains(&id) {
-                    return Ok(());
+                    return Ok(None);
                 }
-                return self.send(&mapper::peer_online(id, online, at)).await;
+                mapper::peer_online(id, online, at)
             }
             HubEvent::PolicyChanged => {
                 let nodes = self.nodes().await?;
                 let mut msg = MapResponse::default();
                 self.refilter(&mut msg, &nodes);
                 if msg.packet_filter.is_none() {
-                    return Ok(());
+                    return Ok(None);
                 }
-                return self.send(&msg).await;
+                msg
             }
         };
-        if self.shared.policy().depends_on_peers() {
-            let nodes = self.nodes().await?;
-            self.refilter(&mut msg, &nodes);
-        }
-        self.send(&msg).await
+        Ok(Some(msg))
     }
 }
