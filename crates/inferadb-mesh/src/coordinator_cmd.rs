@@ -38,7 +38,9 @@ pub struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Access policy file (Tailscale-style ACLs, HuJSON). Without it every
-    /// node may reach every node.
+    /// node may reach every node. SIGHUP reloads it (an invalid file is
+    /// reported and the running policy kept); nodes get their new packet
+    /// filters at once.
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// MagicDNS base domain: nodes are named <host>.<domain> (stored; the
@@ -75,15 +77,33 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "coordinator listening on {scheme}://{addr} (state in {})",
         args.state_dir.display()
     );
-    tokio::select! {
-        e = server.accept_failed() => {
-            server.shutdown().await;
-            Err(anyhow::anyhow!("coordinator stopped accepting connections: {e}"))
-        }
-        _ = signal() => {
-            tracing::info!("coordinator shutting down");
-            server.shutdown().await;
-            Ok(())
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            e = server.accept_failed() => {
+                server.shutdown().await;
+                return Err(anyhow::anyhow!("coordinator stopped accepting connections: {e}"));
+            }
+            _ = &mut stop => {
+                tracing::info!("coordinator shutting down");
+                server.shutdown().await;
+                return Ok(());
+            }
+            _ = hup.recv() => match &args.policy {
+                Some(path) => match coordinator::policy::Policy::load(path) {
+                    Ok(policy) => {
+                        server.set_policy(Arc::new(policy));
+                        tracing::info!(policy = %path.display(), "policy reloaded");
+                        println!("policy reloaded from {}", path.display());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy not reloaded; the running one stays");
+                    }
+                },
+                None => tracing::info!("SIGHUP: no --policy file to reload"),
+            },
         }
     }
 }
