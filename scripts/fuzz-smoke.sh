@@ -74,6 +74,16 @@ put("wg_classify", "cookie", wg(3, 64))
 put("wg_classify", "keepalive", wg(4, 32))
 put("wg_classify", "data", wg(4, 32 + 1280))
 
+# stun: Tailscale's 40-byte binding request (SOFTWARE "tailnode", FINGERPRINT).
+import zlib
+def stun_req(tx):
+    b = b"\x00\x01" + struct.pack("!H", 20) + b"\x21\x12\xa4\x42" + tx
+    b += struct.pack("!HH", 0x8022, 8) + b"tailnode"
+    return b + struct.pack("!HHI", 0x8028, 4, (zlib.crc32(b) ^ 0x5354554e) & 0xffffffff)
+put("stun", "request", stun_req(b"0123456789ab"))
+put("stun", "response", b"\x01\x01\x00\x0c\x21\x12\xa4\x42" + b"0123456789ab"
+    + b"\x00\x20\x00\x08\x00\x01" + struct.pack("!H", 41641 ^ 0x2112) + bytes(4))
+
 # key_text
 key = bytes(range(1, 33))
 for prefix in ("nodekey", "mkey", "discokey", "privkey"):
