@@ -262,6 +262,19 @@ async fn our_node_and_caddy_see_each_other() {
         Some(web1_row.ipv4.clone())
     );
 
+    // Caddy's MagicDNS name resolves through our node's responder, over
+    // the virtual interface (100.100.100.100), to its tailnet address.
+    let ips = ours
+        .resolve(&web1_row.fqdn)
+        .await
+        .expect("our MagicDNS answers web1's name");
+    assert!(
+        ips.iter().any(|ip| ip.to_string() == web1_row.ipv4),
+        "{} resolved to {ips:?}, want {}",
+        web1_row.fqdn,
+        web1_row.ipv4
+    );
+
     // We are in Caddy's netmap: its WireGuard config has one peer (us).
     web1.wait_for_log("WireGuard config (with 0/1 peers)", Duration::from_secs(15))
         .await
