@@ -1,0 +1,1034 @@
+//! Discovery configuration: one [`DiscoveryConfig`] that both of the seed's
+//! shapes deserialize into.
+//!
+//! Engine (`discovery:` in the engine's config file; the Helm chart's
+//! `discovery.mode` / `discovery.tailscale.*` values render into it):
+//!
+//! ```yaml
+//! discovery:
+//!   mode: tailscale
+//!   local_cluster: us-west-1
+//!   remote_clusters:
+//!     - { name: eu-west-1, tailscale_domain: eu-west-1.ts.net, service_name: inferadb-control, port: 9090 }
+//! ```
+//!
+//! Control (`cache_invalidation.discovery:`), and the engine's environment
+//! form `INFERADB__AUTH__DISCOVERY__MODE__TYPE=tailscale`:
+//!
+//! ```yaml
+//! discovery:
+//!   mode:
+//!     type: tailscale
+//!     local_cluster: us-west-1
+//!     remote_clusters:
+//!       - { name: eu-west-1, tailscale_domain: eu-west-1.ts.net, service_name: inferadb-engine, port: 8080 }
+//! ```
+//!
+//! Both read the same keys, wherever they sit: at the `discovery` level
+//! beside a string `mode`, inside a `mode` table beside `type`, or in a
+//! Helm-style `tailscale:` block (`localCluster`, `remoteClusters`, …).
+//! Keys match in snake_case, camelCase or upper case (`local_cluster`,
+//! `localCluster`, `LOCAL_CLUSTER`); numbers and booleans may be strings
+//! (`"9090"`, as environment variables give them); a list may be a table
+//! keyed `0`, `1`, … (`REMOTE_CLUSTERS__0__NAME`). Anything else is an
+//! error naming its key path, e.g.
+//! `mode.remote_clusters[1].port: expected a port number (1-65535), got "http"`.
+//!
+//! Loading (files, environment layering) is the caller's: deserialize the
+//! `discovery` value into [`DiscoveryConfig`] with any serde deserializer,
+//! or call [`DiscoveryConfig::from_value_at`] to get errors with the full
+//! path (`cache_invalidation.discovery.mode.type: …`).
+//!
+//! Extra keys of ours (not in the seed): `cache_ttl_seconds` (default
+//! 300), `health_check: {path, interval_ms, timeout_ms, healthy_threshold,
+//! unhealthy_threshold}`, `local: {type: tailscale|kubernetes|none, …}`
+//! (how the local cluster is found in `tailscale` mode), and the
+//! `kubernetes` mode's `namespace`, `service_name`, `port`, `api_url`,
+//! `token_file`, `ca_file`.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The seed's default discovery cache TTL.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+/// The cluster label of `http_endpoints` in `none` mode.
+pub const STATIC_CLUSTER: &str = "static";
+
+/// A configuration value that is wrong, with the key path that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Where: `mode.remote_clusters[1].port`, prefixed with what the caller
+    /// gave [`DiscoveryConfig::from_value_at`].
+    pub path: String,
+    /// What is wrong, one sentence.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything discovery needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    /// Where endpoints come from.
+    pub mode: DiscoveryMode,
+    /// Static endpoints (`http_endpoints`); the endpoints of `none` mode,
+    /// ignored (with a warning at start) in the other modes.
+    pub http_endpoints: Vec<StaticEndpoint>,
+    /// How long a discovered set is trusted before it is refreshed in the
+    /// background (`cache_ttl_seconds`, default 300).
+    pub cache_ttl: Duration,
+    /// HTTP health checks of every endpoint; `None`: every discovered
+    /// endpoint counts as healthy.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            mode: DiscoveryMode::None,
+            http_endpoints: Vec::new(),
+            cache_ttl: DEFAULT_CACHE_TTL,
+            health_check: None,
+        }
+    }
+}
+
+/// `mode` / `mode.type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryMode {
+    /// `none`: only the configured `http_endpoints`.
+    None,
+    /// `kubernetes`: the local endpoints of one Service.
+    Kubernetes(KubernetesConfig),
+    /// `tailscale`: the local cluster and remote clusters through MagicDNS.
+    Tailscale(TailscaleConfig),
+}
+
+impl DiscoveryMode {
+    /// The name the config uses: `none`, `kubernetes`, `tailscale`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DiscoveryMode::None => "none",
+            DiscoveryMode::Kubernetes(_) => "kubernetes",
+            DiscoveryMode::Tailscale(_) => "tailscale",
+        }
+    }
+}
+
+/// Which port of an EndpointSlice to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSelector {
+    /// This port number, whatever the slice says.
+    Number(u16),
+    /// The slice's port of this name.
+    Name(String),
+}
+
+/// The `kubernetes` mode, or the local cluster of `tailscale` mode with
+/// `local.type: kubernetes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    /// The cluster label its endpoints carry (`local_cluster`, else
+    /// `local`).
+    pub cluster: String,
+    /// The Service's namespace; `None`: the pod's own (the service
+    /// account's `namespace` file).
+    pub namespace: Option<String>,
+    /// The Service (`service_name`).
+    pub service_name: String,
+    /// Which port; `None`: the slices' first TCP port.
+    pub port: Option<PortSelector>,
+    /// The API server; `None`: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    pub api_url: Option<String>,
+    /// The bearer token file; `None`: the service account's.
+    pub token_file: Option<PathBuf>,
+    /// The API server's CA bundle; `None`: the service account's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One cluster found through MagicDNS as `<service_name>.<tailscale_domain>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTarget {
+    /// The cluster's name (`name`), the `cluster` label of its endpoints
+    /// and metrics.
+    pub name: String,
+    /// Its MagicDNS zone (`tailscale_domain`), e.g. `eu-west-1.ts.net`.
+    pub tailscale_domain: String,
+    /// The service (`service_name`), e.g. `inferadb-control`.
+    pub service_name: String,
+    /// The port its endpoints serve on.
+    pub port: u16,
+}
+
+impl ClusterTarget {
+    /// The name resolved: `<service_name>.<tailscale_domain>`.
+    pub fn hostname(&self) -> String {
+        format!("{}.{}", self.service_name, self.tailscale_domain)
+    }
+}
+
+/// How `tailscale` mode finds the local cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalCluster {
+    /// Through MagicDNS like a remote cluster (the default: with the
+    /// embedded node every pod of the local cluster is on the tailnet).
+    Tailscale(ClusterTarget),
+    /// Through the Kubernetes API (the seed's "local cluster discovery").
+    Kubernetes(KubernetesConfig),
+    /// Not at all: remote clusters only.
+    None,
+}
+
+/// The `tailscale` mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailscaleConfig {
+    /// `local_cluster`.
+    pub local_cluster: String,
+    /// How the local cluster is found (`local`).
+    pub local: LocalCluster,
+    /// `remote_clusters`.
+    pub remote_clusters: Vec<ClusterTarget>,
+}
+
+impl TailscaleConfig {
+    /// Every configured cluster: the local one (unless `local.type: none`)
+    /// and the remote ones.
+    pub fn cluster_names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !matches!(self.local, LocalCluster::None) {
+            v.push(self.local_cluster.clone());
+        }
+        v.extend(self.remote_clusters.iter().map(|c| c.name.clone()));
+        v
+    }
+}
+
+/// `health_check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// The path asked (`path`, default `/healthz`); a 2xx answer is healthy.
+    pub path: String,
+    /// Between checks of one endpoint (`interval_ms`, default 10000).
+    pub interval: Duration,
+    /// For one check, connect to status line (`timeout_ms`, default 2000).
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy endpoint healthy
+    /// (`healthy_threshold`, default 2).
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy endpoint unhealthy
+    /// (`unhealthy_threshold`, default 3).
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// The longest a dead endpoint stays healthy: its failures in a row,
+    /// each an interval apart, the last one taking the whole timeout.
+    pub fn detection_window(&self) -> Duration {
+        self.interval * self.unhealthy_threshold + self.timeout
+    }
+}
+
+/// One of `http_endpoints`: `http://host:port[/…]` or `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEndpoint {
+    /// A host name or an IP address.
+    pub host: String,
+    /// The port (80 when an `http://` URL gives none).
+    pub port: u16,
+}
+
+impl fmt::Display for StaticEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses one `http_endpoints` entry.
+pub fn parse_http_endpoint(s: &str) -> Result<StaticEndpoint, String> {
+    let t = s.trim();
+    let (rest, default_port) = if let Some(r) = t.strip_prefix("http://") {
+        (r, Some(80))
+    } else if t.contains("://") {
+        return Err(format!("{t:?}: only http:// URLs or host:port"));
+    } else {
+        (t, None)
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(format!("{t:?}: user info is not allowed"));
+    }
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        let (h, after) = r
+            .split_once(']')
+            .ok_or_else(|| format!("{t:?}: unclosed '['"))?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, Some(p)),
+            None if after.is_empty() => (h, None),
+            None => return Err(format!("{t:?}: bad address")),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{t:?}: no host"));
+    }
+    let port = match (port, default_port) {
+        (Some(p), _) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{t:?}: bad port {p:?}"))?,
+        (None, Some(d)) => d,
+        (None, None) => return Err(format!("{t:?}: no port (write host:port)")),
+    };
+    Ok(StaticEndpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+impl<'de> Deserialize<'de> for DiscoveryConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        DiscoveryConfig::from_value(&v).map_err(serde::de::Error::custom)
+    }
+}
+
+impl DiscoveryConfig {
+    /// From the `discovery` value; error paths relative to it.
+    pub fn from_value(v: &Value) -> Result<Self, ConfigError> {
+        Self::from_value_at("", v)
+    }
+
+    /// From the value at `prefix` (e.g. `cache_invalidation.discovery`);
+    /// error paths start with it.
+    pub fn from_value_at(prefix: &str, v: &Value) -> Result<Self, ConfigError> {
+        parse(prefix, v)
+    }
+
+    /// Sets the static endpoints from a sibling `http_endpoints` list (the
+    /// control config keeps it beside `discovery`); `path` names that key
+    /// in errors.
+    pub fn with_http_endpoints<S: AsRef<str>>(
+        mut self,
+        path: &str,
+        endpoints: &[S],
+    ) -> Result<Self, ConfigError> {
+        self.http_endpoints = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                parse_http_endpoint(e.as_ref())
+                    .map_err(|m| ConfigError::new(format!("{path}[{i}]"), m))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// The names of the configured clusters, as `inferadb_tailscale_clusters_total`
+    /// counts them.
+    pub fn cluster_names(&self) -> Vec<String> {
+        match &self.mode {
+            DiscoveryMode::None => vec![STATIC_CLUSTER.to_string()],
+            DiscoveryMode::Kubernetes(k) => vec![k.cluster.clone()],
+            DiscoveryMode::Tailscale(t) => t.cluster_names(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The value walker.
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `local_cluster`, `localCluster`, `LOCAL_CLUSTER` → `localcluster`.
+fn norm(k: &str) -> String {
+    k.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a table".into(),
+    }
+}
+
+/// A table being read: keys are matched by [`norm`], each used key is
+/// remembered, [`Table::finish`] rejects the rest.
+struct Table<'a> {
+    path: String,
+    entries: Vec<(String, &'a str, &'a Value)>,
+    used: Vec<bool>,
+}
+
+impl<'a> Table<'a> {
+    fn new(path: &str, v: &'a Value) -> Result<Self, ConfigError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ConfigError::new(path, format!("expected a table, got {}", describe(v))))?;
+        let mut seen = BTreeSet::new();
+        let mut entries = Vec::new();
+        for (k, v) in obj {
+            let n = norm(k);
+            if !seen.insert(n.clone()) {
+                return Err(ConfigError::new(join(path, k), "given twice"));
+            }
+            entries.push((n, k.as_str(), v));
+        }
+        let used = vec![false; entries.len()];
+        Ok(Table {
+            path: path.to_string(),
+            entries,
+            used,
+        })
+    }
+
+    fn empty(path: &str) -> Self {
+        Table {
+            path: path.to_string(),
+            entries: Vec::new(),
+            used: Vec::new(),
+        }
+    }
+
+    /// The value of `key` (normalized spelling) and its path; `null` counts
+    /// as absent.
+    fn take(&mut self, key: &str) -> Option<(&'a Value, String)> {
+        let i = self.entries.iter().position(|(n, _, _)| n == key)?;
+        self.used[i] = true;
+        let (_, orig, v) = self.entries[i];
+        if v.is_null() {
+            return None;
+        }
+        Some((v, join(&self.path, orig)))
+    }
+
+    fn finish(self, allowed: &[&str]) -> Result<(), ConfigError> {
+        for (i, (_, orig, _)) in self.entries.iter().enumerate() {
+            if !self.used[i] {
+                return Err(ConfigError::new(
+                    join(&self.path, orig),
+                    format!("unknown key (known here: {})", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Looks a key up in several tables (the `mode` table, the discovery
+/// level, a `tailscale:` block); more than one giving it is an error.
+fn take_one<'a>(
+    tables: &mut [&mut Table<'a>],
+    key: &str,
+) -> Result<Option<(&'a Value, String)>, ConfigError> {
+    let mut found: Option<(&'a Value, String)> = None;
+    for t in tables.iter_mut() {
+        if let Some((v, p)) = t.take(key) {
+            if let Some((_, first)) = &found {
+                return Err(ConfigError::new(p, format!("also given as {first}; give it once")));
+            }
+            found = Some((v, p));
+        }
+    }
+    Ok(found)
+}
+
+fn string(v: &Value, path: &str) -> Result<String, ConfigError> {
+    match v {
+        Value::String(s) => Ok(s.trim().to_string()),
+        other => Err(ConfigError::new(
+            path,
+            format!("expected a string, got {}", describe(other)),
+        )),
+    }
+}
+
+fn uint(v: &Value, path: &str, what: &str) -> Result<u64, ConfigError> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    n.ok_or_else(|| ConfigError::new(path, format!("expected {what}, got {}", describe(v))))
+}
+
+fn port(v: &Value, path: &str) -> Result<u16, ConfigError> {
+    uint(v, path, "a port number (1-65535)").and_then(|n| {
+        u16::try_from(n)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    path,
+                    format!("expected a port number (1-65535), got {}", describe(v)),
+                )
+            })
+    })
+}
+
+fn boolean(v: &Value, path: &str) -> Result<bool, ConfigError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        other => Err(ConfigError::new(
+            path,
+            format!("expected true or false, got {}", describe(other)),
+        )),
+    }
+}
+
+/// A list, or a table keyed `0`, `1`, … (environment layering), in index
+/// order.
+fn list<'a>(v: &'a Value, path: &str) -> Result<Vec<(&'a Value, String)>, ConfigError> {
+    match v {
+        Value::Array(a) => Ok(a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v, format!("{path}[{i}]")))
+            .collect()),
+        Value::Object(o) => {
+            let mut items = Vec::new();
+            for (k, v) in o {
+                let i: usize = k.parse().map_err(|_| {
+                    ConfigError::new(join(path, k), "expected a list (or a table keyed 0, 1, …)")
+                })?;
+                items.push((i, v));
+            }
+            items.sort_by_key(|(i, _)| *i);
+            Ok(items
+                .into_iter()
+                .map(|(i, v)| (v, format!("{path}[{i}]")))
+                .collect())
+        }
+        other => Err(ConfigError::new(
+            path,
+            format!("expected a list, got {}", describe(other)),
+        )),
+    }
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn label(v: &Value, path: &str, what: &str) -> Result<String, ConfigError> {
+    let s = string(v, path)?;
+    if is_label(&s) {
+        Ok(s)
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("expected {what} (letters, digits and '-', at most 63), got {s:?}"),
+        ))
+    }
+}
+
+fn domain(v: &Value, path: &str) -> Result<String, ConfigError> {
+    let s = string(v, path)?;
+    let t = s.trim_end_matches('.');
+    if !t.is_empty() && t.len() <= 253 && t.split('.').all(is_label) {
+        Ok(t.to_ascii_lowercase())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("expected a DNS domain like eu-west-1.ts.net, got {s:?}"),
+        ))
+    }
+}
+
+fn millis(v: &Value, path: &str) -> Result<Duration, ConfigError> {
+    let n = uint(v, path, "milliseconds (a positive whole number)")?;
+    if n == 0 {
+        return Err(ConfigError::new(path, "must be more than 0"));
+    }
+    Ok(Duration::from_millis(n))
+}
+
+const MODE_KEYS: &[&str] = &[
+    "type",
+    "local_cluster",
+    "remote_clusters",
+    "local",
+    "namespace",
+    "service_name",
+    "port",
+    "api_url",
+    "token_file",
+    "ca_file",
+];
+const TOP_KEYS: &[&str] = &[
+    "mode",
+    "local_cluster",
+    "remote_clusters",
+    "local",
+    "namespace",
+    "service_name",
+    "port",
+    "api_url",
+    "token_file",
+    "ca_file",
+    "tailscale",
+    "kubernetes",
+    "http_endpoints",
+    "cache_ttl_seconds",
+    "health_check",
+];
+const TAILSCALE_KEYS: &[&str] = &["enabled", "local_cluster", "remote_clusters", "local"];
+const KUBERNETES_KEYS: &[&str] = &[
+    "namespace",
+    "service_name",
+    "port",
+    "api_url",
+    "token_file",
+    "ca_file",
+];
+const CLUSTER_KEYS: &[&str] = &["name", "tailscale_domain", "service_name", "port"];
+const LOCAL_KEYS: &[&str] = &[
+    "type",
+    "service_name",
+    "port",
+    "tailscale_domain",
+    "namespace",
+    "api_url",
+    "token_file",
+    "ca_file",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "enabled",
+    "path",
+    "interval_ms",
+    "timeout_ms",
+    "healthy_threshold",
+    "unhealthy_threshold",
+];
+
+fn parse(prefix: &str, v: &Value) -> Result<DiscoveryConfig, ConfigError> {
+    if v.is_null() {
+        return Ok(DiscoveryConfig::default());
+    }
+    let mut top = Table::new(prefix, v)?;
+    let mut out = DiscoveryConfig::default();
+
+    if let Some((v, p)) = top.take("cachettlseconds") {
+        let n = uint(v, &p, "seconds (a positive whole number)")?;
+        if n == 0 {
+            return Err(ConfigError::new(p, "must be more than 0"));
+        }
+        out.cache_ttl = Duration::from_secs(n);
+    }
+    if let Some((v, p)) = top.take("httpendpoints") {
+        let items: Vec<(String, String)> = match v {
+            // One string, comma-separated (an environment variable).
+            Value::String(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .enumerate()
+                .map(|(i, s)| (s.to_string(), format!("{p}[{i}]")))
+                .collect(),
+            _ => list(v, &p)?
+                .into_iter()
+                .map(|(v, p)| string(v, &p).map(|s| (s, p)))
+                .collect::<Result<_, _>>()?,
+        };
+        for (s, p) in items {
+            out.http_endpoints
+                .push(parse_http_endpoint(&s).map_err(|m| ConfigError::new(p, m))?);
+        }
+    }
+    if let Some((v, p)) = top.take("healthcheck") {
+        out.health_check = health(v, &p)?;
+    }
+
+    // The mode: a string beside the mode's keys, or a table with `type`.
+    let mut mode_table = None;
+    let mode_name = match top.take("mode") {
+        None => None,
+        Some((Value::String(s), p)) => Some((s.trim().to_ascii_lowercase(), p)),
+        Some((v @ Value::Object(_), p)) => {
+            let mut t = Table::new(&p, v)?;
+            let name = match t.take("type") {
+                Some((v, tp)) => (string(v, &tp)?.to_ascii_lowercase(), tp),
+                None => {
+                    return Err(ConfigError::new(
+                        join(&p, "type"),
+                        "missing (tailscale, kubernetes or none)",
+                    ))
+                }
+            };
+            mode_table = Some(t);
+            Some(name)
+        }
+        Some((other, p)) => {
+            return Err(ConfigError::new(
+                p,
+                format!(
+                    "expected tailscale, kubernetes, none or a table with `type`, got {}",
+                    describe(other)
+                ),
+            ))
+        }
+    };
+    let ts_block = match top.take("tailscale") {
+        Some((v, p)) => Some(Table::new(&p, v)?),
+        None => None,
+    };
+    let k8s_block = match top.take("kubernetes") {
+        Some((v, p)) => Some(Table::new(&p, v)?),
+        None => None,
+    };
+    let mut mode_t = mode_table.unwrap_or_else(|| Table::empty(&join(prefix, "mode")));
+    let mut ts_t = ts_block.unwrap_or_else(|| Table::empty(&join(prefix, "tailscale")));
+    let mut k8s_t = k8s_block.unwrap_or_else(|| Table::empty(&join(prefix, "kubernetes")));
+
+    let (name, name_path) = match mode_name {
+        Some(n) => n,
+        None => ("none".to_string(), join(prefix, "mode")),
+    };
+    out.mode = match name.as_str() {
+        "none" | "static" => DiscoveryMode::None,
+        "kubernetes" | "k8s" => {
+            let local_cluster = take_one(&mut [&mut mode_t, &mut top], "localcluster")?
+                .map(|(v, p)| label(v, &p, "a cluster name"))
+                .transpose()?;
+            let service_path = join(&mode_t.path, "service_name");
+            DiscoveryMode::Kubernetes(kubernetes(
+                &mut [&mut mode_t, &mut top, &mut k8s_t],
+                local_cluster.unwrap_or_else(|| "local".into()),
+                &service_path,
+            )?)
+        }
+        "tailscale" => {
+            if let Some((v, p)) = ts_t.take("enabled") {
+                if !boolean(v, &p)? {
+                    return Err(ConfigError::new(p, "is false but the mode is tailscale"));
+                }
+            }
+            DiscoveryMode::Tailscale(tailscale(
+                &mut [&mut mode_t, &mut top, &mut ts_t],
+                &mut k8s_t,
+                &name_path,
+            )?)
+        }
+        other => {
+            return Err(ConfigError::new(
+                name_path,
+                format!("unknown mode {other:?} (tailscale, kubernetes or none)"),
+            ))
+        }
+    };
+    mode_t.finish(MODE_KEYS)?;
+    ts_t.finish(TAILSCALE_KEYS)?;
+    k8s_t.finish(KUBERNETES_KEYS)?;
+    top.finish(TOP_KEYS)?;
+    Ok(out)
+}
+
+fn health(v: &Value, path: &str) -> Result<Option<HealthCheckConfig>, ConfigError> {
+    let mut t = Table::new(path, v)?;
+    let mut h = HealthCheckConfig::default();
+    let mut enabled = true;
+    if let Some((v, p)) = t.take("enabled") {
+        enabled = boolean(v, &p)?;
+    }
+    if let Some((v, p)) = t.take("path") {
+        let s = string(v, &p)?;
+        if !s.starts_with('/') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::new(
+                p,
+                format!("expected an absolute path like /healthz, got {s:?}"),
+            ));
+        }
+        h.path = s;
+    }
+    if let Some((v, p)) = t.take("intervalms") {
+        h.interval = millis(v, &p)?;
+    }
+    if let Some((v, p)) = t.take("timeoutms") {
+        h.timeout = millis(v, &p)?;
+    }
+    for (key, slot) in [
+        ("healthythreshold", &mut h.healthy_threshold),
+        ("unhealthythreshold", &mut h.unhealthy_threshold),
+    ] {
+        if let Some((v, p)) = t.take(key) {
+            let n = uint(v, &p, "a count (1 or more)")?;
+            *slot = u32::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError::new(p, "expected a count (1 or more)"))?;
+        }
+    }
+    t.finish(HEALTH_KEYS)?;
+    Ok(enabled.then_some(h))
+}
+
+fn kubernetes(
+    tables: &mut [&mut Table<'_>],
+    cluster: String,
+    service_path: &str,
+) -> Result<KubernetesConfig, ConfigError> {
+    let service_name = match take_one(tables, "servicename")? {
+        Some((v, p)) => label(v, &p, "a Service name")?,
+        None => return Err(ConfigError::new(service_path, "missing (the Service to watch)")),
+    };
+    let namespace = take_one(tables, "namespace")?
+        .map(|(v, p)| label(v, &p, "a namespace"))
+        .transpose()?;
+    let port = match take_one(tables, "port")? {
+        None => None,
+        Some((Value::String(s), _)) if s.trim().parse::<u64>().is_err() => {
+            Some(PortSelector::Name(s.trim().to_string()))
+        }
+        Some((v, p)) => Some(PortSelector::Number(port(v, &p)?)),
+    };
+    let api_url = take_one(tables, "apiurl")?
+        .map(|(v, p)| {
+            let s = string(v, &p)?;
+            if s.starts_with("https://") || s.starts_with("http://") {
+                Ok(s.trim_end_matches('/').to_string())
+            } else {
+                Err(ConfigError::new(p, format!("expected an http(s):// URL, got {s:?}")))
+            }
+        })
+        .transpose()?;
+    let token_file = take_one(tables, "tokenfile")?
+        .map(|(v, p)| string(v, &p).map(PathBuf::from))
+        .transpose()?;
+    let ca_file = take_one(tables, "cafile")?
+        .map(|(v, p)| string(v, &p).map(PathBuf::from))
+        .transpose()?;
+    Ok(KubernetesConfig {
+        cluster,
+        namespace,
+        service_name,
+        port,
+        api_url,
+        token_file,
+        ca_file,
+    })
+}
+
+fn cluster_target(v: &Value, path: &str) -> Result<ClusterTarget, ConfigError> {
+    let mut t = Table::new(path, v)?;
+    fn need<'a>(
+        t: &mut Table<'a>,
+        path: &str,
+        key: &str,
+        spelled: &str,
+    ) -> Result<(&'a Value, String), ConfigError> {
+        t.take(key)
+            .ok_or_else(|| ConfigError::new(join(path, spelled), "missing"))
+    }
+    let (v, p) = need(&mut t, path, "name", "name")?;
+    let name = label(v, &p, "a cluster name")?;
+    let (v, p) = need(&mut t, path, "tailscaledomain", "tailscale_domain")?;
+    let tailscale_domain = domain(v, &p)?;
+    let (v, p) = need(&mut t, path, "servicename", "service_name")?;
+    let service_name = label(v, &p, "a service name")?;
+    let (v, p) = need(&mut t, path, "port", "port")?;
+    let port = port(v, &p)?;
+    t.finish(CLUSTER_KEYS)?;
+    Ok(ClusterTarget {
+        name,
+        tailscale_domain,
+        service_name,
+        port,
+    })
+}
+
+fn tailscale<'a>(
+    tables: &mut [&mut Table<'a>],
+    k8s_block: &mut Table<'a>,
+    mode_path: &str,
+) -> Result<TailscaleConfig, ConfigError> {
+    let local_cluster = match take_one(tables, "localcluster")? {
+        Some((v, p)) => label(v, &p, "a cluster name")?,
+        None => {
+            return Err(ConfigError::new(
+                sibling(mode_path, "local_cluster"),
+                "missing (the name of this cluster, e.g. us-west-1)",
+            ))
+        }
+    };
+    let mut remote_clusters: Vec<ClusterTarget> = Vec::new();
+    if let Some((v, p)) = take_one(tables, "remoteclusters")? {
+        for (v, p) in list(v, &p)? {
+            let c = cluster_target(v, &p)?;
+            if c.name == local_cluster {
+                return Err(ConfigError::new(
+                    join(&p, "name"),
+                    format!("{:?} is the local cluster", c.name),
+                ));
+            }
+            if remote_clusters.iter().any(|o| o.name == c.name) {
+                return Err(ConfigError::new(
+                    join(&p, "name"),
+                    format!("cluster {:?} is listed twice", c.name),
+                ));
+            }
+            remote_clusters.push(c);
+        }
+    }
+    // The local cluster: `local: {type, …}`, default MagicDNS with the
+    // remote clusters' service and port.
+    let local_spec = take_one(tables, "local")?;
+    let local_path = local_spec
+        .as_ref()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| sibling(mode_path, "local"));
+    let mut lt = match &local_spec {
+        Some((v, p)) => Table::new(p, v)?,
+        None => Table::empty(&local_path),
+    };
+    let kind = match lt.take("type") {
+        Some((v, p)) => {
+            let s = string(v, &p)?.to_ascii_lowercase();
+            match s.as_str() {
+                "tailscale" | "kubernetes" | "none" => s,
+                _ => {
+                    return Err(ConfigError::new(
+                        p,
+                        format!("unknown local discovery {s:?} (tailscale, kubernetes or none)"),
+                    ))
+                }
+            }
+        }
+        None => "tailscale".into(),
+    };
+    let local = match kind.as_str() {
+        "none" => LocalCluster::None,
+        "kubernetes" => LocalCluster::Kubernetes(kubernetes(
+            &mut [&mut lt, k8s_block],
+            local_cluster.clone(),
+            &join(&local_path, "service_name"),
+        )?),
+        _ => {
+            let common = |f: fn(&ClusterTarget) -> String| -> Option<String> {
+                let first = remote_clusters.first().map(f)?;
+                remote_clusters.iter().all(|c| f(c) == first).then_some(first)
+            };
+            let service_name = match lt.take("servicename") {
+                Some((v, p)) => label(v, &p, "a service name")?,
+                None => common(|c| c.service_name.clone()).ok_or_else(|| {
+                    ConfigError::new(
+                        join(&local_path, "service_name"),
+                        "missing (no remote clusters share one to default to)",
+                    )
+                })?,
+            };
+            let port = match lt.take("port") {
+                Some((v, p)) => port(v, &p)?,
+                None => common(|c| c.port.to_string())
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            join(&local_path, "port"),
+                            "missing (no remote clusters share one to default to)",
+                        )
+                    })?,
+            };
+            let tailscale_domain = match lt.take("tailscaledomain") {
+                Some((v, p)) => domain(v, &p)?,
+                None => default_local_domain(&local_cluster, &remote_clusters),
+            };
+            LocalCluster::Tailscale(ClusterTarget {
+                name: local_cluster.clone(),
+                tailscale_domain,
+                service_name,
+                port,
+            })
+        }
+    };
+    lt.finish(LOCAL_KEYS)?;
+    if remote_clusters.is_empty() && matches!(local, LocalCluster::None) {
+        return Err(ConfigError::new(
+            sibling(mode_path, "remote_clusters"),
+            "no clusters to discover (empty, and local.type is none)",
+        ));
+    }
+    Ok(TailscaleConfig {
+        local_cluster,
+        local,
+        remote_clusters,
+    })
+}
+
+/// `a.b.mode` + `x` → `a.b.mode.x` when mode is a table path, else a
+/// sibling of `mode`. Only used for messages.
+fn sibling(mode_path: &str, key: &str) -> String {
+    match mode_path.strip_suffix(".type") {
+        Some(table) => join(table, key),
+        None => match mode_path.rsplit_once('.') {
+            Some((parent, _)) => join(parent, key),
+            None => key.to_string(),
+        },
+    }
+}
+
+/// `<local>.<suffix>` when the remote clusters' domains are
+/// `<name>.<suffix>` with one suffix; else `<local>.ts.net`.
+fn default_local_domain(local: &str, remotes: &[ClusterTarget]) -> String {
+    let suffixes: BTreeSet<&str> = remotes
+        .iter()
+        .filter_map(|c| {
+            c.tailscale_domain
+                .strip_prefix(c.name.as_str())
+                .and_then(|s| s.strip_prefix('.'))
+        })
+        .collect();
+    match (suffixes.len(), suffixes.iter().next()) {
+        (1, Some(s)) if !remotes.is_empty() => format!("{local}.{s}"),
+        _ => format!("{local}.ts.net"),
+    }
+}

@@ -1,0 +1,687 @@
+//! The running discovery: sources → members → health → the published set.
+//!
+//! ```text
+//! refresh task (every cache TTL, on refresh_now, on a Kubernetes change)
+//!   └ per cluster, concurrently: MagicDNS name / EndpointSlices / static list
+//!       → members (cluster, addr) ─┐
+//! health task (every interval) ────┤ consecutive successes / failures
+//!                                  ▼
+//!                      EndpointSet → tokio watch (subscribers)
+//!                                  → inferadb_tailscale_discovered_endpoints
+//! ```
+//!
+//! A cluster whose name does not exist (`not_found`: no pod online) becomes
+//! empty; one whose lookup times out or errors keeps its previous members
+//! (stale beats empty on a transient failure) and counts a failure.
+
+use crate::config::{
+    ClusterTarget, DiscoveryConfig, DiscoveryMode, HealthCheckConfig, KubernetesConfig,
+    LocalCluster, StaticEndpoint, STATIC_CLUSTER,
+};
+use crate::health;
+use crate::kubernetes::{self, KubeClient, KubeError, KubeState};
+use crate::metrics::DiscoveryMetrics;
+use crate::net::{Connect, Resolve, ResolveFailure, SystemResolver, TcpConnector};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Longest one MagicDNS lookup may take (the node's own retries fit).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the first refresh waits for the Kubernetes watcher's first list.
+const KUBE_FIRST_LIST: Duration = Duration::from_secs(10);
+
+/// One discovered endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// The cluster it belongs to (`local_cluster`, a remote cluster's
+    /// `name`, or `static`).
+    pub cluster: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Whether health checks pass (always `true` without health checks).
+    pub healthy: bool,
+}
+
+/// The current endpoints, as subscribers see them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointSet {
+    /// Every endpoint, healthy or not, by cluster then address.
+    pub endpoints: Vec<Endpoint>,
+    /// Completed refreshes; 0 until discovery has run once.
+    pub refreshes: u64,
+}
+
+impl EndpointSet {
+    /// The healthy endpoints.
+    pub fn healthy(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter().filter(|e| e.healthy)
+    }
+
+    /// The endpoints of one cluster.
+    pub fn cluster<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.iter().filter(move |e| e.cluster == name)
+    }
+
+    /// Healthy addresses by cluster.
+    pub fn healthy_by_cluster(&self) -> BTreeMap<String, Vec<SocketAddr>> {
+        let mut m: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+        for e in self.healthy() {
+            m.entry(e.cluster.clone()).or_default().push(e.addr);
+        }
+        m
+    }
+
+    /// Whether discovery has run at least once (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.refreshes > 0
+    }
+}
+
+/// Why discovery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The Kubernetes client could not be set up.
+    #[error(transparent)]
+    Kubernetes(#[from] KubeError),
+    /// The metrics could not be registered.
+    #[error("registering discovery metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Discovery has stopped.
+    #[error("discovery has stopped")]
+    Stopped,
+}
+
+/// Where one cluster's members come from.
+#[derive(Debug, Clone)]
+enum Source {
+    Dns(ClusterTarget),
+    Kubernetes(KubernetesConfig),
+    Static(Vec<StaticEndpoint>),
+}
+
+impl Source {
+    fn cluster(&self) -> &str {
+        match self {
+            Source::Dns(t) => &t.name,
+            Source::Kubernetes(k) => &k.cluster,
+            Source::Static(_) => STATIC_CLUSTER,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    healthy: bool,
+    successes: u32,
+    failures: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        // Optimistic: a newly discovered endpoint is in DNS because its pod
+        // is online; checks take it out if it does not answer.
+        Health {
+            healthy: true,
+            successes: 0,
+            failures: 0,
+        }
+    }
+}
+
+struct State {
+    members: BTreeMap<(String, SocketAddr), Health>,
+    refreshes: u64,
+    /// Counts last logged per cluster (log on change only).
+    logged: Option<BTreeMap<String, usize>>,
+}
+
+struct Shared {
+    clusters: Vec<String>,
+    tailscale: bool,
+    metrics: DiscoveryMetrics,
+    state: Mutex<State>,
+    tx: watch::Sender<Arc<EndpointSet>>,
+}
+
+impl Shared {
+    /// Publishes the members (if they changed) and updates the gauge.
+    fn publish(&self) {
+        let (set, counts) = {
+            let st = self.state.lock();
+            let endpoints: Vec<Endpoint> = st
+                .members
+                .iter()
+                .map(|((cluster, addr), h)| Endpoint {
+                    cluster: cluster.clone(),
+                    addr: *addr,
+                    healthy: h.healthy,
+                })
+                .collect();
+            let mut counts: BTreeMap<&str, i64> =
+                self.clusters.iter().map(|c| (c.as_str(), 0)).collect();
+            for e in endpoints.iter().filter(|e| e.healthy) {
+                if let Some(c) = counts.get_mut(e.cluster.as_str()) {
+                    *c += 1;
+                }
+            }
+            let counts: Vec<(String, i64)> =
+                counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            (
+                EndpointSet {
+                    endpoints,
+                    refreshes: st.refreshes,
+                },
+                counts,
+            )
+        };
+        for (c, n) in counts {
+            self.metrics
+                .discovered_endpoints
+                .with_label_values(&[c.as_str()])
+                .set(n);
+        }
+        self.tx.send_if_modified(|cur| {
+            if **cur == set {
+                false
+            } else {
+                *cur = Arc::new(set);
+                true
+            }
+        });
+    }
+}
+
+/// The outcome of one cluster's lookup.
+enum Found {
+    /// These members, replacing the old ones.
+    Members(Vec<SocketAddr>),
+    /// A failure: keep the old members.
+    Failed,
+}
+
+enum Command {
+    Refresh(oneshot::Sender<()>),
+}
+
+/// Running discovery. Dropping it (or [`Discovery::shutdown`]) stops its
+/// tasks; subscribers then see the channel close.
+pub struct Discovery {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<Arc<EndpointSet>>,
+    commands: mpsc::Sender<Command>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("clusters", &self.shared.clusters)
+            .finish()
+    }
+}
+
+/// Sets discovery up: [`Discovery::builder`].
+pub struct DiscoveryBuilder<R, C> {
+    config: DiscoveryConfig,
+    resolver: R,
+    connector: C,
+    metrics: Option<DiscoveryMetrics>,
+}
+
+impl Discovery {
+    /// Discovery as `config` says, with the OS resolver and OS TCP until
+    /// [`DiscoveryBuilder::resolver`] / [`DiscoveryBuilder::connector`] (or
+    /// [`DiscoveryBuilder::node`]) say otherwise.
+    pub fn builder(config: DiscoveryConfig) -> DiscoveryBuilder<SystemResolver, TcpConnector> {
+        DiscoveryBuilder {
+            config,
+            resolver: SystemResolver,
+            connector: TcpConnector,
+            metrics: None,
+        }
+    }
+
+    /// The current set (cheap: an `Arc`).
+    pub fn current(&self) -> Arc<EndpointSet> {
+        self.rx.borrow().clone()
+    }
+
+    /// A change stream: a watch of the current set, marked changed whenever
+    /// an endpoint comes, goes or changes health.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<EndpointSet>> {
+        self.rx.clone()
+    }
+
+    /// The configured clusters.
+    pub fn clusters(&self) -> &[String] {
+        &self.shared.clusters
+    }
+
+    /// The metrics it updates.
+    pub fn metrics(&self) -> &DiscoveryMetrics {
+        &self.shared.metrics
+    }
+
+    /// Refreshes now (not waiting for the TTL) and returns the new set.
+    pub async fn refresh_now(&self) -> Result<Arc<EndpointSet>, DiscoveryError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Refresh(tx))
+            .await
+            .map_err(|_| DiscoveryError::Stopped)?;
+        rx.await.map_err(|_| DiscoveryError::Stopped)?;
+        Ok(self.current())
+    }
+
+    /// Waits until the first refresh has completed.
+    pub async fn ready(&self) -> Result<Arc<EndpointSet>, DiscoveryError> {
+        let mut rx = self.rx.clone();
+        let set = rx
+            .wait_for(|s| s.is_ready())
+            .await
+            .map_err(|_| DiscoveryError::Stopped)?;
+        Ok(set.clone())
+    }
+
+    /// Stops the background tasks.
+    pub fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
+    /// Resolves MagicDNS names with `resolver`.
+    pub fn resolver<R2: Resolve>(self, resolver: R2) -> DiscoveryBuilder<R2, C> {
+        DiscoveryBuilder {
+            config: self.config,
+            resolver,
+            connector: self.connector,
+            metrics: self.metrics,
+        }
+    }
+
+    /// Runs health checks over `connector`.
+    pub fn connector<C2: Connect>(self, connector: C2) -> DiscoveryBuilder<R, C2> {
+        DiscoveryBuilder {
+            config: self.config,
+            resolver: self.resolver,
+            connector,
+            metrics: self.metrics,
+        }
+    }
+
+    /// Resolves through the node's MagicDNS and health-checks over its
+    /// tunnels.
+    #[cfg(feature = "tailnet")]
+    pub fn node(self, node: &tailnet::Node) -> DiscoveryBuilder<tailnet::Node, tailnet::Node> {
+        self.resolver(node.clone()).connector(node.clone())
+    }
+
+    /// Updates these metrics (e.g. from [`DiscoveryMetrics::register`]);
+    /// without, private unregistered ones.
+    pub fn metrics(mut self, metrics: DiscoveryMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Registers new metrics into `registry` and updates them.
+    pub fn registry(self, registry: &prometheus::Registry) -> Result<Self, DiscoveryError> {
+        let m = DiscoveryMetrics::register(registry)?;
+        Ok(self.metrics(m))
+    }
+
+    /// Starts the background tasks (on the current tokio runtime); the
+    /// first refresh begins at once ([`Discovery::ready`] waits for it).
+    pub fn start(self) -> Result<Discovery, DiscoveryError> {
+        let config = self.config;
+        let mut sources = Vec::new();
+        match &config.mode {
+            DiscoveryMode::None => sources.push(Source::Static(config.http_endpoints.clone())),
+            DiscoveryMode::Kubernetes(k) => sources.push(Source::Kubernetes(k.clone())),
+            DiscoveryMode::Tailscale(t) => {
+                match &t.local {
+                    LocalCluster::Tailscale(c) => sources.push(Source::Dns(c.clone())),
+                    LocalCluster::Kubernetes(k) => sources.push(Source::Kubernetes(k.clone())),
+                    LocalCluster::None => {}
+                }
+                sources.extend(t.remote_clusters.iter().cloned().map(Source::Dns));
+            }
+        }
+        if !matches!(config.mode, DiscoveryMode::None) && !config.http_endpoints.is_empty() {
+            tracing::warn!(
+                mode = config.mode.name(),
+                "http_endpoints are ignored when a discovery mode is set"
+            );
+        }
+        // At most one Kubernetes source exists.
+        let mut kube_rx: Option<watch::Receiver<KubeState>> = None;
+        let mut tasks = Vec::new();
+        for s in &sources {
+            if let Source::Kubernetes(k) = s {
+                let client = KubeClient::from_config(k)?;
+                let (tx, rx) = watch::channel(None);
+                tasks.push(tokio::spawn(kubernetes::run(client, k.port.clone(), tx)));
+                kube_rx = Some(rx);
+            }
+        }
+        let metrics = self.metrics.unwrap_or_default();
+        let clusters = config.cluster_names();
+        metrics
+            .clusters_total
+            .set(i64::try_from(clusters.len()).unwrap_or(i64::MAX));
+        let (tx, rx) = watch::channel(Arc::new(EndpointSet::default()));
+        let shared = Arc::new(Shared {
+            clusters,
+            tailscale: matches!(config.mode, DiscoveryMode::Tailscale(_)),
+            metrics,
+            state: Mutex::new(State {
+                members: BTreeMap::new(),
+                refreshes: 0,
+                logged: None,
+            }),
+            tx,
+        });
+        shared.publish();
+        let (ctx, crx) = mpsc::channel(16);
+        let resolver = Arc::new(self.resolver);
+        tasks.push(tokio::spawn(refresh_task(
+            shared.clone(),
+            sources,
+            resolver,
+            kube_rx,
+            config.cache_ttl,
+            crx,
+        )));
+        if let Some(h) = config.health_check.clone() {
+            tasks.push(tokio::spawn(health_task(
+                shared.clone(),
+                Arc::new(self.connector),
+                h,
+            )));
+        }
+        Ok(Discovery {
+            shared,
+            rx,
+            commands: ctx,
+            tasks,
+        })
+    }
+}
+
+async fn refresh_task<R: Resolve>(
+    shared: Arc<Shared>,
+    sources: Vec<Source>,
+    resolver: Arc<R>,
+    mut kube_rx: Option<watch::Receiver<KubeState>>,
+    ttl: Duration,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        refresh(&shared, &sources, &resolver, kube_rx.as_mut()).await;
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+        let deadline = tokio::time::Instant::now() + ttl;
+        let kube_changed = async {
+            match kube_rx.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = kube_changed => {}
+            cmd = commands.recv() => match cmd {
+                Some(Command::Refresh(w)) => waiters.push(w),
+                None => return,
+            },
+        }
+    }
+}
+
+/// One refresh of every source, then members, logs and metrics.
+async fn refresh<R: Resolve>(
+    shared: &Arc<Shared>,
+    sources: &[Source],
+    resolver: &Arc<R>,
+    kube_rx: Option<&mut watch::Receiver<KubeState>>,
+) {
+    let mut results: Vec<(String, Found)> = Vec::new();
+    let mut dns = tokio::task::JoinSet::new();
+    for s in sources {
+        match s {
+            Source::Dns(t) => {
+                let (t, r, m) = (t.clone(), resolver.clone(), shared.metrics.clone());
+                dns.spawn(async move {
+                    let found = resolve_cluster(&*r, &t, &m).await;
+                    (t.name, found)
+                });
+            }
+            Source::Static(list) => {
+                results.push((STATIC_CLUSTER.to_string(), resolve_static(list).await));
+            }
+            Source::Kubernetes(_) => {}
+        }
+    }
+    if let (Some(rx), Some(Source::Kubernetes(k))) = (
+        kube_rx,
+        sources.iter().find(|s| matches!(s, Source::Kubernetes(_))),
+    ) {
+        let state = match tokio::time::timeout(KUBE_FIRST_LIST, rx.wait_for(|s| s.is_some())).await
+        {
+            Ok(Ok(s)) => s.clone(),
+            _ => None,
+        };
+        let found = match state {
+            Some(Ok(addrs)) => Found::Members(addrs),
+            Some(Err(e)) => {
+                tracing::warn!(cluster = %k.cluster, error = %e, "Kubernetes endpoint discovery failed");
+                shared
+                    .metrics
+                    .cluster_discovery_failures
+                    .with_label_values(&[k.cluster.as_str(), "kubernetes_api"])
+                    .inc();
+                Found::Failed
+            }
+            None => {
+                shared
+                    .metrics
+                    .cluster_discovery_failures
+                    .with_label_values(&[k.cluster.as_str(), "kubernetes_api"])
+                    .inc();
+                Found::Failed
+            }
+        };
+        results.push((k.cluster.clone(), found));
+    }
+    while let Some(r) = dns.join_next().await {
+        if let Ok(r) = r {
+            results.push(r);
+        }
+    }
+
+    let counts = {
+        let mut st = shared.state.lock();
+        for (cluster, found) in &results {
+            let Found::Members(addrs) = found else {
+                continue;
+            };
+            let old: BTreeMap<(String, SocketAddr), Health> = st
+                .members
+                .iter()
+                .filter(|((c, _), _)| c == cluster)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            st.members.retain(|(c, _), _| c != cluster);
+            for a in addrs {
+                let key = (cluster.clone(), *a);
+                let h = old.get(&key).copied().unwrap_or_default();
+                st.members.insert(key, h);
+            }
+        }
+        st.refreshes += 1;
+        let counts: BTreeMap<String, usize> = sources
+            .iter()
+            .map(|s| {
+                let c = s.cluster().to_string();
+                let n = st.members.keys().filter(|(mc, _)| *mc == c).count();
+                (c, n)
+            })
+            .collect();
+        let changed = st.logged.as_ref() != Some(&counts);
+        st.logged = Some(counts.clone());
+        changed.then_some(counts)
+    };
+    if let Some(counts) = counts {
+        let total: usize = counts.values().sum();
+        for s in sources {
+            let c = s.cluster();
+            let n = counts.get(c).copied().unwrap_or(0);
+            if shared.tailscale {
+                tracing::info!(cluster = %c, endpoint_count = n, "Discovered Tailscale endpoints across clusters");
+            } else {
+                tracing::info!(cluster = %c, endpoint_count = n, "Discovered endpoints");
+            }
+        }
+        if total == 0 && shared.tailscale {
+            tracing::warn!("No Tailscale endpoints discovered across any cluster");
+        }
+    } else if shared.tailscale && shared.state.lock().members.is_empty() {
+        tracing::warn!("No Tailscale endpoints discovered across any cluster");
+    }
+    shared.publish();
+}
+
+async fn resolve_cluster<R: Resolve>(
+    resolver: &R,
+    target: &ClusterTarget,
+    metrics: &DiscoveryMetrics,
+) -> Found {
+    let hostname = target.hostname();
+    let outcome = tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve(&hostname)).await;
+    let failure = match outcome {
+        Ok(Ok(addrs)) => {
+            metrics
+                .dns_resolutions
+                .with_label_values(&[hostname.as_str(), "success"])
+                .inc();
+            let mut v: Vec<SocketAddr> = addrs
+                .into_iter()
+                .map(|ip: IpAddr| SocketAddr::new(ip, target.port))
+                .collect();
+            v.sort();
+            v.dedup();
+            return Found::Members(v);
+        }
+        Ok(Err(e)) => {
+            let kind = R::classify(&e);
+            tracing::warn!(hostname = %hostname, cluster = %target.name, error = %e, "Failed to resolve Tailscale hostname");
+            kind
+        }
+        Err(_) => {
+            tracing::warn!(hostname = %hostname, cluster = %target.name, error = "no answer in time", "Failed to resolve Tailscale hostname");
+            ResolveFailure::Timeout
+        }
+    };
+    metrics
+        .dns_resolutions
+        .with_label_values(&[hostname.as_str(), failure.as_str()])
+        .inc();
+    metrics
+        .cluster_discovery_failures
+        .with_label_values(&[target.name.as_str(), failure.as_str()])
+        .inc();
+    match failure {
+        // The name is gone: no pod of the service is online.
+        ResolveFailure::NotFound => Found::Members(Vec::new()),
+        _ => Found::Failed,
+    }
+}
+
+async fn resolve_static(list: &[StaticEndpoint]) -> Found {
+    let mut out = Vec::new();
+    for e in list {
+        if let Ok(ip) = e.host.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, e.port));
+            continue;
+        }
+        match SystemResolver.resolve(&e.host).await {
+            Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, e.port))),
+            Err(err) => tracing::warn!(endpoint = %e, error = %err, "Failed to resolve static endpoint"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Found::Members(out)
+}
+
+async fn health_task<C: Connect>(shared: Arc<Shared>, connector: Arc<C>, cfg: HealthCheckConfig) {
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let path: Arc<str> = cfg.path.clone().into();
+    loop {
+        tick.tick().await;
+        let targets: Vec<(String, SocketAddr)> =
+            shared.state.lock().members.keys().cloned().collect();
+        let mut checks = tokio::task::JoinSet::new();
+        for (cluster, addr) in targets {
+            let (c, p, timeout) = (connector.clone(), path.clone(), cfg.timeout);
+            checks.spawn(async move {
+                let r = health::check(&*c, addr, &p, timeout).await;
+                (cluster, addr, r)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = checks.join_next().await {
+            if let Ok(r) = r {
+                results.push(r);
+            }
+        }
+        {
+            let mut st = shared.state.lock();
+            for (cluster, addr, r) in results {
+                // Gone since the check started: nothing to update.
+                let Some(h) = st.members.get_mut(&(cluster.clone(), addr)) else {
+                    continue;
+                };
+                match r {
+                    Ok(_) => {
+                        h.failures = 0;
+                        h.successes = h.successes.saturating_add(1);
+                        if !h.healthy && h.successes >= cfg.healthy_threshold {
+                            h.healthy = true;
+                            tracing::info!(cluster = %cluster, endpoint = %addr, "Endpoint healthy again");
+                        }
+                    }
+                    Err(e) => {
+                        h.successes = 0;
+                        h.failures = h.failures.saturating_add(1);
+                        if h.healthy && h.failures >= cfg.unhealthy_threshold {
+                            h.healthy = false;
+                            tracing::warn!(cluster = %cluster, endpoint = %addr, error = %e, "Endpoint unhealthy");
+                        }
+                    }
+                }
+            }
+        }
+        shared.publish();
+    }
+}
