@@ -1,0 +1,149 @@
+{{/* Chart name. */}}
+{{- define "inferadb.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Base name of every object: the release name (the guide installs release
+"inferadb", giving inferadb-engine / inferadb-control), or
+<release>-<chart> when the release name does not contain the chart name.
+Truncated so "<fullname>-control-<n>" stays a DNS label.
+*/}}
+{{- define "inferadb.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "inferadb.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every object. Call with (dict "root" $ "component" "engine"). */}}
+{{- define "inferadb.labels" -}}
+helm.sh/chart: {{ include "inferadb.chart" .root }}
+{{ include "inferadb.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: inferadb
+{{- with .root.Values.discovery.tailscale.localCluster }}
+inferadb.com/cluster: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "inferadb.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "inferadb.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "inferadb.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
+{{- end -}}
+
+{{- define "inferadb.serviceAccountName" -}}
+{{- include "inferadb.fullname" . -}}
+{{- end -}}
+
+{{/* The local cluster's MagicDNS zone. */}}
+{{- define "inferadb.localDomain" -}}
+{{- $t := .Values.discovery.tailscale -}}
+{{- default (printf "%s.ts.net" $t.localCluster) $t.tailscaleDomain -}}
+{{- end -}}
+
+{{/* Tags the nodes request. */}}
+{{- define "inferadb.tags" -}}
+{{- $t := .Values.discovery.tailscale -}}
+{{- if $t.tags -}}
+{{- toJson $t.tags -}}
+{{- else -}}
+{{- toJson (list (printf "tag:inferadb-%s" $t.localCluster)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Checks of the values, failing the render with one line naming the key.
+*/}}
+{{- define "inferadb.validate" -}}
+{{- $d := .Values.discovery -}}
+{{- $t := $d.tailscale -}}
+{{- if not (has $d.mode (list "tailscale" "kubernetes" "none")) -}}
+{{- fail (printf "discovery.mode: %q is not one of tailscale, kubernetes, none" (toString $d.mode)) -}}
+{{- end -}}
+{{- if hasKey $t "image" -}}
+{{- fail "discovery.tailscale.image: there is no Tailscale sidecar any more (the node is embedded in inferadb-mesh); remove the key and set image.repository/image.tag for inferadb-mesh" -}}
+{{- end -}}
+{{- if hasKey $t "extraArgs" -}}
+{{- fail "discovery.tailscale.extraArgs: there is no Tailscale sidecar any more; the node's settings are discovery.tailscale.{controlUrl,tags,udpPort,state}" -}}
+{{- end -}}
+{{- if not $t.enabled -}}
+{{- fail "discovery.tailscale.enabled: must be true (every pod joins the tailnet: control reaches engines over it)" -}}
+{{- end -}}
+{{- if not $t.localCluster -}}
+{{- fail "discovery.tailscale.localCluster: required (e.g. us-west-1)" -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $t.localCluster) -}}
+{{- fail (printf "discovery.tailscale.localCluster: %q is not a DNS label" $t.localCluster) -}}
+{{- end -}}
+{{- if not (and $t.authKey $t.authKey.existingSecret $t.authKey.key) -}}
+{{- fail "discovery.tailscale.authKey: existingSecret and key are required (kubectl create secret generic tailscale-auth --from-literal=authkey=...)" -}}
+{{- end -}}
+{{- range $i, $c := $t.remoteClusters -}}
+{{- range $k := list "name" "tailscaleDomain" "serviceName" "port" -}}
+{{- if not (index $c $k) -}}
+{{- fail (printf "discovery.tailscale.remoteClusters[%d].%s: required" $i $k) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $c := .Values.control.remoteClusters -}}
+{{- range $k := list "name" "tailscaleDomain" "serviceName" "port" -}}
+{{- if not (index $c $k) -}}
+{{- fail (printf "control.remoteClusters[%d].%s: required" $i $k) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The discovery block both roles share, in the guide's shape:
+mode: {type, local_cluster, remote_clusters}. Call with
+(dict "root" $ "clusters" LIST).
+*/}}
+{{- define "inferadb.discoveryConfig" -}}
+{{- $d := .root.Values.discovery -}}
+mode:
+  type: {{ $d.mode }}
+  {{- if eq $d.mode "tailscale" }}
+  local_cluster: {{ $d.tailscale.localCluster | quote }}
+  remote_clusters:
+  {{- range .clusters }}
+    - name: {{ .name | quote }}
+      tailscale_domain: {{ .tailscaleDomain | quote }}
+      service_name: {{ .serviceName | quote }}
+      port: {{ .port | int }}
+  {{- else }} []
+  {{- end }}
+  {{- else if eq $d.mode "kubernetes" }}
+  service_name: {{ .service | quote }}
+  port: {{ .root.Values.metrics.port | int }}
+  {{- end }}
+cache_ttl_seconds: {{ $d.cacheTtlSeconds | int }}
+{{- end -}}
+
+{{/* The node section (mesh:) both roles share. Hostname comes from the pod name (env). */}}
+{{- define "inferadb.meshConfig" -}}
+{{- $t := .Values.discovery.tailscale -}}
+control_url: {{ $t.controlUrl | quote }}
+auth_key_file: /var/run/secrets/tailscale/{{ $t.authKey.key }}
+state_dir: /var/lib/inferadb-mesh
+tags: {{ include "inferadb.tags" . }}
+listen: "0.0.0.0:{{ $t.udpPort | int }}"
+ephemeral: {{ not $t.state.persistence.enabled }}
+{{- end -}}
