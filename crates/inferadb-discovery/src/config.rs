@@ -407,9 +407,9 @@ struct Table<'a> {
 
 impl<'a> Table<'a> {
     fn new(path: &str, v: &'a Value) -> Result<Self, ConfigError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| ConfigError::new(path, format!("expected a table, got {}", describe(v))))?;
+        let obj = v.as_object().ok_or_else(|| {
+            ConfigError::new(path, format!("expected a table, got {}", describe(v)))
+        })?;
         let mut seen = BTreeSet::new();
         let mut entries = Vec::new();
         for (k, v) in obj {
@@ -447,6 +447,20 @@ impl<'a> Table<'a> {
         Some((v, join(&self.path, orig)))
     }
 
+    /// Rejects keys outside `allowed` before anything else is read, so an
+    /// unknown key is the error reported, not what its absence caused.
+    fn check_known(&self, allowed: &[&str]) -> Result<(), ConfigError> {
+        for (n, orig, _) in &self.entries {
+            if !allowed.iter().any(|a| norm(a) == *n) {
+                return Err(ConfigError::new(
+                    join(&self.path, orig),
+                    format!("unknown key (known here: {})", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn finish(self, allowed: &[&str]) -> Result<(), ConfigError> {
         for (i, (_, orig, _)) in self.entries.iter().enumerate() {
             if !self.used[i] {
@@ -470,7 +484,10 @@ fn take_one<'a>(
     for t in tables.iter_mut() {
         if let Some((v, p)) = t.take(key) {
             if let Some((_, first)) = &found {
-                return Err(ConfigError::new(p, format!("also given as {first}; give it once")));
+                return Err(ConfigError::new(
+                    p,
+                    format!("also given as {first}; give it once"),
+                ));
             }
             found = Some((v, p));
         }
@@ -499,15 +516,12 @@ fn uint(v: &Value, path: &str, what: &str) -> Result<u64, ConfigError> {
 
 fn port(v: &Value, path: &str) -> Result<u16, ConfigError> {
     uint(v, path, "a port number (1-65535)").and_then(|n| {
-        u16::try_from(n)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    path,
-                    format!("expected a port number (1-65535), got {}", describe(v)),
-                )
-            })
+        u16::try_from(n).ok().filter(|p| *p > 0).ok_or_else(|| {
+            ConfigError::new(
+                path,
+                format!("expected a port number (1-65535), got {}", describe(v)),
+            )
+        })
     })
 }
 
@@ -657,6 +671,7 @@ fn parse(prefix: &str, v: &Value) -> Result<DiscoveryConfig, ConfigError> {
         return Ok(DiscoveryConfig::default());
     }
     let mut top = Table::new(prefix, v)?;
+    top.check_known(TOP_KEYS)?;
     let mut out = DiscoveryConfig::default();
 
     if let Some((v, p)) = top.take("cachettlseconds") {
@@ -697,6 +712,7 @@ fn parse(prefix: &str, v: &Value) -> Result<DiscoveryConfig, ConfigError> {
         Some((Value::String(s), p)) => Some((s.trim().to_ascii_lowercase(), p)),
         Some((v @ Value::Object(_), p)) => {
             let mut t = Table::new(&p, v)?;
+            t.check_known(MODE_KEYS)?;
             let name = match t.take("type") {
                 Some((v, tp)) => (string(v, &tp)?.to_ascii_lowercase(), tp),
                 None => {
@@ -723,10 +739,16 @@ fn parse(prefix: &str, v: &Value) -> Result<DiscoveryConfig, ConfigError> {
         Some((v, p)) => Some(Table::new(&p, v)?),
         None => None,
     };
+    if let Some(t) = &ts_block {
+        t.check_known(TAILSCALE_KEYS)?;
+    }
     let k8s_block = match top.take("kubernetes") {
         Some((v, p)) => Some(Table::new(&p, v)?),
         None => None,
     };
+    if let Some(t) = &k8s_block {
+        t.check_known(KUBERNETES_KEYS)?;
+    }
     let mut mode_t = mode_table.unwrap_or_else(|| Table::empty(&join(prefix, "mode")));
     let mut ts_t = ts_block.unwrap_or_else(|| Table::empty(&join(prefix, "tailscale")));
     let mut k8s_t = k8s_block.unwrap_or_else(|| Table::empty(&join(prefix, "kubernetes")));
@@ -820,7 +842,12 @@ fn kubernetes(
 ) -> Result<KubernetesConfig, ConfigError> {
     let service_name = match take_one(tables, "servicename")? {
         Some((v, p)) => label(v, &p, "a Service name")?,
-        None => return Err(ConfigError::new(service_path, "missing (the Service to watch)")),
+        None => {
+            return Err(ConfigError::new(
+                service_path,
+                "missing (the Service to watch)",
+            ))
+        }
     };
     let namespace = take_one(tables, "namespace")?
         .map(|(v, p)| label(v, &p, "a namespace"))
@@ -838,7 +865,10 @@ fn kubernetes(
             if s.starts_with("https://") || s.starts_with("http://") {
                 Ok(s.trim_end_matches('/').to_string())
             } else {
-                Err(ConfigError::new(p, format!("expected an http(s):// URL, got {s:?}")))
+                Err(ConfigError::new(
+                    p,
+                    format!("expected an http(s):// URL, got {s:?}"),
+                ))
             }
         })
         .transpose()?;
@@ -931,6 +961,7 @@ fn tailscale<'a>(
         Some((v, p)) => Table::new(p, v)?,
         None => Table::empty(&local_path),
     };
+    lt.check_known(LOCAL_KEYS)?;
     let kind = match lt.take("type") {
         Some((v, p)) => {
             let s = string(v, &p)?.to_ascii_lowercase();
@@ -956,7 +987,10 @@ fn tailscale<'a>(
         _ => {
             let common = |f: fn(&ClusterTarget) -> String| -> Option<String> {
                 let first = remote_clusters.first().map(f)?;
-                remote_clusters.iter().all(|c| f(c) == first).then_some(first)
+                remote_clusters
+                    .iter()
+                    .all(|c| f(c) == first)
+                    .then_some(first)
             };
             let service_name = match lt.take("servicename") {
                 Some((v, p)) => label(v, &p, "a service name")?,
@@ -1030,5 +1064,231 @@ fn default_local_domain(local: &str, remotes: &[ClusterTarget]) -> String {
     match (suffixes.len(), suffixes.iter().next()) {
         (1, Some(s)) if !remotes.is_empty() => format!("{local}.{s}"),
         _ => format!("{local}.ts.net"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(s: &str) -> Result<DiscoveryConfig, String> {
+        let v: Value = serde_yaml_ng::from_str(s).map_err(|e| e.to_string())?;
+        DiscoveryConfig::from_value(&v).map_err(|e| e.to_string())
+    }
+
+    fn remote(name: &str, service: &str, port: u16) -> ClusterTarget {
+        ClusterTarget {
+            name: name.into(),
+            tailscale_domain: format!("{name}.ts.net"),
+            service_name: service.into(),
+            port,
+        }
+    }
+
+    /// The engine's shape (string mode beside the keys) and the control's
+    /// (a `mode` table) read the same.
+    #[test]
+    fn engine_and_control_shapes() {
+        let engine = yaml(
+            r#"
+mode: "tailscale"
+local_cluster: "us-west-1"
+remote_clusters:
+  - name: "eu-west-1"
+    tailscale_domain: "eu-west-1.ts.net"
+    service_name: "inferadb-control"
+    port: 9090
+  - name: "ap-southeast-1"
+    tailscale_domain: "ap-southeast-1.ts.net"
+    service_name: "inferadb-control"
+    port: 9090
+"#,
+        )
+        .unwrap();
+        let DiscoveryMode::Tailscale(t) = &engine.mode else {
+            panic!("{engine:?}")
+        };
+        assert_eq!(t.local_cluster, "us-west-1");
+        assert_eq!(
+            t.remote_clusters,
+            [
+                remote("eu-west-1", "inferadb-control", 9090),
+                remote("ap-southeast-1", "inferadb-control", 9090)
+            ]
+        );
+        assert_eq!(
+            t.local,
+            LocalCluster::Tailscale(remote("us-west-1", "inferadb-control", 9090))
+        );
+        assert_eq!(
+            t.remote_clusters[0].hostname(),
+            "inferadb-control.eu-west-1.ts.net"
+        );
+        assert_eq!(engine.cache_ttl, Duration::from_secs(300));
+        assert_eq!(engine.health_check, None);
+
+        // The seed's control config: `cache_invalidation.discovery`.
+        let control = yaml(
+            r#"
+mode:
+  type: tailscale
+  local_cluster: "us-west-1"
+  remote_clusters:
+    - name: "eu-west-1"
+      tailscale_domain: "eu-west-1.ts.net"
+      service_name: "inferadb-engine"
+      port: 8080
+    - name: "ap-southeast-1"
+      tailscale_domain: "ap-southeast-1.ts.net"
+      service_name: "inferadb-engine"
+      port: 8080
+"#,
+        )
+        .unwrap();
+        let DiscoveryMode::Tailscale(t) = &control.mode else {
+            panic!()
+        };
+        assert_eq!(
+            t.remote_clusters[1],
+            remote("ap-southeast-1", "inferadb-engine", 8080)
+        );
+        assert_eq!(
+            control.cluster_names(),
+            ["us-west-1", "eu-west-1", "ap-southeast-1"]
+        );
+    }
+
+    /// What environment layering gives: upper-case keys, strings for
+    /// numbers, lists as tables keyed by index.
+    #[test]
+    fn environment_form() {
+        let v = serde_json::json!({
+            "MODE": {"TYPE": "tailscale", "LOCAL_CLUSTER": "us-west-1",
+                     "REMOTE_CLUSTERS": {"1": {"NAME": "ap-southeast-1", "TAILSCALE_DOMAIN": "ap-southeast-1.ts.net", "SERVICE_NAME": "inferadb-control", "PORT": "9090"},
+                                         "0": {"NAME": "eu-west-1", "TAILSCALE_DOMAIN": "eu-west-1.ts.net", "SERVICE_NAME": "inferadb-control", "PORT": "9090"}}},
+            "cache_ttl_seconds": "60",
+            "health_check": {"interval_ms": "500", "unhealthy_threshold": 2}
+        });
+        let c = DiscoveryConfig::from_value(&v).unwrap();
+        let DiscoveryMode::Tailscale(t) = &c.mode else {
+            panic!()
+        };
+        assert_eq!(t.remote_clusters[0].name, "eu-west-1");
+        assert_eq!(t.remote_clusters[1].port, 9090);
+        assert_eq!(c.cache_ttl, Duration::from_secs(60));
+        let h = c.health_check.unwrap();
+        assert_eq!(h.interval, Duration::from_millis(500));
+        assert_eq!(h.unhealthy_threshold, 2);
+        assert_eq!(h.path, "/healthz");
+    }
+
+    /// The Helm values' camelCase `tailscale:` block.
+    #[test]
+    fn helm_style_block() {
+        let c = yaml(
+            r#"
+mode: tailscale
+tailscale:
+  enabled: true
+  localCluster: us-west-1
+  remoteClusters:
+    - { name: eu-west-1, tailscaleDomain: eu-west-1.ts.net, serviceName: inferadb-control, port: 9090 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.cluster_names(), ["us-west-1", "eu-west-1"]);
+    }
+
+    #[test]
+    fn none_kubernetes_and_static() {
+        let c = yaml("mode: none\nhttp_endpoints: ['http://10.0.0.5:8080/hook', 'engine.local:8081', 'http://[fd7a::1]:80']").unwrap();
+        assert_eq!(c.mode, DiscoveryMode::None);
+        assert_eq!(
+            c.http_endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10.0.0.5:8080", "engine.local:8081", "[fd7a::1]:80"]
+        );
+        assert_eq!(yaml("{}").unwrap(), DiscoveryConfig::default());
+        let c = DiscoveryConfig::default()
+            .with_http_endpoints("cache_invalidation.http_endpoints", &["http://a:1"])
+            .unwrap();
+        assert_eq!(c.http_endpoints[0].host, "a");
+        let e = DiscoveryConfig::default()
+            .with_http_endpoints("cache_invalidation.http_endpoints", &["ftp://a"])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cache_invalidation.http_endpoints[0]: "),
+            "{e}"
+        );
+
+        let c = yaml("mode: {type: kubernetes, service_name: inferadb-engine, port: http, namespace: inferadb}").unwrap();
+        let DiscoveryMode::Kubernetes(k) = &c.mode else {
+            panic!()
+        };
+        assert_eq!(k.port, Some(PortSelector::Name("http".into())));
+        assert_eq!(k.cluster, "local");
+        let c = yaml("mode: tailscale\nlocal_cluster: us\nlocal: {type: kubernetes, service_name: eng, port: 8080}\nremote_clusters: []").unwrap();
+        let DiscoveryMode::Tailscale(t) = &c.mode else {
+            panic!()
+        };
+        let LocalCluster::Kubernetes(k) = &t.local else {
+            panic!()
+        };
+        assert_eq!(
+            (k.cluster.as_str(), k.port.clone()),
+            ("us", Some(PortSelector::Number(8080)))
+        );
+    }
+
+    /// Every error is one line that names its key.
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("mode: tailscal", "mode: unknown mode \"tailscal\""),
+            ("mode: {type: tailscale}", "mode.local_cluster: missing"),
+            ("mode: tailscale", "local_cluster: missing"),
+            (
+                "mode: {type: tailscale, local_cluster: us, remote_clusters: [{name: eu, tailscale_domain: eu.ts.net, service_name: x, port: http}]}",
+                "mode.remote_clusters[0].port: expected a port number (1-65535), got \"http\"",
+            ),
+            (
+                "mode: {type: tailscale, local_cluster: us, remote_clusters: [{name: eu, tailscale_domain: eu.ts.net, service_name: x, port: 1, prot: 2}]}",
+                "mode.remote_clusters[0].prot: unknown key",
+            ),
+            (
+                "mode: {type: tailscale, local_cluster: us, remote_clusters: [{name: eu, service_name: x, port: 1}]}",
+                "mode.remote_clusters[0].tailscale_domain: missing",
+            ),
+            (
+                "mode: {type: tailscale, local_cluster: us, remote_clusters: [{name: us, tailscale_domain: us.ts.net, service_name: x, port: 1}]}",
+                "mode.remote_clusters[0].name: \"us\" is the local cluster",
+            ),
+            ("mode: {type: tailscale, local_cluster: 'a b'}", "mode.local_cluster: expected a cluster name"),
+            ("mode: {type: none}\nlocal_clustr: x", "local_clustr: unknown key"),
+            ("mode: tailscale\nlocal_cluster: us\nmode_x: 1", "mode_x: unknown key"),
+            ("cache_ttl_seconds: 0", "cache_ttl_seconds: must be more than 0"),
+            ("health_check: {path: healthz}", "health_check.path: expected an absolute path"),
+            ("mode: {type: kubernetes}", "mode.service_name: missing"),
+            (
+                "mode: {type: tailscale, local_cluster: us}\nlocal_cluster: eu",
+                "local_cluster: also given as mode.local_cluster",
+            ),
+            ("http_endpoints: ['10.0.0.1']", "http_endpoints[0]: \"10.0.0.1\": no port"),
+        ];
+        for (input, want) in cases {
+            let e = yaml(input).unwrap_err();
+            assert!(e.starts_with(want), "{input}\n  got:  {e}\n  want: {want}…");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+        // With the caller's prefix.
+        let v: Value = serde_yaml_ng::from_str("mode: {type: bogus}").unwrap();
+        let e = DiscoveryConfig::from_value_at("cache_invalidation.discovery", &v).unwrap_err();
+        assert_eq!(e.path, "cache_invalidation.discovery.mode.type");
+        // Through serde (any deserializer).
+        let e = serde_yaml_ng::from_str::<DiscoveryConfig>("mode: {type: bogus}").unwrap_err();
+        assert!(e.to_string().contains("mode.type: unknown mode"), "{e}");
     }
 }

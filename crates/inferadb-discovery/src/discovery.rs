@@ -169,8 +169,10 @@ impl Shared {
                     *c += 1;
                 }
             }
-            let counts: Vec<(String, i64)> =
-                counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let counts: Vec<(String, i64)> = counts
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             (
                 EndpointSet {
                     endpoints,
@@ -379,9 +381,10 @@ impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
         }
         let metrics = self.metrics.unwrap_or_default();
         let clusters = config.cluster_names();
+        metrics.clusters_total.reset();
         metrics
             .clusters_total
-            .set(i64::try_from(clusters.len()).unwrap_or(i64::MAX));
+            .inc_by(u64::try_from(clusters.len()).unwrap_or(u64::MAX));
         let (tx, rx) = watch::channel(Arc::new(EndpointSet::default()));
         let shared = Arc::new(Shared {
             clusters,
@@ -625,7 +628,9 @@ async fn resolve_static(list: &[StaticEndpoint]) -> Found {
         }
         match SystemResolver.resolve(&e.host).await {
             Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, e.port))),
-            Err(err) => tracing::warn!(endpoint = %e, error = %err, "Failed to resolve static endpoint"),
+            Err(err) => {
+                tracing::warn!(endpoint = %e, error = %err, "Failed to resolve static endpoint")
+            }
         }
     }
     out.sort();

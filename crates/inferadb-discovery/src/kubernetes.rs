@@ -396,7 +396,11 @@ impl KubeClient {
 pub(crate) type KubeState = Option<Result<Vec<SocketAddr>, String>>;
 
 /// Lists and watches for ever, publishing the endpoints into `tx`.
-pub(crate) async fn run(client: KubeClient, port: Option<PortSelector>, tx: watch::Sender<KubeState>) {
+pub(crate) async fn run(
+    client: KubeClient,
+    port: Option<PortSelector>,
+    tx: watch::Sender<KubeState>,
+) {
     let publish = |slices: &BTreeMap<String, EndpointSlice>| {
         let eps = endpoints_of(slices.values(), port.as_ref());
         tx.send_if_modified(|cur| {

@@ -5,12 +5,18 @@
 //! | `inferadb_tailscale_dns_resolutions_total` | counter | `hostname`, `result` (`success`, `not_found`, `timeout`, `error`) |
 //! | `inferadb_tailscale_discovered_endpoints` | gauge | `cluster` (healthy endpoints) |
 //! | `inferadb_tailscale_cluster_discovery_failures_total` | counter | `cluster`, `reason` (`not_found`, `timeout`, `error`, `kubernetes_api`) |
-//! | `inferadb_tailscale_clusters_total` | gauge | none (configured clusters) |
+//! | `inferadb_tailscale_clusters_total` | counter | none (configured clusters) |
+//!
+//! `inferadb_tailscale_clusters_total` is exported as a counter set once at
+//! start: the name is the seed's, and Prometheus' naming rules (checked by
+//! `promtool check metrics`) reserve `_total` for counters. Its value is
+//! what the seed means, the number of configured clusters; read it as is,
+//! not through `rate()`.
 //!
 //! Registered into the caller's [`prometheus::Registry`], so the process
 //! serves them beside its own on one `/metrics`.
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The discovery metrics; cheap to clone (the vectors share their values).
 #[derive(Clone, Debug)]
@@ -22,7 +28,7 @@ pub struct DiscoveryMetrics {
     /// `inferadb_tailscale_cluster_discovery_failures_total{cluster,reason}`.
     pub cluster_discovery_failures: IntCounterVec,
     /// `inferadb_tailscale_clusters_total`.
-    pub clusters_total: IntGauge,
+    pub clusters_total: IntCounter,
 }
 
 impl DiscoveryMetrics {
@@ -51,7 +57,7 @@ impl DiscoveryMetrics {
                 "Failed discovery attempts by cluster and reason.",
                 &["cluster", "reason"],
             ),
-            clusters_total: IntGauge::new(
+            clusters_total: IntCounter::new(
                 "inferadb_tailscale_clusters_total",
                 "Total configured clusters.",
             )
