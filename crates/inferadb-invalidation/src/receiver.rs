@@ -340,33 +340,42 @@ impl<I: Invalidate> Receiver<I> {
             }
             Begin::New(claim) => {
                 let inv = self.inner.invalidator.clone();
+                let metrics = self.inner.metrics.received.clone();
                 // Its own task: a sender that hangs up (its timeout) does
-                // not cancel an invalidation halfway; its retry waits for
-                // this outcome in the dedupe.
+                // not cancel an invalidation halfway, and the outcome is
+                // still counted; its retry waits for this outcome in the
+                // dedupe.
                 let applied = tokio::spawn(async move {
                     let r = inv.invalidate(&event).await;
                     claim.finish(r.is_ok());
                     match &r {
                         Ok(()) => {
+                            metrics.with_label_values(&["invalidated"]).inc();
                             info!(vault_id = %event.vault_id, "Vault cache invalidation received");
                             debug!(event_id = %event.id, kind = %event.kind, origin_cluster = event.origin_cluster.as_deref().unwrap_or(""), "Cache invalidation applied");
                         }
                         Err(e) => {
+                            metrics.with_label_values(&["failed"]).inc();
                             warn!(event_id = %event.id, vault_id = %event.vault_id, error = %e, "Cache invalidation failed");
                         }
                     }
                     r.is_ok()
                 })
                 .await;
-                if matches!(applied, Ok(true)) {
-                    self.count("invalidated");
-                    json(StatusCode::OK, r#"{"status":"invalidated"}"#)
-                } else {
-                    self.count("failed");
-                    json(
+                match applied {
+                    Ok(true) => json(StatusCode::OK, r#"{"status":"invalidated"}"#),
+                    Ok(false) => json(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         r#"{"error":"invalidation failed"}"#,
-                    )
+                    ),
+                    Err(_) => {
+                        // The callback panicked (the claim was released).
+                        self.count("failed");
+                        json(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            r#"{"error":"invalidation failed"}"#,
+                        )
+                    }
                 }
             }
         }
