@@ -586,8 +586,14 @@ async fn resolve_cluster<R: Resolve>(
                 .dns_resolutions
                 .with_label_values(&[hostname.as_str(), "success"])
                 .inc();
+            // One address per pod: a tailnet node has an IPv4 and an IPv6
+            // address and the service name gives both, so keep IPv4 when
+            // there is any (else IPv6); otherwise every pod would be
+            // counted, and sent webhooks, twice.
+            let any_v4 = addrs.iter().any(IpAddr::is_ipv4);
             let mut v: Vec<SocketAddr> = addrs
                 .into_iter()
+                .filter(|ip| ip.is_ipv4() == any_v4)
                 .map(|ip: IpAddr| SocketAddr::new(ip, target.port))
                 .collect();
             v.sort();
