@@ -726,7 +726,7 @@ impl Coord {
 }
 
 /// A node registered through the store that never runs.
-struct Registered {
+pub(crate) struct Registered {
     machine: PrivateKey,
     node: NodePublic,
 }
@@ -734,7 +734,7 @@ struct Registered {
 /// Registers `count` nodes named `{prefix}-{i}` straight through the
 /// store, each with a disco key, two endpoints and a Hostinfo like a real
 /// node's; they stay offline. Blocking.
-fn preregister(
+pub(crate) fn preregister(
     store: &Store,
     auth_key: &str,
     prefix: &str,

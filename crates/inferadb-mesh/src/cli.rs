@@ -158,6 +158,10 @@ enum BenchCommand {
     /// RSS, netmap decode/apply for 10, 100, 1,000 peers, and the
     /// coordinator pushing a change to that many streaming nodes.
     Control(crate::bench_control::ControlArgs),
+    /// MagicDNS queries per second through our responder beside dnsmasq
+    /// answering the same names on loopback (a ratio; dnsmasq-base needed
+    /// for the comparison).
+    Dns(crate::bench_dns::DnsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +265,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Control(a),
         } => crate::bench_control::run(a).await,
+        Command::Bench {
+            which: BenchCommand::Dns(a),
+        } => crate::bench_dns::run(a).await,
         Command::Bench {
             which: BenchCommand::Tunnel(a),
         } => {

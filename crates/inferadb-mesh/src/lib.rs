@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_control;
+pub mod bench_dns;
 pub mod cli;
 pub mod coordinator_cmd;
 pub mod demo;
