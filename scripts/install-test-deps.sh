@@ -65,6 +65,13 @@ if ! python3 -c 'import helm_python, kubernetes_validate, yaml' >/dev/null 2>&1;
   python3 -m pip install --quiet --break-system-packages helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
 fi
 
+# `bench dns` compares our MagicDNS with dnsmasq (dnsmasq-base: the
+# binary only, no service).
+if [ "${1:-}" = "--bench" ] && ! [ -x /usr/sbin/dnsmasq ]; then
+  echo "install-test-deps: installing dnsmasq-base"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null
+fi
 if [ "${1:-}" = "--bench" ] && ! command -v onetun >/dev/null 2>&1; then
   echo "install-test-deps: installing onetun (cargo install, a few minutes)"
   cargo install onetun --locked --quiet
