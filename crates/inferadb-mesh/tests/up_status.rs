@@ -175,6 +175,16 @@ fn serve_up_status_as_a_user_would() {
     assert_eq!(peer["Relay"], "");
     assert_eq!(peer["Online"], true);
 
+    // MagicDNS through the running node: `dns query` via its local API.
+    let b_ip = peer["TailscaleIPs"][0].as_str().unwrap().to_string();
+    let b_name = peer["DNSName"].as_str().unwrap().to_string();
+    let out = run(&["dns", "query", &b_name, "A", "--state-dir", path(&a_dir)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&b_ip), "{}", text(&out.stdout));
+    let out = run(&["dns", "query", "nobody.tailnet.internal", "--state-dir", path(&a_dir)]);
+    assert!(!out.status.success(), "NXDOMAIN exits non-zero");
+    assert!(text(&out.stdout).contains("NXDOMAIN") || text(&out.stderr).contains("NXDOMAIN"));
+
     // The table names both nodes.
     let out = run(&["status", "--state-dir", path(&a_dir)]);
     let table = text(&out.stdout);
