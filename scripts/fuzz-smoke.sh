@@ -84,6 +84,15 @@ put("stun", "request", stun_req(b"0123456789ab"))
 put("stun", "response", b"\x01\x01\x00\x0c\x21\x12\xa4\x42" + b"0123456789ab"
     + b"\x00\x20\x00\x08\x00\x01" + struct.pack("!H", 41641 ^ 0x2112) + bytes(4))
 
+# signature_header: X-InferaDB-Signature values (t=unix seconds, v1=hex
+# HMAC-SHA256); the target verifies at t=1700000000.
+MAC = "5c" * 32
+put("signature_header", "one", ("t=1700000000,v1=" + MAC).encode())
+put("signature_header", "rotation", ("t=1699999990, v1=" + MAC + ", v1=" + "00" * 32 + ",v0=x").encode())
+put("signature_header", "stale", ("t=1699999000,v1=" + MAC).encode())
+put("signature_header", "no-sig", b"t=1700000000")
+put("signature_header", "bad-hex", b"t=1700000000,v1=zz")
+
 # key_text
 key = bytes(range(1, 33))
 for prefix in ("nodekey", "mkey", "discokey", "privkey"):
