@@ -181,7 +181,13 @@ fn serve_up_status_as_a_user_would() {
     let out = run(&["dns", "query", &b_name, "A", "--state-dir", path(&a_dir)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&b_ip), "{}", text(&out.stdout));
-    let out = run(&["dns", "query", "nobody.tailnet.internal", "--state-dir", path(&a_dir)]);
+    let out = run(&[
+        "dns",
+        "query",
+        "nobody.tailnet.internal",
+        "--state-dir",
+        path(&a_dir),
+    ]);
     assert!(!out.status.success(), "NXDOMAIN exits non-zero");
     assert!(text(&out.stdout).contains("NXDOMAIN") || text(&out.stderr).contains("NXDOMAIN"));
 
