@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_control;
 pub mod bench_dns;
 pub mod cli;
+pub mod config;
 pub mod coordinator_cmd;
 pub mod demo;
 pub mod dns_cmd;
