@@ -50,6 +50,14 @@ enum Command {
     /// Join a tailnet through a control server (the embedded coordinator,
     /// Tailscale or Headscale) and run the node in the foreground.
     Up(crate::up_cmd::UpArgs),
+    /// Run an InferaDB engine: the embedded node, discovery of control,
+    /// the invalidation webhook receiver, /metrics /healthz /readyz.
+    /// Configuration: --config FILE and INFERADB__… variables.
+    Engine(RoleArgs),
+    /// Run InferaDB control: the embedded node, discovery of engines,
+    /// POST /v1/vaults fanning invalidations out, /metrics /healthz
+    /// /readyz. Configuration: --config FILE and INFERADB_CTRL__… variables.
+    Control(RoleArgs),
     /// The embedded coordination server's administration (pre-auth keys,
     /// nodes) and `serve`, the control server itself.
     Coordinator {
@@ -88,6 +96,15 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         samples: usize,
     },
+}
+
+/// Arguments of `engine` and `control`.
+#[derive(Debug, Args)]
+struct RoleArgs {
+    /// The YAML configuration file (keys in crates/inferadb-mesh/src/config.rs
+    /// and docs/ARCHITECTURE.md); environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +264,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(args) => crate::up_cmd::run(args).await,
+        Command::Engine(a) => {
+            let cfg = crate::config::EngineConfig::load(a.config.as_deref())?;
+            crate::roles::run_until_signal(crate::roles::start_engine(cfg).await?).await
+        }
+        Command::Control(a) => {
+            let cfg = crate::config::ControlConfig::load(a.config.as_deref())?;
+            crate::roles::run_until_signal(crate::roles::start_control(cfg).await?).await
+        }
         Command::Coordinator { which } => run_coordinator(which).await,
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());

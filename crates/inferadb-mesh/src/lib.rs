@@ -11,6 +11,7 @@ pub mod coordinator_cmd;
 pub mod demo;
 pub mod dns_cmd;
 pub mod localapi;
+pub mod roles;
 pub mod services;
 pub mod static_node;
 pub mod status_cmd;

@@ -342,3 +342,34 @@ fn bad_values_and_keys_give_one_line_naming_them() {
     assert!(e.contains("mesh.auth_key"), "{e}");
     assert!(!e.contains("leak"), "{e}");
 }
+
+#[test]
+fn the_roles_exit_with_one_line_naming_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"))
+        .arg("control")
+        .env("INFERADB_CTRL__CACHE_INVALIDATION__TIMEOUT_MS", "abc")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("config: cache_invalidation.timeout_ms: invalid type"),
+        "{err}"
+    );
+
+    let (_d, file) = write(
+        "engine.yaml",
+        "mesh:\n  control_url: http://127.0.0.1:1\n  auth_kye: x\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"))
+        .arg("engine")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("mesh") && err.contains("auth_kye"), "{err}");
+}

@@ -1,0 +1,500 @@
+//! `inferadb-mesh engine` and `inferadb-mesh control`: the seed's two
+//! processes, each with its embedded tailnet node.
+//!
+//! Both start the node from `mesh:`, discovery (engine: control through
+//! `auth.discovery`; control: engines through
+//! `cache_invalidation.discovery`), and one HTTP server, served on the OS
+//! address `http.listen` and on the tailnet port (engine 8080, control
+//! 9090): `GET /metrics` (Prometheus text: discovery's
+//! `inferadb_tailscale_*`, the node's `inferadb_tailnet_*`, invalidation's),
+//! `GET /healthz` (the process is up), `GET /readyz` (200 once the node is
+//! Running and discovery has run once, else 503). The engine adds
+//! `POST /v1/invalidate` (the signed webhook receiver, which logs
+//! `Vault cache invalidation received vault_id=…`); control adds
+//! `POST /v1/vaults` (bearer token from `api.token`), which creates a vault
+//! id and sends its invalidation to every discovered engine.
+
+use crate::config::{read_secret, ConfigError, ControlConfig, EngineConfig, MeshConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use inferadb_discovery::{encode_text, Discovery, EndpointSet};
+use inferadb_invalidation::{
+    Accept, Invalidation, Receiver, ReceiverConfig, ReceiverMetrics, Recorder, Sender,
+    SenderConfig, SenderMetrics, Target, Targets,
+};
+use serde::Serialize;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tailnet::Node;
+use tokio::task::JoinHandle;
+
+/// Why a role could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// The configuration is incomplete or wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The node did not join.
+    #[error("joining the tailnet: {0}")]
+    Join(#[from] tailnet::UpError),
+    /// Discovery did not start.
+    #[error("discovery: {0}")]
+    Discovery(#[from] inferadb_discovery::DiscoveryError),
+    /// A metric could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A listener could not be opened.
+    #[error("{what}: {source}")]
+    Listen {
+        /// Which listener.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running engine or control.
+pub struct Role {
+    /// `engine` or `control`.
+    pub kind: &'static str,
+    /// The node.
+    pub node: Node,
+    /// Discovery.
+    pub discovery: Arc<Discovery>,
+    /// The HTTP server's OS address.
+    pub http_addr: SocketAddr,
+    /// The HTTP server's tailnet port.
+    pub tailnet_port: u16,
+    /// What the engine's receiver applied (engine only).
+    pub received: Option<Recorder>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The line a role prints on stdout once serving.
+#[derive(Debug, Serialize)]
+pub struct RoleReady {
+    /// `engine` / `control`.
+    pub role: &'static str,
+    /// `Running`.
+    pub state: &'static str,
+    /// MagicDNS name.
+    pub name: String,
+    /// Tailnet addresses.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The HTTP server on the OS.
+    pub http: SocketAddr,
+    /// The HTTP server's tailnet port.
+    pub tailnet_port: u16,
+}
+
+impl Role {
+    /// The ready line.
+    pub fn ready_line(&self) -> RoleReady {
+        RoleReady {
+            role: self.kind,
+            state: "Running",
+            name: self.node.status().self_.dns_name.clone(),
+            addresses: self.node.addresses().to_vec(),
+            http: self.http_addr,
+            tailnet_port: self.tailnet_port,
+        }
+    }
+
+    /// Stops the server, discovery and the node.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.discovery.shutdown();
+        self.node.shutdown().await;
+    }
+}
+
+async fn join(mesh: &MeshConfig) -> Result<Node, RoleError> {
+    let url = mesh
+        .control_url
+        .clone()
+        .ok_or_else(|| ConfigError("mesh.control_url: missing".into()))?;
+    let state_dir = mesh
+        .state_dir
+        .clone()
+        .ok_or_else(|| ConfigError("mesh.state_dir: missing".into()))?;
+    let mut b = Node::builder()
+        .control_url(url)
+        .state_dir(state_dir)
+        .tags(mesh.tags.clone())
+        .listen(mesh.listen)
+        .ephemeral(mesh.ephemeral)
+        .timeout(Duration::from_secs(mesh.timeout_seconds.max(1)));
+    if let Some(k) = mesh.read_auth_key()? {
+        b = b.auth_key(k.expose());
+    }
+    if let Some(h) = &mesh.hostname {
+        b = b.hostname(h.clone());
+    }
+    Ok(b.up().await?)
+}
+
+fn webhook_secret(
+    inline: &Option<crate::config::Secret>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<inferadb_invalidation::Secret, ConfigError> {
+    let s = read_secret(inline, file, "cache_invalidation.webhook_secret")?.ok_or_else(|| {
+        ConfigError("cache_invalidation.webhook_secret: missing (or webhook_secret_file)".into())
+    })?;
+    inferadb_invalidation::Secret::from_text(s.expose())
+        .map_err(|e| ConfigError(format!("cache_invalidation.webhook_secret: {e}")))
+}
+
+type BoxFut = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+type Handler = Arc<dyn Fn(Request<Incoming>) -> BoxFut + Send + Sync>;
+
+fn text(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// `/metrics`, `/healthz`, `/readyz`; `None` for other paths.
+fn common_routes(
+    req: &Request<Incoming>,
+    registry: &prometheus::Registry,
+    node: &Node,
+    discovery: &Discovery,
+) -> Option<Response<Full<Bytes>>> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    match req.uri().path() {
+        "/metrics" => Some(match encode_text(registry) {
+            Ok(t) => text(StatusCode::OK, "text/plain; version=0.0.4", t),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        }),
+        "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n")),
+        "/readyz" => {
+            let running = node.backend_state() == tailnet::BackendState::Running;
+            let discovered = discovery.current().refreshes > 0;
+            Some(if running && discovered {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: node running {running}, discovery done {discovered}\n"),
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+fn serve<L: Accept>(listener: L, handler: Handler) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, std::convert::Infallible>(h(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+async fn serve_both(
+    node: &Node,
+    listen: SocketAddr,
+    port: u16,
+    handler: Handler,
+) -> Result<(SocketAddr, Vec<JoinHandle<()>>), RoleError> {
+    let os = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| RoleError::Listen {
+            what: format!("http.listen {listen}"),
+            source: e,
+        })?;
+    let addr = os.local_addr().map_err(|e| RoleError::Listen {
+        what: "http.listen".into(),
+        source: e,
+    })?;
+    let tn = node.tcp_listen(port).map_err(|e| RoleError::Listen {
+        what: format!("http.tailnet_port {port}"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok((addr, vec![serve(os, handler.clone()), serve(tn, handler)]))
+}
+
+fn start_discovery(
+    config: inferadb_discovery::DiscoveryConfig,
+    node: &Node,
+    registry: &prometheus::Registry,
+) -> Result<Arc<Discovery>, RoleError> {
+    Ok(Arc::new(
+        Discovery::builder(config)
+            .node(node)
+            .registry(registry)?
+            .start()?,
+    ))
+}
+
+/// Starts an engine.
+pub async fn start_engine(cfg: EngineConfig) -> Result<Role, RoleError> {
+    let secret = webhook_secret(
+        &cfg.cache_invalidation.webhook_secret,
+        &cfg.cache_invalidation.webhook_secret_file,
+    )?;
+    let node = join(&cfg.mesh).await?;
+    let registry = prometheus::Registry::new();
+    inferadb_discovery::tailnet_metrics::TailnetCollector::register(&node, &registry)?;
+    let discovery = start_discovery(cfg.discovery_config.clone(), &node, &registry)?;
+    let recorder = Recorder::new();
+    let receiver = Receiver::new(
+        ReceiverConfig::new(secret),
+        recorder.clone(),
+        ReceiverMetrics::new(&registry)?,
+    );
+    let (n, d, r) = (node.clone(), discovery.clone(), registry.clone());
+    let handler: Handler = Arc::new(move |req| {
+        let (n, d, r, receiver) = (n.clone(), d.clone(), r.clone(), receiver.clone());
+        Box::pin(async move {
+            if let Some(resp) = common_routes(&req, &r, &n, &d) {
+                return resp;
+            }
+            receiver.handle(req).await
+        })
+    });
+    let port = cfg.tailnet_port();
+    let (http_addr, tasks) = serve_both(&node, cfg.http.listen, port, handler).await?;
+    Ok(Role {
+        kind: "engine",
+        node,
+        discovery,
+        http_addr,
+        tailnet_port: port,
+        received: Some(recorder),
+        tasks,
+    })
+}
+
+/// `POST /v1/vaults`'s answer.
+#[derive(Debug, Serialize)]
+struct VaultCreated {
+    id: String,
+    name: Option<String>,
+    invalidation: InvalidationSummary,
+}
+
+#[derive(Debug, Serialize)]
+struct InvalidationSummary {
+    event_id: String,
+    targets: usize,
+    delivered: usize,
+    failed: Vec<String>,
+}
+
+fn new_vault_id() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        b = t.to_be_bytes();
+    }
+    // Numeric like the guide's `vault_id=12345`.
+    (u64::from_be_bytes(b) >> 11).to_string()
+}
+
+fn bearer_ok(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(v) = req.headers().get(hyper::header::AUTHORIZATION) else {
+        return false;
+    };
+    let Ok(v) = v.to_str() else { return false };
+    let Some(given) = v.strip_prefix("Bearer ") else {
+        return false;
+    };
+    // Constant time in the length of the token.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Starts control.
+pub async fn start_control(cfg: ControlConfig) -> Result<Role, RoleError> {
+    let secret = webhook_secret(
+        &cfg.cache_invalidation.webhook_secret,
+        &cfg.cache_invalidation.webhook_secret_file,
+    )?;
+    let token = read_secret(&cfg.api.token, &cfg.api.token_file, "api.token")?
+        .ok_or_else(|| ConfigError("api.token: missing (or api.token_file)".into()))?;
+    let node = join(&cfg.mesh).await?;
+    let registry = prometheus::Registry::new();
+    inferadb_discovery::tailnet_metrics::TailnetCollector::register(&node, &registry)?;
+    let discovery = start_discovery(cfg.discovery_config.clone(), &node, &registry)?;
+    let targets = Targets::watch_map(discovery.subscribe(), |set: &Arc<EndpointSet>| {
+        set.healthy()
+            .map(|e| Target::new(e.cluster.clone(), e.addr))
+            .collect()
+    });
+    let origin = match &cfg.discovery_config.mode {
+        inferadb_discovery::DiscoveryMode::Tailscale(t) => Some(t.local_cluster.clone()),
+        _ => None,
+    };
+    let sender = Arc::new(Sender::new(
+        node.clone(),
+        secret,
+        targets,
+        SenderConfig::from_seed(
+            cfg.cache_invalidation.timeout_ms,
+            cfg.cache_invalidation.retry_attempts,
+        ),
+        SenderMetrics::new(&registry)?,
+    ));
+    let (n, d, r) = (node.clone(), discovery.clone(), registry.clone());
+    let token = Arc::new(token);
+    let handler: Handler = Arc::new(move |req| {
+        let (n, d, r, sender, token, origin) = (
+            n.clone(),
+            d.clone(),
+            r.clone(),
+            sender.clone(),
+            token.clone(),
+            origin.clone(),
+        );
+        Box::pin(async move {
+            if let Some(resp) = common_routes(&req, &r, &n, &d) {
+                return resp;
+            }
+            if req.uri().path() != "/v1/vaults" {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    r#"{"error":"not found"}"#,
+                );
+            }
+            if req.method() != Method::POST {
+                return text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "application/json",
+                    r#"{"error":"method not allowed"}"#,
+                );
+            }
+            if !bearer_ok(&req, token.expose()) {
+                return text(
+                    StatusCode::UNAUTHORIZED,
+                    "application/json",
+                    r#"{"error":"unauthorized"}"#,
+                );
+            }
+            let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "application/json",
+                        r#"{"error":"body unreadable or over 64 KiB"}"#,
+                    )
+                }
+            };
+            let name = if body.is_empty() {
+                None
+            } else {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => v.get("name").and_then(|n| n.as_str()).map(str::to_string),
+                    Err(_) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "application/json",
+                            r#"{"error":"body is not JSON"}"#,
+                        )
+                    }
+                }
+            };
+            let id = new_vault_id();
+            let mut event = Invalidation::vault_created(id.clone());
+            if let Some(o) = &origin {
+                event = event.with_origin(o.clone());
+            }
+            tracing::info!(vault_id = %id, "Vault created; invalidating engine caches");
+            let summary = match sender.send(&event).await {
+                Ok(report) => InvalidationSummary {
+                    event_id: report.event_id.clone(),
+                    targets: report.deliveries.len(),
+                    delivered: report
+                        .deliveries
+                        .iter()
+                        .filter(|d| d.result.is_ok())
+                        .count(),
+                    failed: report
+                        .failures()
+                        .map(|d| format!("{} {}", d.target.cluster, d.target.addr))
+                        .collect(),
+                },
+                Err(e) => {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "application/json",
+                        serde_json::json!({ "error": e.to_string() }).to_string(),
+                    )
+                }
+            };
+            let out = VaultCreated {
+                id,
+                name,
+                invalidation: summary,
+            };
+            text(
+                StatusCode::CREATED,
+                "application/json",
+                serde_json::to_string(&out).unwrap_or_default(),
+            )
+        })
+    });
+    let port = cfg.tailnet_port();
+    let (http_addr, tasks) = serve_both(&node, cfg.http.listen, port, handler).await?;
+    Ok(Role {
+        kind: "control",
+        node,
+        discovery,
+        http_addr,
+        tailnet_port: port,
+        received: None,
+        tasks,
+    })
+}
+
+/// Runs a started role until Ctrl-C or SIGTERM, after printing its ready
+/// line.
+pub async fn run_until_signal(role: Role) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(&role.ready_line())?);
+    crate::cli::shutdown_signal().await;
+    role.shutdown().await;
+    Ok(())
+}
