@@ -7,7 +7,7 @@
 //! # async fn t() {
 //! use std::time::Duration;
 //! use tailnet_tests::caddy::{Caddy, CaddyOptions};
-//! let Some(caddy) = Caddy::start(CaddyOptions::new(
+//! let Some(mut caddy) = Caddy::start(CaddyOptions::new(
 //!     "http://127.0.0.1:8080", "tskey-auth-…", "web1")).expect("caddy starts")
 //! else { return }; // skipped: no binary and TAILNET_SKIP_INTEROP=1
 //! caddy.wait_running(Duration::from_secs(60)).await.expect("Running");

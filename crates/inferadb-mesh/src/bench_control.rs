@@ -431,7 +431,7 @@ pub fn synthetic_delta(peers: usize, round: usize) -> MapResponse {
     let mut replaced = synthetic_node(c);
     replaced.key = key(5, round).into();
     MapResponse {
-        online_change: BTreeMap::from([(a as i64 + 1, round % 2 == 0)]),
+        online_change: BTreeMap::from([(a as i64 + 1, round.is_multiple_of(2))]),
         peers_changed_patch: vec![PeerChange {
             node_id: b as i64 + 1,
             endpoints: Some(vec![SocketAddr::new(
