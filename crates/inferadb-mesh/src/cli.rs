@@ -24,12 +24,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start three nodes on loopback, move data between them over the
-    /// tunnel, and print what happened.
+    /// The seed's multi-region deployment in one process: the embedded
+    /// coordinator; us-west-1 (2 engines + control), eu-west-1 (2 engines +
+    /// control), ap-southeast-1 (1 engine), each joined with its region's
+    /// tagged key; discovery; a vault created in us-west-1 and its
+    /// invalidation at every engine; a status table.
     Demo {
-        /// MiB to send in the bulk transfer.
-        #[arg(long, default_value_t = 256)]
+        /// MiB to send from a us-west-1 engine to the ap-southeast-1 one
+        /// (0: skip).
+        #[arg(long, default_value_t = 64)]
         mib: u64,
+        /// Leave everything up, with each role's HTTP port printed, until
+        /// Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
     },
     /// Run one node from a static JSON configuration until interrupted.
     ///
@@ -253,7 +261,13 @@ where
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo { mib } => demo::run(DemoOptions { bytes: mib << 20 }).await,
+        Command::Demo { mib, keep_running } => {
+            demo::run(DemoOptions {
+                bytes: mib << 20,
+                keep_running,
+            })
+            .await
+        }
         Command::Node { config, serve } => {
             let cfg = static_node::load(&config)?;
             let node = Node::start(cfg).await?;

@@ -1,29 +1,164 @@
-//! `inferadb-mesh demo`: the embedded default on one machine: the
-//! coordinator, three nodes that join it with a pre-auth key, data over the
-//! tunnel, and what happened, printed as it goes.
+//! `inferadb-mesh demo`: the seed's multi-region deployment in one process.
+//!
+//! The embedded coordinator; three regions as in the seed guide —
+//! us-west-1 (2 engines + control), eu-west-1 (2 engines + control),
+//! ap-southeast-1 (1 engine) — each node joined with its own region's
+//! tagged pre-auth key (`tag:inferadb-<region>`), so MagicDNS groups the
+//! hostnames `inferadb-engine-<n>` / `inferadb-control-0` per cluster. The
+//! roles run in-process ([`crate::roles`]), each from a YAML file as
+//! `inferadb-mesh engine|control --config` reads it. Then: discovery, the
+//! endpoints per cluster, a vault created in us-west-1 through control's
+//! `POST /v1/vaults` and its invalidation arriving at every engine in every
+//! region, an optional bulk transfer between two engines, and one node's
+//! status table. Every wait is bounded.
 
+use crate::config::{ControlConfig, EngineConfig};
+use crate::roles::{start_control, start_engine, Role};
 use crate::services::{self, hex, Service, ServiceKind};
 use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tailnet::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Demo options.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Bytes to move in the bulk transfer.
+    /// Bytes to move between two engines (0: skip the transfer).
     pub bytes: u64,
+    /// Leave everything up, with the ports printed, until Ctrl-C.
+    pub keep_running: bool,
 }
+
+/// The seed's regions: name, engines, whether it runs control.
+const REGIONS: [(&str, usize, bool); 3] = [
+    ("us-west-1", 2, true),
+    ("eu-west-1", 2, true),
+    ("ap-southeast-1", 1, false),
+];
+const SECRET: &str = "demo webhook secret, shared by control and the engines";
+const TOKEN: &str = "demo-bearer-token";
+const ENGINE_PORT: u16 = 8080;
+const CONTROL_PORT: u16 = 9090;
+const BULK_PORT: u16 = 5001;
 
 fn step(msg: &str) {
     println!("==> {msg}");
 }
 
+async fn bounded<T>(
+    secs: u64,
+    what: &str,
+    f: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(r) => r,
+        Err(_) => bail!("{what}: no answer within {secs} s"),
+    }
+}
+
+/// One running role of the demo.
+struct Member {
+    region: &'static str,
+    host: String,
+    role: Role,
+}
+
+impl Member {
+    fn ipv4(&self) -> String {
+        self.role
+            .node
+            .ipv4()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into())
+    }
+}
+
+fn mesh_yaml(url: &str, key: &str, host: &str, state: &Path) -> String {
+    format!(
+        "mesh:\n  control_url: {url}\n  auth_key: {key}\n  hostname: {host}\n  state_dir: {}\n  listen: 127.0.0.1:0\n  ephemeral: true\n  timeout_seconds: 30\nhttp:\n  listen: 127.0.0.1:0\n",
+        state.display()
+    )
+}
+
+/// The engine's `auth.discovery`: control in the other regions that run
+/// one (and in its own, if it does).
+fn engine_yaml(region: &str, local_control: bool) -> String {
+    let mut s = format!(
+        "auth:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: {region}\n"
+    );
+    if !local_control {
+        s.push_str("      local: {type: none}\n");
+    }
+    s.push_str("      remote_clusters:\n");
+    for (r, _, control) in REGIONS {
+        if control && r != region {
+            s.push_str(&format!(
+                "        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-control, port: {CONTROL_PORT}}}\n"
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "cache_invalidation:\n  webhook_secret: {SECRET}\n"
+    ));
+    s
+}
+
+/// Control's `cache_invalidation`: the engines of its own region and of
+/// every other.
+fn control_yaml(region: &str) -> String {
+    let mut s = format!(
+        "api:\n  token: {TOKEN}\ncache_invalidation:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: {region}\n      remote_clusters:\n"
+    );
+    for (r, _, _) in REGIONS {
+        if r != region {
+            s.push_str(&format!(
+                "        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-engine, port: {ENGINE_PORT}}}\n"
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "  timeout_ms: 5000\n  retry_attempts: 2\n  webhook_secret: {SECRET}\n"
+    ));
+    s
+}
+
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &'static str,
+) -> anyhow::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = sender
+        .send_request(b.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = resp.status().as_u16();
+    let text = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&text).into_owned()))
+}
+
 /// Runs the demo; returns an error if any check fails.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    let names = ["alpha", "beta", "gamma"];
+    let started = Instant::now();
     let state = tempfile::Builder::new()
         .prefix("inferadb-mesh-demo-")
         .tempdir()
@@ -32,183 +167,404 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "starting the embedded coordinator on loopback (control protocol ts2021, state in SQLite)",
     );
     let store = Arc::new(coordinator::Store::open(&state.path().join("coordinator"))?);
-    let key = coordinator::admin::authkey_create(
-        &store,
-        &coordinator::admin::AuthKeyCreateArgs {
-            reusable: true,
-            ephemeral: false,
-            tags: vec!["tag:inferadb-demo".into()],
-            expiry: Some("1h".into()),
-        },
-        SystemTime::now(),
-    )?
-    .key;
+    let mut keys = Vec::new();
+    for (region, _, _) in REGIONS {
+        let key = coordinator::admin::authkey_create(
+            &store,
+            &coordinator::admin::AuthKeyCreateArgs {
+                reusable: true,
+                ephemeral: false,
+                tags: vec![format!("tag:inferadb-{region}")],
+                expiry: Some("1h".into()),
+            },
+            SystemTime::now(),
+        )?
+        .key;
+        keys.push(key);
+    }
     let server = coordinator::server::Server::builder(store)
         .bind("127.0.0.1:0".parse()?)
         .await?;
     let url = format!("http://{}", server.local_addr());
-    println!("    control server {url}, one reusable pre-auth key (tag:inferadb-demo)");
-
-    step("three nodes join with the key (userspace WireGuard + smoltcp, no TUN, no privileges)");
-    let mut nodes: Vec<Node> = Vec::new();
-    for name in names {
-        let t = Instant::now();
-        let node = Node::builder()
-            .control_url(url.clone())
-            .auth_key(key.clone())
-            .hostname(name)
-            .state_dir(state.path().join(name))
-            .listen("127.0.0.1:0".parse()?)
-            .up()
-            .await
-            .with_context(|| format!("{name} could not join"))?;
-        println!(
-            "    {:<6} Running in {:>4} ms  {}  udp {}",
-            name,
-            t.elapsed().as_millis(),
-            node.addresses()
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            node.listen_addr()
-        );
-        nodes.push(node);
-    }
-    // Everyone has everyone once the netmaps say so (deltas pushed by the
-    // coordinator as the later nodes joined).
-    for node in &nodes {
-        let mut rx = node.watch_netmap().context("joined through control")?;
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while rx.borrow().peers().len() < 2 {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await
-        .context("the netmaps did not list all three nodes within 10 s")?;
-    }
-    services::spawn_on_node(
-        &nodes[1],
-        &[
-            Service {
-                kind: ServiceKind::Sha256,
-                port: 5001,
-            },
-            Service {
-                kind: ServiceKind::Echo,
-                port: 7,
-            },
-        ],
-    )?;
-    services::spawn_on_node(
-        &nodes[2],
-        &[Service {
-            kind: ServiceKind::UdpEcho,
-            port: 4001,
-        }],
-    )?;
-
-    let beta = nodes[1].ipv4().context("beta has an IPv4 address")?;
-    step(&format!(
-        "alpha -> beta: TCP round trips to {beta}:7 (first one includes the WireGuard handshake)"
-    ));
-    let mut echo = nodes[0].tcp_connect(SocketAddr::new(beta, 7)).await?;
-    let mut rtts = Vec::new();
-    let mut buf = [0u8; 64];
-    for _ in 0..200 {
-        let t = Instant::now();
-        echo.write_all(&[7u8; 64]).await?;
-        echo.read_exact(&mut buf).await?;
-        rtts.push(t.elapsed());
-    }
-    rtts.sort();
     println!(
-        "    200 round trips of 64 bytes: p50 {:?}, p99 {:?}",
-        rtts[100], rtts[197]
+        "    control server {url}; one reusable pre-auth key per region: {}",
+        REGIONS
+            .iter()
+            .map(|(r, _, _)| format!("tag:inferadb-{r}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    drop(echo);
 
-    step(&format!(
-        "alpha -> beta: {} MiB over one TCP stream, SHA-256 checked at both ends",
-        opts.bytes >> 20
-    ));
-    let t = Instant::now();
-    let mut s = nodes[0].tcp_connect(SocketAddr::new(beta, 5001)).await?;
-    let mut chunk = vec![0u8; 256 * 1024];
-    let mut sent = 0u64;
-    let mut last_report = Instant::now();
-    while sent < opts.bytes {
-        let n = ((opts.bytes - sent) as usize).min(chunk.len());
-        services::pattern(sent, &mut chunk[..n]);
-        s.write_all(&chunk[..n]).await?;
-        sent += n as u64;
-        if last_report.elapsed() > Duration::from_secs(1) {
-            println!("    ... {} MiB sent", sent >> 20);
-            last_report = Instant::now();
+    let result = scenario(&opts, &url, &keys, state.path()).await;
+    let members = match result {
+        Ok(m) => m,
+        Err((e, members)) => {
+            for m in members {
+                m.role.shutdown().await;
+            }
+            server.shutdown().await;
+            return Err(e);
+        }
+    };
+
+    if opts.keep_running {
+        step("everything stays up; HTTP of each role on loopback (/metrics, /healthz, /readyz); Ctrl-C to stop");
+        println!("    coordinator  {url}");
+        for m in &members {
+            let api = if m.role.kind == "control" {
+                format!("  POST /v1/vaults (Authorization: Bearer {TOKEN})")
+            } else {
+                String::new()
+            };
+            println!(
+                "    {:<15} {:<19} {:<15} http://{}{api}",
+                m.region,
+                m.host,
+                m.ipv4(),
+                m.role.http_addr
+            );
+        }
+        crate::cli::shutdown_signal().await;
+        step("stopping");
+    }
+    for m in members {
+        m.role.shutdown().await;
+    }
+    server.shutdown().await;
+    if !opts.keep_running {
+        step(&format!(
+            "done in {:.1} s: {} nodes in 3 regions joined, discovered each other over MagicDNS, and every engine received the vault's invalidation once",
+            started.elapsed().as_secs_f64(),
+            REGIONS.iter().map(|(_, e, c)| e + usize::from(*c)).sum::<usize>()
+        ));
+    }
+    Ok(())
+}
+
+type Failed = (anyhow::Error, Vec<Member>);
+
+/// The demo proper; on failure, hands back what it started so the caller
+/// can stop it.
+async fn scenario(
+    opts: &DemoOptions,
+    url: &str,
+    keys: &[String],
+    dir: &Path,
+) -> Result<Vec<Member>, Failed> {
+    let mut members: Vec<Member> = Vec::new();
+    macro_rules! tryd {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => return Err((anyhow::Error::from(e), members)),
+            }
+        };
+    }
+
+    step("each region's nodes join with their region's key (userspace WireGuard + smoltcp, no TUN, no privileges)");
+    for ((region, engines, control), key) in REGIONS.into_iter().zip(keys) {
+        let mut hosts: Vec<String> = (0..engines)
+            .map(|n| format!("inferadb-engine-{n}"))
+            .collect();
+        if control {
+            hosts.push("inferadb-control-0".into());
+        }
+        for host in hosts {
+            let t = Instant::now();
+            let node_dir = dir.join(format!("{region}-{host}"));
+            let file = dir.join(format!("{region}-{host}.yaml"));
+            let is_control = host.starts_with("inferadb-control");
+            let yaml = format!(
+                "{}{}",
+                mesh_yaml(url, key, &host, &node_dir),
+                if is_control {
+                    control_yaml(region)
+                } else {
+                    engine_yaml(region, control)
+                }
+            );
+            tryd!(
+                std::fs::write(&file, yaml).with_context(|| format!("writing {}", file.display()))
+            );
+            let role = if is_control {
+                let cfg = tryd!(ControlConfig::load_from(Some(&file), Vec::new())
+                    .with_context(|| format!("{region} {host} configuration")));
+                tryd!(
+                    bounded(45, &format!("{region} {host} start"), async {
+                        start_control(cfg)
+                            .await
+                            .with_context(|| format!("{region} {host} could not start"))
+                    })
+                    .await
+                )
+            } else {
+                let cfg = tryd!(EngineConfig::load_from(Some(&file), Vec::new())
+                    .with_context(|| format!("{region} {host} configuration")));
+                tryd!(
+                    bounded(45, &format!("{region} {host} start"), async {
+                        start_engine(cfg)
+                            .await
+                            .with_context(|| format!("{region} {host} could not start"))
+                    })
+                    .await
+                )
+            };
+            let m = Member { region, host, role };
+            println!(
+                "    {:<15} {:<19} Running in {:>4} ms  {:<15} {} (tailnet :{})",
+                m.region,
+                m.host,
+                t.elapsed().as_millis(),
+                m.ipv4(),
+                m.role.kind,
+                m.role.tailnet_port
+            );
+            members.push(m);
         }
     }
-    s.shutdown().await?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).await?;
-    let secs = t.elapsed().as_secs_f64();
-    let expected = format!(
-        "{} {}",
-        opts.bytes,
-        hex(&services::pattern_sha256(opts.bytes))
+
+    step("discovery: each control resolves inferadb-engine.<region>.ts.net, each engine inferadb-control.<region>.ts.net, through its node's MagicDNS");
+    println!("    (warnings on stderr from the first refreshes, made before every region had joined, are expected)");
+    let want: Vec<(&str, usize)> = REGIONS.iter().map(|(r, e, _)| (*r, *e)).collect();
+    for m in members.iter().filter(|m| m.role.kind == "control") {
+        let discovery = m.role.discovery.clone();
+        let region = m.region;
+        let want = want.clone();
+        let found = tryd!(
+            bounded(
+                30,
+                &format!("{region} control discovering every engine (want {want:?})"),
+                async {
+                    loop {
+                        let set = discovery.refresh_now().await.context("discovery refresh")?;
+                        let by = set.healthy_by_cluster();
+                        if want
+                            .iter()
+                            .all(|(c, n)| by.get(*c).map(Vec::len) == Some(*n))
+                        {
+                            return Ok(by);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            )
+            .await
+        );
+        println!("    {region} control: Discovered Tailscale endpoints across clusters");
+        for (cluster, addrs) in &found {
+            println!(
+                "      cluster={cluster:<15} endpoint_count={} [{}]",
+                addrs.len(),
+                addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    // The engines find control (local and remote) and go ready.
+    let controls = REGIONS.iter().filter(|(_, _, c)| *c).count();
+    for m in members.iter().filter(|m| m.role.kind == "engine") {
+        let addr = m.role.http_addr;
+        let discovery = m.role.discovery.clone();
+        let what = format!(
+            "{} {} discovering the {controls} controls and answering /readyz 200",
+            m.region, m.host
+        );
+        let found = tryd!(
+            bounded(30, &what, async {
+                loop {
+                    let set = discovery.refresh_now().await.context("discovery refresh")?;
+                    if set.healthy().count() == controls {
+                        if let Ok((200, _)) = http(addr, "GET", "/readyz", None, "").await {
+                            return Ok(set);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+        );
+        println!(
+            "    {:<15} {:<19} ready; control endpoints: {}",
+            m.region,
+            m.host,
+            found
+                .healthy()
+                .map(|e| format!("{}={}", e.cluster, e.addr))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    let Some(control) = members
+        .iter()
+        .find(|m| m.role.kind == "control" && m.region == "us-west-1")
+    else {
+        return Err((anyhow::anyhow!("no us-west-1 control"), members));
+    };
+    step(&format!(
+        "POST /v1/vaults to us-west-1 control (http://{}, bearer token): a vault, and its invalidation to every engine",
+        control.role.http_addr
+    ));
+    let (status, body) = tryd!(
+        bounded(
+            30,
+            "POST /v1/vaults",
+            http(
+                control.role.http_addr,
+                "POST",
+                "/v1/vaults",
+                Some(TOKEN),
+                r#"{"name": "demo-vault"}"#,
+            ),
+        )
+        .await
     );
+    if status != 201 {
+        return Err((
+            anyhow::anyhow!("POST /v1/vaults answered {status}: {}", body.trim()),
+            members,
+        ));
+    }
+    let v: serde_json::Value = tryd!(serde_json::from_str(&body).context("POST /v1/vaults body"));
+    let vault_id = v["id"].as_str().unwrap_or_default().to_string();
+    let event_id = v["invalidation"]["event_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let engines = members.iter().filter(|m| m.role.kind == "engine").count();
+    println!(
+        "    201 Created: vault_id={vault_id}; invalidation {event_id}: targets {}, delivered {}",
+        v["invalidation"]["targets"], v["invalidation"]["delivered"]
+    );
+    if v["invalidation"]["delivered"].as_u64() != Some(engines as u64) {
+        return Err((
+            anyhow::anyhow!("control delivered to fewer than the {engines} engines: {body}"),
+            members,
+        ));
+    }
+    let mut received = 0;
+    for m in members.iter().filter(|m| m.role.kind == "engine") {
+        let Some(rec) = m.role.received.as_ref() else {
+            continue;
+        };
+        if !rec.wait_for(1, Duration::from_secs(10)).await {
+            return Err((
+                anyhow::anyhow!(
+                    "{} {} did not receive the invalidation within 10 s",
+                    m.region,
+                    m.host
+                ),
+                members,
+            ));
+        }
+        let n = rec.count_of(&event_id);
+        let has_vault = rec.events().iter().any(|e| e.vault_id == vault_id);
+        if n != 1 || !has_vault {
+            return Err((
+                anyhow::anyhow!(
+                    "{} {} applied the event {n} times (vault {vault_id} seen: {has_vault}); expected once",
+                    m.region,
+                    m.host
+                ),
+                members,
+            ));
+        }
+        received += 1;
+        println!(
+            "    {:<15} {:<19} {:<15} Vault cache invalidation received vault_id={vault_id} (receipts: {n})",
+            m.region,
+            m.host,
+            m.ipv4()
+        );
+    }
+    println!(
+        "    {received}/{engines} engines in 3 regions received the invalidation exactly once"
+    );
+
+    if opts.bytes > 0 {
+        let from = members
+            .iter()
+            .find(|m| m.role.kind == "engine" && m.region == "us-west-1");
+        let to = members
+            .iter()
+            .find(|m| m.role.kind == "engine" && m.region == "ap-southeast-1");
+        if let (Some(from), Some(to)) = (from, to) {
+            tryd!(bulk(from, to, opts.bytes).await);
+        }
+    }
+
+    let Some(control) = members
+        .iter()
+        .find(|m| m.role.kind == "control" && m.region == "us-west-1")
+    else {
+        return Err((anyhow::anyhow!("no us-west-1 control"), members));
+    };
+    step("us-west-1 inferadb-control-0's view, as `inferadb-mesh status` prints it");
+    for line in control.role.node.status().to_table().lines() {
+        println!("    {line}");
+    }
+    Ok(members)
+}
+
+/// `bytes` from one engine's node to another's over one TCP stream,
+/// SHA-256 checked at both ends.
+async fn bulk(from: &Member, to: &Member, bytes: u64) -> anyhow::Result<()> {
+    services::spawn_on_node(
+        &to.role.node,
+        &[Service {
+            kind: ServiceKind::Sha256,
+            port: BULK_PORT,
+        }],
+    )?;
+    let dst = to
+        .role
+        .node
+        .ipv4()
+        .context("the engine has an IPv4 address")?;
+    step(&format!(
+        "{} {} -> {} {} ({dst}:{BULK_PORT}): {} MiB over one TCP stream, SHA-256 checked at both ends",
+        from.region,
+        from.host,
+        to.region,
+        to.host,
+        bytes >> 20
+    ));
+    let t = Instant::now();
+    let expected = format!("{} {}", bytes, hex(&services::pattern_sha256(bytes)));
+    let reply = bounded(120, "bulk transfer", async {
+        let mut s = from
+            .role
+            .node
+            .tcp_connect(SocketAddr::new(dst, BULK_PORT))
+            .await?;
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = ((bytes - sent) as usize).min(chunk.len());
+            services::pattern(sent, &mut chunk[..n]);
+            s.write_all(&chunk[..n]).await?;
+            sent += n as u64;
+        }
+        s.shutdown().await?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await?;
+        Ok(reply)
+    })
+    .await?;
+    let secs = t.elapsed().as_secs_f64();
     if reply.trim() != expected {
         bail!(
-            "beta received something else: {:?}, expected {expected:?}",
+            "the engine received something else: {:?}, expected {expected:?}",
             reply.trim()
         );
     }
     println!(
-        "    beta received {} bytes, SHA-256 {}… matches; {:.2} s, {:.2} Gbit/s",
-        opts.bytes,
+        "    received {bytes} bytes, SHA-256 {}… matches; {secs:.2} s, {:.2} Gbit/s",
         &expected[expected.len() - 64..expected.len() - 48],
-        secs,
-        opts.bytes as f64 * 8.0 / secs / 1e9
+        bytes as f64 * 8.0 / secs / 1e9
     );
-
-    let gamma = nodes[2].addresses()[1];
-    step(&format!(
-        "alpha -> gamma: UDP datagrams to [{gamma}]:4001 over IPv6"
-    ));
-    let u = nodes[0].udp_bind(0)?;
-    let mut got = 0;
-    for i in 0..10u32 {
-        let msg = format!("datagram {i}");
-        u.send_to(msg.as_bytes(), SocketAddr::new(gamma, 4001))
-            .await?;
-        let mut b = [0u8; 128];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), u.recv_from(&mut b))
-            .await
-            .context("no UDP echo from gamma within 5 s")??;
-        if &b[..n] == msg.as_bytes() {
-            got += 1;
-        }
-    }
-    println!("    {got}/10 datagrams echoed back");
-    if got != 10 {
-        bail!("only {got} of 10 UDP datagrams came back");
-    }
-
-    step("alpha's view, as `inferadb-mesh status` prints it");
-    for line in nodes[0].status().to_table().lines() {
-        println!("    {line}");
-    }
-    for (i, node) in nodes.iter().enumerate() {
-        let d = node.stats().drops;
-        if d != tailnet::DropStats::default() {
-            println!("    {:<6} drops: {d:?}", names[i]);
-        }
-    }
-    for n in &nodes {
-        n.shutdown().await;
-    }
-    server.shutdown().await;
-    step("done: three nodes joined the embedded coordinator and every byte arrived intact");
     Ok(())
 }

@@ -89,19 +89,49 @@ fn bad_node_config_names_the_key_and_never_echoes_the_private_key() {
 
 #[test]
 fn demo_moves_data_and_exits_zero() {
-    let out = bin().args(["demo", "--mib", "16"]).output().unwrap();
+    let t = std::time::Instant::now();
+    let out = bin().args(["demo", "--mib", "4"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "demo failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Each control discovered the engines of every region, per cluster.
+    for (cluster, n) in [("us-west-1", 2), ("eu-west-1", 2), ("ap-southeast-1", 1)] {
+        let line = format!("cluster={cluster:<15} endpoint_count={n} [");
+        assert_eq!(text.matches(&line).count(), 2, "{line:?} twice in:\n{text}");
+    }
+    // The vault created in us-west-1 reached every engine in every region
+    // exactly once.
+    assert!(text.contains("201 Created: vault_id="), "{text}");
+    assert!(text.contains("targets 5, delivered 5"), "{text}");
+    for (region, host) in [
+        ("us-west-1", "inferadb-engine-0"),
+        ("us-west-1", "inferadb-engine-1"),
+        ("eu-west-1", "inferadb-engine-0"),
+        ("eu-west-1", "inferadb-engine-1"),
+        ("ap-southeast-1", "inferadb-engine-0"),
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains(region)
+                && l.contains(host)
+                && l.contains("Vault cache invalidation received vault_id=")
+                && l.ends_with("(receipts: 1)")),
+            "{region} {host} did not receive it:\n{text}"
+        );
+    }
+    assert!(text.contains("5/5 engines in 3 regions"), "{text}");
     assert!(text.contains("matches"), "{text}");
-    assert!(text.contains("10/10 datagrams"), "{text}");
-    // The nodes joined through the embedded coordinator: the status table
-    // names the peers with their tag.
-    assert!(text.contains("beta   tag:inferadb-demo"), "{text}");
+    // The status table: peers joined with their region's tag, over direct
+    // UDP on loopback.
+    assert!(text.contains("tag:inferadb-ap-southeast-1"), "{text}");
     assert!(text.contains("active; direct 127.0.0.1:"), "{text}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "demo took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
