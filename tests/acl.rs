@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tailnet::Node;
-use tailnet_tests::within;
+use tailnet_tests::{echo_server, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: u64 = 60;
@@ -112,32 +112,6 @@ async fn wait_for_filter(node: &Node, what: &str, f: impl Fn(&FilterSummary) -> 
         }
     })
     .await;
-}
-
-/// Echoes every byte back on each accepted connection.
-fn echo_server(node: &Node, port: u16) {
-    let listener = node.tcp_listen(port).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
 }
 
 /// One echo exchange on an open stream.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tailnet::{Node, UpError};
-use tailnet_tests::{recv_all, send_pattern, within};
+use tailnet_tests::{echo_server, recv_all, send_pattern, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: u64 = 60;
@@ -69,31 +69,6 @@ fn v4(node: &Node) -> IpAddr {
     node.ipv4().expect("an IPv4 tailnet address")
 }
 
-async fn echo_server(node: &Node, port: u16) {
-    let listener = node.tcp_listen(port).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-}
-
 async fn echo_roundtrip(from: &Node, to: IpAddr, port: u16, bytes: usize) {
     let s = from.tcp_connect(SocketAddr::new(to, port)).await.unwrap();
     let (mut r, mut w) = tokio::io::split(s);
@@ -132,8 +107,8 @@ async fn three_nodes_join_get_distinct_addresses_and_move_data() {
     wait_for_peers(&b, &["alpha", "charlie"]).await;
     wait_for_peers(&c, &["alpha", "bravo"]).await;
 
-    echo_server(&a, 7000).await;
-    echo_server(&c, 7000).await;
+    echo_server(&a, 7000);
+    echo_server(&c, 7000);
     within(LIMIT, "three echo round trips", async {
         tokio::join!(
             echo_roundtrip(&b, v4(&a), 7000, 4 << 20),
@@ -184,7 +159,7 @@ async fn a_coordinator_restart_keeps_flows_and_addresses() {
     let (a_ip, b_ip) = (v4(&a), v4(&b));
 
     // A flow that spans the restart.
-    echo_server(&a, 7000).await;
+    echo_server(&a, 7000);
     let s = b.tcp_connect(SocketAddr::new(a_ip, 7000)).await.unwrap();
     let (mut r, mut w) = tokio::io::split(s);
     w.write_all(b"before").await.unwrap();

@@ -126,3 +126,30 @@ pub async fn write_and_close<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) {
     w.write_all(data).await.unwrap();
     w.shutdown().await.unwrap();
 }
+
+/// Echoes every byte back on each connection accepted on `port` of `node`,
+/// until the node stops.
+pub fn echo_server(node: &Node, port: u16) {
+    let listener = node.tcp_listen(port).expect("listen");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+}

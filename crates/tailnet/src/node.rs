@@ -315,11 +315,19 @@ impl Node {
             .map(|p| p.snapshot())
     }
 
-    /// Stops the data plane and waits for it. Sockets on the node stop
-    /// moving data.
+    /// Stops the data plane and the control runner and waits for both.
+    /// Sockets on the node stop moving data; the state directory is
+    /// unlocked when this returns.
     pub async fn shutdown(&self) {
-        for t in self.inner.helpers.lock().drain(..) {
+        // Wait for the control runner to be gone, not just told to go: it
+        // owns the state directory's lock, and a node restarted on the same
+        // directory right after must find it free.
+        let helpers: Vec<JoinHandle<()>> = self.inner.helpers.lock().drain(..).collect();
+        for t in &helpers {
             t.abort();
+        }
+        for t in helpers {
+            let _ = t.await;
         }
         if let Some(c) = self.inner.control.lock().as_ref() {
             c.state.send_replace(crate::status::BackendState::Stopped);
