@@ -74,6 +74,9 @@ pub struct Role {
     /// What the engine's receiver applied (engine only).
     pub received: Option<Recorder>,
     tasks: Vec<JoinHandle<()>>,
+    /// The local API on `<state_dir>/inferadb-mesh.sock`, so `inferadb-mesh
+    /// status` and `dns query` work against a role as against `up`.
+    _local_api: Option<crate::localapi::LocalApiHandle>,
 }
 
 /// The line a role prints on stdout once serving.
@@ -113,6 +116,21 @@ impl Role {
         }
         self.discovery.shutdown();
         self.node.shutdown().await;
+    }
+}
+
+/// Serves the local API for `node` in its state directory; a role runs on
+/// without it (and says so) if the socket cannot be made.
+async fn local_api(mesh: &MeshConfig, node: &Node) -> Option<crate::localapi::LocalApiHandle> {
+    let dir = mesh.state_dir.as_ref()?;
+    let path = crate::localapi::socket_path(dir);
+    let n = node.clone();
+    match crate::localapi::serve(&path, Arc::new(move || n.status())).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e, "no local API: `inferadb-mesh status` will not reach this node");
+            None
+        }
     }
 }
 
@@ -286,6 +304,7 @@ pub async fn start_engine(cfg: EngineConfig) -> Result<Role, RoleError> {
     });
     let port = cfg.tailnet_port();
     let (http_addr, tasks) = serve_both(&node, cfg.http.listen, port, handler).await?;
+    let local_api = local_api(&cfg.mesh, &node).await;
     Ok(Role {
         kind: "engine",
         node,
@@ -294,6 +313,7 @@ pub async fn start_engine(cfg: EngineConfig) -> Result<Role, RoleError> {
         tailnet_port: port,
         received: Some(recorder),
         tasks,
+        _local_api: local_api,
     })
 }
 
@@ -479,6 +499,7 @@ pub async fn start_control(cfg: ControlConfig) -> Result<Role, RoleError> {
     });
     let port = cfg.tailnet_port();
     let (http_addr, tasks) = serve_both(&node, cfg.http.listen, port, handler).await?;
+    let local_api = local_api(&cfg.mesh, &node).await;
     Ok(Role {
         kind: "control",
         node,
@@ -487,6 +508,7 @@ pub async fn start_control(cfg: ControlConfig) -> Result<Role, RoleError> {
         tailnet_port: port,
         received: None,
         tasks,
+        _local_api: local_api,
     })
 }
 

@@ -162,6 +162,18 @@ async fn control_creates_a_vault_and_every_engine_hears_of_it() {
 
     let (status, _) = http(control.http_addr, "GET", "/readyz", None).await;
     assert_eq!(status, 200);
+
+    // `inferadb-mesh status` reaches a role through its state directory.
+    let st = inferadb_mesh::localapi::fetch_status(&inferadb_mesh::localapi::socket_path(
+        &dir.path().join("c"),
+    ))
+    .await
+    .expect("the control role serves the local API");
+    assert_eq!(st.self_.name, "inferadb-control-0");
+    assert!(st
+        .peer
+        .values()
+        .any(|p| p.name.starts_with("inferadb-engine")));
     for e in &engines {
         let (status, body) = within(30, "engine ready", async {
             loop {
