@@ -241,8 +241,13 @@ async fn our_node_and_caddy_see_each_other() {
         .await;
     let web1_row = row(&rows, "web1").clone();
 
-    // Caddy in our netmap: address and name as the coordinator assigned.
-    let peer = wait_for_peer(&ours, "web1").await;
+    // Caddy in our netmap: address and name as the coordinator assigned;
+    // its endpoints and disco key follow in a later delta (tsnet reports
+    // them in a lite update after its stream opens).
+    let peer = wait_for_peer_where(&ours, "web1", |p| {
+        !p.endpoints.is_empty() && !p.disco_key.is_zero()
+    })
+    .await;
     assert_eq!(
         peer.addresses.first().map(|p| p.addr().to_string()),
         Some(web1_row.ipv4.clone())
@@ -322,13 +327,23 @@ fn assert_stayed_local(web: &Caddy) {
 
 /// Waits (bounded) until `node`'s netmap has a peer with this host name.
 async fn wait_for_peer(node: &tailnet::Node, host: &str) -> tailnet_wire::control::Node {
+    wait_for_peer_where(node, host, |_| true).await
+}
+
+/// Waits (bounded) until `node`'s netmap has a peer with this host name
+/// for which `ok` holds.
+async fn wait_for_peer_where(
+    node: &tailnet::Node,
+    host: &str,
+    ok: impl Fn(&tailnet_wire::control::Node) -> bool,
+) -> tailnet_wire::control::Node {
     let mut rx = node.watch_netmap().expect("joined through control");
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let hit = rx
                 .borrow()
                 .peers()
-                .find(|p| p.hostinfo.as_ref().is_some_and(|h| h.hostname == host))
+                .find(|p| p.hostinfo.as_ref().is_some_and(|h| h.hostname == host) && ok(p))
                 .cloned();
             if let Some(p) = hit {
                 return p;
