@@ -373,3 +373,344 @@ fn the_roles_exit_with_one_line_naming_the_key() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("mesh") && err.contains("auth_kye"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// health_check: one shape, inferadb-discovery's
+// (`health_check: {enabled, path, interval_ms, timeout_ms, healthy_threshold,
+// unhealthy_threshold}` beside `mode`), in both roles' files and variables.
+
+fn health(c: &inferadb_discovery::DiscoveryConfig) -> &inferadb_discovery::HealthCheckConfig {
+    c.health_check.as_ref().expect("health_check set")
+}
+
+const ENGINE_DISCOVERY_YAML: &str = r#"
+auth:
+  discovery:
+    mode:
+      type: tailscale
+      local_cluster: us-west-1
+      remote_clusters:
+        - {name: eu-west-1, tailscale_domain: eu-west-1.ts.net, service_name: inferadb-control, port: 9090}
+    health_check:
+      path: /readyz
+      interval_ms: 500
+      timeout_ms: 250
+      healthy_threshold: 1
+      unhealthy_threshold: 4
+"#;
+
+#[test]
+fn health_check_in_both_roles_files() {
+    use std::time::Duration;
+    let (_d, file) = write("engine.yaml", ENGINE_DISCOVERY_YAML);
+    let c = EngineConfig::load_from(Some(&file), env(&[])).unwrap();
+    let h = health(&c.discovery_config);
+    assert_eq!(h.path, "/readyz");
+    assert_eq!(h.interval, Duration::from_millis(500));
+    assert_eq!(h.timeout, Duration::from_millis(250));
+    assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (1, 4));
+
+    // The engine's top-level (Helm) shape: health_check beside mode.
+    let (_d, file) = write(
+        "engine.yaml",
+        r#"
+discovery:
+  mode: tailscale
+  local_cluster: us-west-1
+  remote_clusters:
+    - {name: eu-west-1, tailscale_domain: eu-west-1.ts.net, service_name: inferadb-control, port: 9090}
+  health_check: {interval_ms: 700, unhealthy_threshold: 2}
+"#,
+    );
+    let c = EngineConfig::load_from(Some(&file), env(&[])).unwrap();
+    let h = health(&c.discovery_config);
+    assert_eq!(h.interval, Duration::from_millis(700));
+    assert_eq!(h.unhealthy_threshold, 2);
+    // Defaults for what is not given.
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(h.timeout, Duration::from_secs(2));
+    assert_eq!(h.healthy_threshold, 2);
+    // The guide's variables reach it there too (it is auth.discovery).
+    let c = EngineConfig::load_from(
+        Some(&file),
+        env(&[("INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__TIMEOUT_MS", "300")]),
+    )
+    .unwrap();
+    assert_eq!(
+        health(&c.discovery_config).timeout,
+        Duration::from_millis(300)
+    );
+    assert_eq!(
+        health(&c.discovery_config).interval,
+        Duration::from_millis(700)
+    );
+    // Inside `mode:` it is not a key (one place for it).
+    let (_d, file2) = write(
+        "engine.yaml",
+        "auth:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: us-west-1\n      health_check: {interval_ms: 1}\n",
+    );
+    let e = err_of(EngineConfig::load_from(Some(&file2), env(&[])));
+    assert!(
+        e.starts_with("config: auth.discovery.mode.health_check: unknown key"),
+        "{e}"
+    );
+
+    // Control: beside mode in cache_invalidation.discovery.
+    let (_d, file) = write(
+        "control.yaml",
+        &SEED_CONTROL_YAML.replace(
+            "  http_endpoints: []",
+            "    health_check:\n      interval_ms: 1500\n      timeout_ms: 900\n  http_endpoints: []",
+        ),
+    );
+    let c = ControlConfig::load_from(Some(&file), env(&[])).unwrap();
+    let h = health(&c.discovery_config);
+    assert_eq!(h.interval, Duration::from_millis(1500));
+    assert_eq!(h.timeout, Duration::from_millis(900));
+
+    // enabled: false turns it off; no health_check at all is off too.
+    let (_d, file) = write(
+        "engine.yaml",
+        &ENGINE_DISCOVERY_YAML.replace("path: /readyz", "enabled: false"),
+    );
+    let c = EngineConfig::load_from(Some(&file), env(&[])).unwrap();
+    assert_eq!(c.discovery_config.health_check, None);
+    let (_d, file) = write("control.yaml", SEED_CONTROL_YAML);
+    let c = ControlConfig::load_from(Some(&file), env(&[])).unwrap();
+    assert_eq!(c.discovery_config.health_check, None);
+}
+
+#[test]
+fn health_check_from_the_environment() {
+    use std::time::Duration;
+    // Only variables, engine.
+    let c = EngineConfig::load_from(
+        None,
+        env(&[
+            ("INFERADB__AUTH__DISCOVERY__MODE__TYPE", "tailscale"),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__LOCAL_CLUSTER",
+                "us-west-1",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__LOCAL__SERVICE_NAME",
+                "inferadb-control",
+            ),
+            ("INFERADB__AUTH__DISCOVERY__MODE__LOCAL__PORT", "9090"),
+            (
+                "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__INTERVAL_MS",
+                "300",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__TIMEOUT_MS",
+                "1000",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__UNHEALTHY_THRESHOLD",
+                "2",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__HEALTHY_THRESHOLD",
+                "1",
+            ),
+            ("INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__PATH", "/healthz"),
+            ("INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__ENABLED", "true"),
+        ]),
+    )
+    .unwrap();
+    let h = health(&c.discovery_config);
+    assert_eq!(h.interval, Duration::from_millis(300));
+    assert_eq!(h.timeout, Duration::from_millis(1000));
+    assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (1, 2));
+    assert_eq!(h.detection_window(), Duration::from_millis(1600));
+
+    // A variable over the file's value, engine and control.
+    let (_d, file) = write("engine.yaml", ENGINE_DISCOVERY_YAML);
+    let c = EngineConfig::load_from(
+        Some(&file),
+        env(&[(
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__INTERVAL_MS",
+            "9000",
+        )]),
+    )
+    .unwrap();
+    let h = health(&c.discovery_config);
+    assert_eq!(h.interval, Duration::from_millis(9000));
+    assert_eq!(h.path, "/readyz");
+    let c = EngineConfig::load_from(
+        Some(&file),
+        env(&[("INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__ENABLED", "false")]),
+    )
+    .unwrap();
+    assert_eq!(c.discovery_config.health_check, None);
+
+    let (_d, file) = write("control.yaml", SEED_CONTROL_YAML);
+    let c = ControlConfig::load_from(
+        Some(&file),
+        env(&[
+            (
+                "INFERADB_CTRL__CACHE_INVALIDATION__DISCOVERY__HEALTH_CHECK__INTERVAL_MS",
+                "250",
+            ),
+            (
+                "INFERADB_CTRL__CACHE_INVALIDATION__DISCOVERY__HEALTH_CHECK__UNHEALTHY_THRESHOLD",
+                "5",
+            ),
+        ]),
+    )
+    .unwrap();
+    let h = health(&c.discovery_config);
+    assert_eq!(h.interval, Duration::from_millis(250));
+    assert_eq!(h.unhealthy_threshold, 5);
+    assert_eq!(h.timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn wrong_health_check_values_name_the_key() {
+    // (variable, value, the key the line must name)
+    let engine = [
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__INTERVAL_MS",
+            "abc",
+            "auth.discovery.health_check.interval_ms",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__INTERVAL_MS",
+            "0",
+            "auth.discovery.health_check.interval_ms",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__TIMEOUT_MS",
+            "-5",
+            "auth.discovery.health_check.timeout_ms",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__TIMEOUT_MS",
+            "2s",
+            "auth.discovery.health_check.timeout_ms",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__UNHEALTHY_THRESHOLD",
+            "0",
+            "auth.discovery.health_check.unhealthy_threshold",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__HEALTHY_THRESHOLD",
+            "many",
+            "auth.discovery.health_check.healthy_threshold",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__HEALTHY_THRESHOLD",
+            "99999999999",
+            "auth.discovery.health_check.healthy_threshold",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__PATH",
+            "healthz",
+            "auth.discovery.health_check.path",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__ENABLED",
+            "yes",
+            "auth.discovery.health_check.enabled",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__INTERVAL",
+            "5s",
+            "auth.discovery.health_check.interval",
+        ),
+        (
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK",
+            "on",
+            "auth.discovery.health_check",
+        ),
+    ];
+    for (var, value, key) in engine {
+        let e = err_of(EngineConfig::load_from(None, env(&[(var, value)])));
+        assert!(
+            e.starts_with(&format!("config: {key}: ")),
+            "{var}={value}: {e}"
+        );
+        assert!(e.contains(var), "{var}={value}: names the variable: {e}");
+    }
+    let e = err_of(ControlConfig::load_from(
+        None,
+        env(&[(
+            "INFERADB_CTRL__CACHE_INVALIDATION__DISCOVERY__HEALTH_CHECK__TIMEOUT_MS",
+            "0",
+        )]),
+    ));
+    assert!(
+        e.starts_with(
+            "config: cache_invalidation.discovery.health_check.timeout_ms: must be more than 0"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("INFERADB_CTRL__CACHE_INVALIDATION__DISCOVERY__HEALTH_CHECK__TIMEOUT_MS"),
+        "{e}"
+    );
+
+    // In a file: the key, and the file.
+    for (from, to, key) in [
+        (
+            "interval_ms: 500",
+            "interval_ms: soon",
+            "auth.discovery.health_check.interval_ms",
+        ),
+        (
+            "unhealthy_threshold: 4",
+            "unhealthy_threshold: 0",
+            "auth.discovery.health_check.unhealthy_threshold",
+        ),
+        (
+            "timeout_ms: 250",
+            "timeout: 250",
+            "auth.discovery.health_check.timeout",
+        ),
+        (
+            "path: /readyz",
+            "path: [a]",
+            "auth.discovery.health_check.path",
+        ),
+    ] {
+        let (_d, file) = write("engine.yaml", &ENGINE_DISCOVERY_YAML.replace(from, to));
+        let e = err_of(EngineConfig::load_from(Some(&file), env(&[])));
+        assert!(e.starts_with(&format!("config: {key}: ")), "{to}: {e}");
+        assert!(e.contains("engine.yaml"), "{to}: {e}");
+    }
+}
+
+#[test]
+fn a_wrong_health_check_value_exits_with_one_line() {
+    let (_d, file) = write("engine.yaml", ENGINE_DISCOVERY_YAML);
+    for (args, var, value, key) in [
+        (
+            vec![
+                "engine".to_string(),
+                "--config".into(),
+                file.display().to_string(),
+            ],
+            "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__TIMEOUT_MS",
+            "fast",
+            "auth.discovery.health_check.timeout_ms",
+        ),
+        (
+            vec!["control".to_string()],
+            "INFERADB_CTRL__CACHE_INVALIDATION__DISCOVERY__HEALTH_CHECK__UNHEALTHY_THRESHOLD",
+            "0",
+            "cache_invalidation.discovery.health_check.unhealthy_threshold",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"))
+            .args(&args)
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?} {var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("config: {key}: ")), "{err}");
+        assert!(err.contains(var), "{err}");
+    }
+}
