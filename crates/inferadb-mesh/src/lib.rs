@@ -10,6 +10,7 @@ pub mod config;
 pub mod coordinator_cmd;
 pub mod demo;
 pub mod dns_cmd;
+pub mod forward;
 pub mod localapi;
 pub mod roles;
 pub mod services;

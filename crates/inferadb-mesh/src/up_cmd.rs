@@ -25,6 +25,11 @@ use tailnet::Node;
   # then, from another shell
   inferadb-mesh status --state-dir /var/lib/inferadb-mesh
 
+  # curl a tailnet service through loopback; publish a local server
+  inferadb-mesh up … --forward 127.0.0.1:9090:inferadb-control-0:9090 \\
+      --expose 8080:127.0.0.1:8080
+  curl http://127.0.0.1:9090/healthz
+
   # Tailscale or Headscale, key from a mounted secret
   inferadb-mesh up --control-url https://controlplane.tailscale.com \\
       --auth-key-file /etc/tailscale/authkey --hostname inferadb-control-0 \\
@@ -75,6 +80,16 @@ pub struct UpArgs {
     /// processes. MagicDNS at 100.100.100.100 inside the node is always on.
     #[arg(long, value_name = "ADDR:PORT")]
     dns_listen: Option<SocketAddr>,
+    /// Carry TCP from a loopback port to a tailnet host, for programs that
+    /// are not on the tailnet (curl, psql, a browser):
+    /// 127.0.0.1:LOCALPORT:HOST:PORT, HOST a MagicDNS name or tailnet IP
+    /// (repeatable).
+    #[arg(long = "forward", value_name = "LOCAL:PORT:HOST:PORT")]
+    forward: Vec<crate::forward::Forward>,
+    /// Make a local server reachable on this node's tailnet address:
+    /// TAILNETPORT:127.0.0.1:PORT (repeatable).
+    #[arg(long = "expose", value_name = "TAILNETPORT:ADDR:PORT")]
+    expose: Vec<crate::forward::Expose>,
     /// Give up if not Running within this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -127,6 +142,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("joining the tailnet at {} …", args.control_url);
     let node = builder.up().await?;
     services::spawn_on_node(&node, &args.serve)?;
+    crate::forward::start_exposes(&node, &args.expose)?;
+    crate::forward::start_forwards(&node, &args.forward).await?;
+    for f in &args.forward {
+        eprintln!("forwarding {f}");
+    }
+    for e in &args.expose {
+        eprintln!("exposing {e}");
+    }
     let socket = localapi::socket_path(&args.state_dir);
     let source_node = node.clone();
     let dns_node = node.clone();

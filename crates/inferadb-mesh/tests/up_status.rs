@@ -64,11 +64,11 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[test]
-fn serve_up_status_as_a_user_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let coord = dir.path().join("coord");
-    let (_c, line) = spawn_until(
+/// `coordinator serve` in `dir/coord` and a reusable us-west-1 key made
+/// with `coordinator authkey create`.
+fn coordinator_with_key(dir: &Path) -> (Proc, String, String) {
+    let coord = dir.join("coord");
+    let (c, line) = spawn_until(
         &[
             "coordinator",
             "serve",
@@ -98,6 +98,14 @@ fn serve_up_status_as_a_user_would() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let key = text(&out.stdout).trim().to_string();
     assert!(key.starts_with("tskey-auth-"), "{key}");
+    (c, url, key)
+}
+
+#[test]
+fn serve_up_status_as_a_user_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = dir.path().join("coord");
+    let (_c, url, key) = coordinator_with_key(dir.path());
     let key_file = dir.path().join("authkey");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
 
@@ -234,4 +242,138 @@ fn serve_up_status_as_a_user_would() {
         "{err}"
     );
     assert!(!err.contains("00112233445566778899"), "{err}");
+}
+
+/// `up --forward` and `up --expose`, as a program that is not on the
+/// tailnet uses them: a kernel TCP client connects to A's loopback forward,
+/// which carries it over the tailnet to B's exposed port, which carries it
+/// to a kernel TCP echo server beside B. Bytes come back intact; a forward
+/// to a name MagicDNS does not know fails that connection only.
+#[test]
+fn forward_and_expose_carry_local_programs_over_the_tailnet() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (_c, url, key) = coordinator_with_key(dir.path());
+
+    // The local server beside B: a kernel TCP echo.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in echo.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (fwd_port, bad_port) = (free_port(), free_port());
+    let expose = format!("8000:{echo_addr}");
+    let (_b, _) = spawn_until(
+        &[
+            "up",
+            "--control-url",
+            &url,
+            "--auth-key",
+            &key,
+            "--hostname",
+            "inferadb-control-0",
+            "--state-dir",
+            path(&dir.path().join("b")),
+            "--listen",
+            "127.0.0.1:0",
+            "--expose",
+            &expose,
+        ],
+        "\"state\":\"Running\"",
+    );
+    let forward = format!("127.0.0.1:{fwd_port}:inferadb-control-0:8000");
+    let bad = format!("127.0.0.1:{bad_port}:nobody-here:8000");
+    let (_a, _) = spawn_until(
+        &[
+            "up",
+            "--control-url",
+            &url,
+            "--auth-key",
+            &key,
+            "--hostname",
+            "inferadb-engine-0",
+            "--state-dir",
+            path(&dir.path().join("a")),
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+            &forward,
+            "--forward",
+            &bad,
+        ],
+        "\"state\":\"Running\"",
+    );
+
+    // A learns B's name from its netmap shortly after joining.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut echoed = Vec::new();
+    for attempt in 0..50 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", fwd_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let data = payload.clone();
+        let writer = std::thread::spawn(move || {
+            let r = w.write_all(&data);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+            r
+        });
+        echoed.clear();
+        let _ = s.read_to_end(&mut echoed);
+        let _ = writer.join();
+        if echoed.len() == payload.len() {
+            break;
+        }
+        assert!(
+            attempt < 49,
+            "the forward carried {} of {} bytes",
+            echoed.len(),
+            payload.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(echoed == payload, "bytes changed on the way");
+
+    // An unknown name: that connection is closed, the forward stays up.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", bad_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed without data");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", fwd_port)).unwrap();
+    s.write_all(b"again").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = [0u8; 5];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"again");
+
+    // A non-loopback forward is refused with the reason.
+    let out = run(&[
+        "up",
+        "--control-url",
+        &url,
+        "--auth-key",
+        &key,
+        "--state-dir",
+        path(&dir.path().join("c")),
+        "--forward",
+        "0.0.0.0:1:x:1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a loopback address"),
+        "{}",
+        text(&out.stderr)
+    );
 }
