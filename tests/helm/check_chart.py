@@ -10,7 +10,9 @@ tests/helm_chart.rs.
                                the "restricted" Pod Security Standard and the
                                chart's own promises
     check_chart.py dashboard   every metric the dashboard queries is one the
-                               binary registers (names from the crates' source)
+                               binary registers (names from the crates' source;
+                               the live /metrics comparison is in
+                               crates/inferadb-mesh/tests/roles_processes.rs)
 
 Exit 0 on success; on failure, one line per problem on stderr and exit 1.
 When a package is missing: with TAILNET_SKIP_INTEROP=1 it prints
@@ -497,9 +499,10 @@ def cmd_dashboard() -> None:
             problem(f"dashboard: no query like the guide's {needle}")
     if not any(m.startswith("inferadb_tailnet_") for m in used):
         problem("dashboard: no panel of the node's own inferadb_tailnet_ metrics")
-    # TODO(live scrape): once `inferadb-mesh engine` / `control` serve
-    # /metrics, start both against the embedded coordinator and compare the
-    # scraped names (incl. histogram suffixes) instead of the source's.
+    # The same dashboard against a live scrape (the names the running
+    # engine and control really export, histogram suffixes included, and
+    # promtool on the scrape): crates/inferadb-mesh/tests/roles_processes.rs.
+    # This check stays as the quick one that needs no build.
     print(f"dashboard: {len(exprs)} queries name {len(used)} metrics; "
           f"{len(names)} names are registered in crates/")
 
