@@ -356,6 +356,83 @@ impl DiscoveryConfig {
         Ok(self)
     }
 
+    /// The configuration as the control shape writes it, every default
+    /// filled in (`mode: {type, local_cluster, local, remote_clusters}`,
+    /// `http_endpoints`, `cache_ttl_seconds`, `health_check` or null):
+    /// what `inferadb-mesh engine|control --check` prints.
+    /// [`DiscoveryConfig::from_value`] reads it back to an equal config.
+    pub fn to_value(&self) -> Value {
+        use serde_json::json;
+        fn target(c: &ClusterTarget) -> Value {
+            json!({
+                "name": c.name,
+                "tailscale_domain": c.tailscale_domain,
+                "service_name": c.service_name,
+                "port": c.port,
+            })
+        }
+        fn kube(k: &KubernetesConfig, kind: Option<&str>) -> serde_json::Map<String, Value> {
+            let mut m = serde_json::Map::new();
+            if let Some(t) = kind {
+                m.insert("type".into(), json!(t));
+            }
+            m.insert("service_name".into(), json!(k.service_name));
+            let opt = |v: Option<String>| v.map_or(Value::Null, Value::String);
+            m.insert("namespace".into(), opt(k.namespace.clone()));
+            m.insert(
+                "port".into(),
+                match &k.port {
+                    None => Value::Null,
+                    Some(PortSelector::Number(n)) => json!(n),
+                    Some(PortSelector::Name(n)) => json!(n),
+                },
+            );
+            m.insert("api_url".into(), opt(k.api_url.clone()));
+            let path = |p: &Option<PathBuf>| opt(p.as_ref().map(|p| p.display().to_string()));
+            m.insert("token_file".into(), path(&k.token_file));
+            m.insert("ca_file".into(), path(&k.ca_file));
+            m
+        }
+        let mode = match &self.mode {
+            DiscoveryMode::None => json!({"type": "none"}),
+            DiscoveryMode::Kubernetes(k) => {
+                let mut m = kube(k, Some("kubernetes"));
+                m.insert("local_cluster".into(), json!(k.cluster));
+                Value::Object(m)
+            }
+            DiscoveryMode::Tailscale(t) => {
+                let local = match &t.local {
+                    LocalCluster::Tailscale(c) => json!({
+                        "type": "tailscale",
+                        "tailscale_domain": c.tailscale_domain,
+                        "service_name": c.service_name,
+                        "port": c.port,
+                    }),
+                    LocalCluster::Kubernetes(k) => Value::Object(kube(k, Some("kubernetes"))),
+                    LocalCluster::None => json!({"type": "none"}),
+                };
+                json!({
+                    "type": "tailscale",
+                    "local_cluster": t.local_cluster,
+                    "local": local,
+                    "remote_clusters": t.remote_clusters.iter().map(target).collect::<Vec<_>>(),
+                })
+            }
+        };
+        json!({
+            "mode": mode,
+            "http_endpoints": self.http_endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "cache_ttl_seconds": self.cache_ttl.as_secs(),
+            "health_check": self.health_check.as_ref().map(|h| json!({
+                "path": h.path,
+                "interval_ms": u64::try_from(h.interval.as_millis()).unwrap_or(u64::MAX),
+                "timeout_ms": u64::try_from(h.timeout.as_millis()).unwrap_or(u64::MAX),
+                "healthy_threshold": h.healthy_threshold,
+                "unhealthy_threshold": h.unhealthy_threshold,
+            })),
+        })
+    }
+
     /// The names of the configured clusters, as `inferadb_tailscale_clusters_total`
     /// counts them.
     pub fn cluster_names(&self) -> Vec<String> {
@@ -1241,6 +1318,32 @@ tailscale:
             (k.cluster.as_str(), k.port.clone()),
             ("us", Some(PortSelector::Number(8080)))
         );
+    }
+
+    /// `to_value` writes every mode so that `from_value` reads it back.
+    #[test]
+    fn to_value_round_trips() {
+        let inputs = [
+            "{}",
+            "mode: none\nhttp_endpoints: ['http://10.0.0.5:8080/hook', '[fd7a::1]:80']",
+            "mode: tailscale\nlocal_cluster: us-west-1\nremote_clusters: [{name: eu-west-1, tailscale_domain: eu-west-1.ts.net, service_name: inferadb-control, port: 9090}]\ncache_ttl_seconds: 60\nhealth_check: {interval_ms: 500, path: /readyz}",
+            "mode: {type: tailscale, local_cluster: us, local: {type: none}, remote_clusters: [{name: eu, tailscale_domain: eu.ts.net, service_name: e, port: 1}]}",
+            "mode: {type: tailscale, local_cluster: us, local: {type: kubernetes, service_name: eng, port: http, namespace: db, api_url: 'https://k:6443', token_file: /t, ca_file: /c}, remote_clusters: []}",
+            "mode: {type: tailscale, local_cluster: us, local: {service_name: c, port: 9, tailscale_domain: us.example.net}}",
+            "mode: {type: kubernetes, service_name: inferadb-engine, port: 8080}",
+            "mode: {type: kubernetes, local_cluster: us-west-1, service_name: e}\nhealth_check: {enabled: false}",
+        ];
+        for input in inputs {
+            let c = yaml(input).unwrap();
+            let v = c.to_value();
+            assert_eq!(DiscoveryConfig::from_value(&v).unwrap(), c, "{input}\n{v}");
+        }
+        let v = yaml(inputs[2]).unwrap().to_value();
+        assert_eq!(v["mode"]["local"]["service_name"], "inferadb-control");
+        assert_eq!(v["mode"]["local"]["tailscale_domain"], "us-west-1.ts.net");
+        assert_eq!(v["health_check"]["interval_ms"], 500);
+        assert_eq!(v["health_check"]["timeout_ms"], 2000);
+        assert_eq!(v["cache_ttl_seconds"], 60);
     }
 
     /// Every error is one line that names its key.

@@ -113,6 +113,13 @@ struct RoleArgs {
     /// and docs/ARCHITECTURE.md); environment variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Check the configuration (the file and the environment) and print
+    /// the effective one as JSON (secrets as "***"), then exit: 0 if the
+    /// role could start with it, else 1 with one line naming the key.
+    /// Starts nothing and reads none of the files it names (auth key,
+    /// secrets).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,10 +287,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => crate::up_cmd::run(args).await,
         Command::Engine(a) => {
             let cfg = crate::config::EngineConfig::load(a.config.as_deref())?;
+            if a.check {
+                cfg.check_complete()?;
+                println!("{}", serde_json::to_string_pretty(&cfg.effective())?);
+                return Ok(());
+            }
             crate::roles::run_until_signal(crate::roles::start_engine(cfg).await?).await
         }
         Command::Control(a) => {
             let cfg = crate::config::ControlConfig::load(a.config.as_deref())?;
+            if a.check {
+                cfg.check_complete()?;
+                println!("{}", serde_json::to_string_pretty(&cfg.effective())?);
+                return Ok(());
+            }
             crate::roles::run_until_signal(crate::roles::start_control(cfg).await?).await
         }
         Command::Coordinator { which } => run_coordinator(which).await,

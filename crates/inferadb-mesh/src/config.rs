@@ -476,6 +476,120 @@ impl ControlConfig {
     }
 }
 
+/// `mesh`, `http` and secrets as `--check` prints them.
+fn mesh_value(m: &MeshConfig) -> JsonValue {
+    serde_json::to_value(m).unwrap_or(JsonValue::Null)
+}
+
+fn http_value(h: &HttpConfig, tailnet_port: u16) -> JsonValue {
+    serde_json::json!({"listen": h.listen, "tailnet_port": tailnet_port})
+}
+
+/// `"***"` when a secret is given inline, else null; never the secret.
+fn secret_value(s: &Option<Secret>) -> JsonValue {
+    match s {
+        Some(s) if !s.expose().is_empty() => JsonValue::from("***"),
+        _ => JsonValue::Null,
+    }
+}
+
+fn path_value(p: &Option<PathBuf>) -> JsonValue {
+    p.as_ref().map_or(JsonValue::Null, |p| {
+        JsonValue::from(p.display().to_string())
+    })
+}
+
+/// What a role needs before it can start, short of reading files: the
+/// node's control URL and state directory, and a secret given inline or
+/// as a file.
+fn need_mesh(m: &MeshConfig) -> Result<(), ConfigError> {
+    if m.control_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+        return Err(ConfigError("mesh.control_url: missing".into()));
+    }
+    if m.state_dir.is_none() {
+        return Err(ConfigError("mesh.state_dir: missing".into()));
+    }
+    Ok(())
+}
+
+fn need_secret(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+    key: &str,
+) -> Result<(), ConfigError> {
+    if file.is_none() && secret_value(inline).is_null() {
+        return Err(ConfigError(format!("{key}: missing (or {key}_file)")));
+    }
+    Ok(())
+}
+
+impl EngineConfig {
+    /// The effective configuration (file, environment and defaults), as
+    /// `inferadb-mesh engine --check` prints it: secrets shown as `"***"`,
+    /// discovery as [`inferadb_discovery::DiscoveryConfig::to_value`].
+    pub fn effective(&self) -> JsonValue {
+        serde_json::json!({
+            "role": "engine",
+            "mesh": mesh_value(&self.mesh),
+            "http": http_value(&self.http, self.tailnet_port()),
+            "auth": {"discovery": self.discovery_config.to_value()},
+            "cache_invalidation": {
+                "webhook_secret": secret_value(&self.cache_invalidation.webhook_secret),
+                "webhook_secret_file": path_value(&self.cache_invalidation.webhook_secret_file),
+            },
+        })
+    }
+
+    /// Whether the engine has what it needs to start (files it names are
+    /// not read): `mesh.control_url`, `mesh.state_dir`, the webhook secret.
+    pub fn check_complete(&self) -> Result<(), ConfigError> {
+        need_mesh(&self.mesh)?;
+        need_secret(
+            &self.cache_invalidation.webhook_secret,
+            &self.cache_invalidation.webhook_secret_file,
+            "cache_invalidation.webhook_secret",
+        )
+    }
+}
+
+impl ControlConfig {
+    /// The effective configuration, as `inferadb-mesh control --check`
+    /// prints it (see [`EngineConfig::effective`]); `cache_invalidation
+    /// .discovery` holds `http_endpoints` too.
+    pub fn effective(&self) -> JsonValue {
+        let ci = &self.cache_invalidation;
+        serde_json::json!({
+            "role": "control",
+            "mesh": mesh_value(&self.mesh),
+            "http": http_value(&self.http, self.tailnet_port()),
+            "api": {
+                "token": secret_value(&self.api.token),
+                "token_file": path_value(&self.api.token_file),
+            },
+            "cache_invalidation": {
+                "discovery": self.discovery_config.to_value(),
+                "timeout_ms": ci.timeout_ms,
+                "retry_attempts": ci.retry_attempts,
+                "webhook_secret": secret_value(&ci.webhook_secret),
+                "webhook_secret_file": path_value(&ci.webhook_secret_file),
+            },
+        })
+    }
+
+    /// Whether control has what it needs to start (files it names are not
+    /// read): `mesh.control_url`, `mesh.state_dir`, the webhook secret, the
+    /// API token.
+    pub fn check_complete(&self) -> Result<(), ConfigError> {
+        need_mesh(&self.mesh)?;
+        need_secret(
+            &self.cache_invalidation.webhook_secret,
+            &self.cache_invalidation.webhook_secret_file,
+            "cache_invalidation.webhook_secret",
+        )?;
+        need_secret(&self.api.token, &self.api.token_file, "api.token")
+    }
+}
+
 /// Where an environment layer's values came from: key path → variable.
 type Origins = BTreeMap<String, String>;
 

@@ -714,3 +714,179 @@ fn a_wrong_health_check_value_exits_with_one_line() {
         assert!(err.contains(var), "{err}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// `engine|control --config FILE --check`: the effective configuration.
+
+fn check(
+    role: &str,
+    file: Option<&std::path::Path>,
+    vars: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"));
+    cmd.arg(role).arg("--check");
+    if let Some(f) = file {
+        cmd.arg("--config").arg(f);
+    }
+    for (k, _) in std::env::vars() {
+        if k.starts_with("INFERADB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(vars.iter().copied()).output().unwrap()
+}
+
+#[test]
+fn check_prints_the_effective_configuration() {
+    // The guide's engine variables over a file with the node only.
+    let (_d, file) = write(
+        "engine.yaml",
+        "mesh:\n  control_url: https://controlplane.tailscale.com\n  auth_key_file: /var/run/secrets/tailscale/authkey\n  state_dir: /var/lib/inferadb-mesh\n  tags: [tag:inferadb-us-west-1]\ncache_invalidation:\n  webhook_secret: inline-secret-never-printed\n",
+    );
+    let out = check(
+        "engine",
+        Some(&file),
+        &[
+            ("INFERADB__AUTH__DISCOVERY__MODE__TYPE", "tailscale"),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__LOCAL_CLUSTER",
+                "us-west-1",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__NAME",
+                "eu-west-1",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__TAILSCALE_DOMAIN",
+                "eu-west-1.ts.net",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__SERVICE_NAME",
+                "inferadb-control",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__PORT",
+                "9090",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__HEALTH_CHECK__INTERVAL_MS",
+                "1500",
+            ),
+            ("INFERADB__MESH__HOSTNAME", "inferadb-engine-0"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("inline-secret-never-printed"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["role"], "engine");
+    assert_eq!(v["mesh"]["hostname"], "inferadb-engine-0");
+    assert_eq!(v["mesh"]["tags"][0], "tag:inferadb-us-west-1");
+    assert_eq!(v["http"]["tailnet_port"], 8080);
+    assert_eq!(v["cache_invalidation"]["webhook_secret"], "***");
+    let mode = &v["auth"]["discovery"]["mode"];
+    assert_eq!(mode["type"], "tailscale");
+    assert_eq!(mode["local_cluster"], "us-west-1");
+    assert_eq!(
+        mode["remote_clusters"],
+        serde_json::json!([{"name": "eu-west-1", "tailscale_domain": "eu-west-1.ts.net", "service_name": "inferadb-control", "port": 9090}])
+    );
+    // The defaults, filled in: the local cluster as the remote ones are.
+    assert_eq!(
+        mode["local"],
+        serde_json::json!({"type": "tailscale", "tailscale_domain": "us-west-1.ts.net", "service_name": "inferadb-control", "port": 9090})
+    );
+    assert_eq!(v["auth"]["discovery"]["cache_ttl_seconds"], 300);
+    assert_eq!(v["auth"]["discovery"]["health_check"]["interval_ms"], 1500);
+    assert_eq!(
+        v["auth"]["discovery"]["health_check"]["unhealthy_threshold"],
+        3
+    );
+
+    // The guide's control block plus the node and the API token.
+    let (_d, file) = write(
+        "control.yaml",
+        &format!(
+            "mesh:\n  control_url: http://127.0.0.1:1\n  state_dir: /tmp/x\napi:\n  token_file: /var/run/secrets/inferadb/api/token\n{}  webhook_secret_file: /var/run/secrets/inferadb/webhook/secret\n",
+            SEED_CONTROL_YAML.trim_start()
+        ),
+    );
+    let out = check("control", Some(&file), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], "control");
+    assert_eq!(v["http"]["tailnet_port"], 9090);
+    assert_eq!(
+        v["api"]["token_file"],
+        "/var/run/secrets/inferadb/api/token"
+    );
+    let ci = &v["cache_invalidation"];
+    assert_eq!(
+        (ci["timeout_ms"].as_u64(), ci["retry_attempts"].as_u64()),
+        (Some(5000), Some(2))
+    );
+    assert_eq!(ci["discovery"]["http_endpoints"], serde_json::json!([]));
+    let names: Vec<&str> = ci["discovery"]["mode"]["remote_clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["eu-west-1", "ap-southeast-1"]);
+}
+
+#[test]
+fn check_fails_in_one_line_on_what_a_role_cannot_start_without() {
+    let (_d, node) = write(
+        "engine.yaml",
+        "mesh:\n  control_url: http://127.0.0.1:1\n  state_dir: /tmp/x\n",
+    );
+    for (role, file, vars, want) in [
+        (
+            "engine",
+            Some(node.as_path()),
+            vec![],
+            "config: cache_invalidation.webhook_secret: missing",
+        ),
+        (
+            "engine",
+            None,
+            vec![("INFERADB__CACHE_INVALIDATION__WEBHOOK_SECRET", "s")],
+            "config: mesh.control_url: missing",
+        ),
+        (
+            "control",
+            None,
+            vec![
+                ("INFERADB_CTRL__MESH__CONTROL_URL", "http://127.0.0.1:1"),
+                ("INFERADB_CTRL__MESH__STATE_DIR", "/tmp/x"),
+                ("INFERADB_CTRL__CACHE_INVALIDATION__WEBHOOK_SECRET", "s"),
+            ],
+            "config: api.token: missing",
+        ),
+        (
+            "control",
+            None,
+            vec![(
+                "INFERADB_CTRL__CACHE_INVALIDATION__DISCOVERY__MODE__TYPE",
+                "tailscael",
+            )],
+            "config: cache_invalidation.discovery.mode.type: unknown mode",
+        ),
+    ] {
+        let out = check(role, file, &vars);
+        assert_eq!(out.status.code(), Some(1), "{role} {vars:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{role} {vars:?}: {err}");
+    }
+}
