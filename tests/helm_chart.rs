@@ -12,6 +12,14 @@
 //!   identity per replica), the sidecar keys refused;
 //! - every metric the dashboard queries registered by the crates.
 //!
+//! Two checks that need the `inferadb-mesh` binary live in that crate's
+//! tests (this package cannot name its binary): the rendered config files
+//! and environment accepted by `inferadb-mesh <role> --config FILE --check`
+//! with the effective clusters the values give
+//! (`crates/inferadb-mesh/tests/config.rs`, `check_chart.py binary EXE`),
+//! and the dashboard's queries against a live `/metrics` scrape of running
+//! roles (`crates/inferadb-mesh/tests/roles_processes.rs`).
+//!
 //! The Python packages come from `scripts/install-test-deps.sh`; without
 //! them the checks fail, or skip with `TAILNET_SKIP_INTEROP=1`.
 

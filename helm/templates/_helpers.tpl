@@ -102,6 +102,29 @@ Checks of the values, failing the render with one line naming the key.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* What the roles cannot start without (inferadb-mesh <role> --check
+fails on the rendered config otherwise, and the pods would crash-loop). */ -}}
+{{- if and (or .Values.engine.enabled .Values.control.enabled) (not (and .Values.cacheInvalidation.webhookSecret.existingSecret .Values.cacheInvalidation.webhookSecret.key)) -}}
+{{- fail "cacheInvalidation.webhookSecret: existingSecret and key are required (the secret that signs invalidation webhooks, the same in every region: kubectl create secret generic inferadb-webhook --from-literal=secret=...)" -}}
+{{- end -}}
+{{- if and .Values.control.enabled (not (and .Values.control.api.existingSecret .Values.control.api.key)) -}}
+{{- fail "control.api: existingSecret and key are required (the bearer token of POST /v1/vaults: kubectl create secret generic inferadb-api --from-literal=token=...)" -}}
+{{- end -}}
+{{- if and (eq $d.mode "tailscale") .Values.engine.enabled (not .Values.control.enabled) (not $t.remoteClusters) -}}
+{{- fail "discovery.tailscale.remoteClusters: empty while control.enabled is false: the engines would have no control to discover (list the regions that run control)" -}}
+{{- end -}}
+{{- with $d.healthCheck -}}
+{{- if .enabled -}}
+{{- if not (regexMatch "^/[^[:space:]]*$" (toString .path)) -}}
+{{- fail (printf "discovery.healthCheck.path: %q is not an absolute path like /healthz" (toString .path)) -}}
+{{- end -}}
+{{- range $k := list "intervalMs" "timeoutMs" "healthyThreshold" "unhealthyThreshold" -}}
+{{- if lt (int (index $d.healthCheck $k)) 1 -}}
+{{- fail (printf "discovery.healthCheck.%s: must be at least 1" $k) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- range $i, $c := .Values.control.remoteClusters -}}
 {{- range $k := list "name" "tailscaleDomain" "serviceName" "port" -}}
 {{- if not (index $c $k) -}}
@@ -113,8 +136,16 @@ Checks of the values, failing the render with one line naming the key.
 
 {{/*
 The discovery block both roles share, in the guide's shape:
-mode: {type, local_cluster, remote_clusters}. Call with
-(dict "root" $ "clusters" LIST).
+mode: {type, local_cluster, local, remote_clusters}, cache_ttl_seconds and
+health_check (inferadb-discovery's keys). Call with (dict "root" $
+"clusters" LIST "service" NAME "port" PORT "local" BOOL): the remote
+clusters, and the Service, tailnet port and presence of what this role
+discovers in its own cluster (the engine: control; control: the engines).
+The local cluster is looked up as <service>.<localDomain> with this
+release's own service name and port, not copied from the remote clusters:
+a single-cluster install (no remoteClusters) or another release name still
+finds its own pods. Without that role in this release (control.enabled
+false, as in ap-southeast-1) the local lookup is off (`local.type: none`).
 */}}
 {{- define "inferadb.discoveryConfig" -}}
 {{- $d := .root.Values.discovery -}}
@@ -122,6 +153,15 @@ mode:
   type: {{ $d.mode }}
   {{- if eq $d.mode "tailscale" }}
   local_cluster: {{ $d.tailscale.localCluster | quote }}
+  local:
+    {{- if .local }}
+    type: tailscale
+    tailscale_domain: {{ include "inferadb.localDomain" .root | quote }}
+    service_name: {{ .service | quote }}
+    port: {{ .port | int }}
+    {{- else }}
+    type: none
+    {{- end }}
   remote_clusters:
   {{- range .clusters }}
     - name: {{ .name | quote }}
@@ -135,6 +175,16 @@ mode:
   port: {{ .root.Values.metrics.port | int }}
   {{- end }}
 cache_ttl_seconds: {{ $d.cacheTtlSeconds | int }}
+{{- with $d.healthCheck }}
+{{- if .enabled }}
+health_check:
+  path: {{ .path | quote }}
+  interval_ms: {{ .intervalMs | int }}
+  timeout_ms: {{ .timeoutMs | int }}
+  healthy_threshold: {{ .healthyThreshold | int }}
+  unhealthy_threshold: {{ .unhealthyThreshold | int }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The node section (mesh:) both roles share. Hostname comes from the pod name (env). */}}

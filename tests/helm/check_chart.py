@@ -9,6 +9,14 @@ tests/helm_chart.rs.
                                kubernetes-validate, check every pod against
                                the "restricted" Pod Security Standard and the
                                chart's own promises
+    check_chart.py binary EXE  the config files (ConfigMap) and environment
+                               (container env) the chart renders for the
+                               guide's three regions and some variants, given
+                               to the real binary: `EXE <role> --config FILE
+                               --check` must exit 0 and its effective
+                               configuration match the values (run by
+                               crates/inferadb-mesh/tests/config.rs, which
+                               has the binary)
     check_chart.py dashboard   every metric the dashboard queries is one the
                                binary registers (names from the crates' source;
                                the live /metrics comparison is in
@@ -420,6 +428,34 @@ def cmd_chart() -> None:
         except helm.HelmError as e:
             if want not in str(e):
                 problem(f"render with discovery.tailscale.{key}: message does not name {want}: {e}")
+    # Values the roles could not start with fail the render too (the binary
+    # would refuse the rendered config: `check_chart.py binary`).
+    for path, val, want in (
+        ("cacheInvalidation.webhookSecret.existingSecret", "", "cacheInvalidation.webhookSecret"),
+        ("control.api.existingSecret", "", "control.api"),
+        ("discovery.healthCheck", {"enabled": True, "path": "healthz"}, "discovery.healthCheck.path"),
+        ("discovery.healthCheck", {"enabled": True, "intervalMs": 0}, "discovery.healthCheck.intervalMs"),
+    ):
+        vals = json.loads(json.dumps(base))
+        node = vals
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = val
+        try:
+            render(helm, yaml, vals)
+            problem(f"render with {path}={val!r} did not fail")
+        except helm.HelmError as e:
+            if want not in str(e):
+                problem(f"render with {path}={val!r}: message does not name {want}: {e}")
+    vals = json.loads(json.dumps(region_values(yaml, "ap-southeast-1")))
+    vals["discovery"]["tailscale"]["remoteClusters"] = []
+    try:
+        render(helm, yaml, vals)
+        problem("ap-southeast-1 without remoteClusters (no control anywhere) did not fail")
+    except helm.HelmError as e:
+        if "discovery.tailscale.remoteClusters" not in str(e):
+            problem(f"no remoteClusters and no control: message does not name the key: {e}")
 
     # kubernetes mode: RBAC to read endpoints, and the token mounted.
     vals = json.loads(json.dumps(base))
@@ -430,6 +466,212 @@ def cmd_chart() -> None:
     for d in docs:
         if d["kind"] == "StatefulSet" and d["spec"]["template"]["spec"].get("automountServiceAccountToken") is not True:
             problem(f"kubernetes mode: {d['metadata']['name']} does not mount the service account token")
+
+
+# ---------------------------------------------------------------------------
+# The rendered configuration, read by the real binary
+
+
+def binary_cases(yaml) -> list[tuple[str, str, dict]]:
+    """(what, release, values): the guide's three regions, and variants that
+    render differently: a single cluster (no remoteClusters), another
+    release name, health checks on, control's clusters given, the
+    kubernetes and none modes."""
+    cases = [(f"{r}", "inferadb", region_values(yaml, r)) for r in REGIONS]
+    us = region_values(yaml, "us-west-1")
+
+    def variant(what: str, release: str = "inferadb", **f) -> None:
+        v = json.loads(json.dumps(us))
+        for path, val in f.items():
+            node = v
+            keys = path.split("__")
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            node[keys[-1]] = val
+        cases.append((f"us-west-1 {what}", release, v))
+
+    variant("single cluster", discovery__tailscale__remoteClusters=[])
+    variant("release db", release="db")
+    variant("health checks", discovery__healthCheck={
+        "enabled": True, "path": "/readyz", "intervalMs": 1500, "timeoutMs": 700,
+        "healthyThreshold": 1, "unhealthyThreshold": 4})
+    variant("control clusters", control__remoteClusters=[
+        {"name": "eu-west-1", "tailscaleDomain": "eu-west-1.ts.net", "serviceName": "engines", "port": 18080}])
+    variant("own domain, ttl", discovery__tailscale__tailscaleDomain="us-west-1.example.ts.net",
+            discovery__cacheTtlSeconds=60)
+    variant("kubernetes", discovery__mode="kubernetes")
+    variant("none", discovery__mode="none", control__cacheInvalidation={
+        "httpEndpoints": ["http://10.0.0.5:8080", "10.0.0.6:8080"], "timeoutMs": 900, "retryAttempts": 0})
+    variant("ephemeral", discovery__tailscale__state={"persistence": {"enabled": False}})
+    variant("chart defaults", discovery={"tailscale": {"localCluster": "us-west-1"}},
+            engine={}, control={}, cacheInvalidation={})
+    return cases
+
+
+def pod_env(container: dict, pod_name: str, namespace: str, where: str) -> dict:
+    """The container's environment as the kubelet would set it."""
+    env = {}
+    for e in container.get("env") or []:
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+            continue
+        ref = (e.get("valueFrom") or {}).get("fieldRef") or {}
+        path = ref.get("fieldPath")
+        if path == "metadata.name":
+            env[e["name"]] = pod_name
+        elif path == "metadata.namespace":
+            env[e["name"]] = namespace
+        else:
+            problem(f"{where}: env {e['name']}: cannot resolve {e.get('valueFrom')}")
+    return env
+
+
+def run_check(exe: str, role: str, config_text: str, env: dict, where: str):
+    """`exe role --config FILE --check` with only `env` (and PATH): the
+    effective configuration, or None after recording the problem."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"{role}.yaml"
+        path.write_text(config_text)
+        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        try:
+            out = subprocess.run([exe, role, "--config", str(path), "--check"],
+                                 env=full_env, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            problem(f"{where}: {exe} {role} --check: {e}")
+            return None
+    if out.returncode != 0:
+        problem(f"{where}: {role} --check exited {out.returncode}: {out.stderr.strip()}")
+        return None
+    try:
+        return json.loads(out.stdout)
+    except ValueError as e:
+        problem(f"{where}: {role} --check printed no JSON ({e}): {out.stdout[:200]}")
+        return None
+
+
+def expected_discovery(merged: dict, role: str, full: str) -> dict:
+    """What the role's effective discovery must be, from the values alone
+    (the shape of DiscoveryConfig::to_value)."""
+    d = merged["discovery"]
+    t = d["tailscale"]
+    hc = d.get("healthCheck") or {}
+    health = None
+    if hc.get("enabled"):
+        health = {"path": hc["path"], "interval_ms": hc["intervalMs"], "timeout_ms": hc["timeoutMs"],
+                  "healthy_threshold": hc["healthyThreshold"], "unhealthy_threshold": hc["unhealthyThreshold"]}
+    other = "control" if role == "engine" else "engine"
+    other_port = merged[other]["tailnetPort"]
+    if role == "engine":
+        clusters = t["remoteClusters"]
+    else:
+        clusters = merged["control"]["remoteClusters"] or [
+            {"name": c["name"], "tailscaleDomain": c["tailscaleDomain"],
+             "serviceName": f"{full}-engine", "port": merged["engine"]["tailnetPort"]}
+            for c in t["remoteClusters"]]
+    if d["mode"] == "tailscale":
+        local = ({"type": "tailscale", "tailscale_domain": t.get("tailscaleDomain") or f"{t['localCluster']}.ts.net",
+                  "service_name": f"{full}-{other}", "port": other_port}
+                 if merged[other]["enabled"] else {"type": "none"})
+        mode = {"type": "tailscale", "local_cluster": t["localCluster"], "local": local,
+                "remote_clusters": [{"name": c["name"], "tailscale_domain": c["tailscaleDomain"],
+                                     "service_name": c["serviceName"], "port": c["port"]} for c in clusters]}
+    elif d["mode"] == "kubernetes":
+        mode = {"type": "kubernetes", "service_name": f"{full}-{other}", "namespace": None,
+                "port": merged["metrics"]["port"], "api_url": None, "token_file": None, "ca_file": None,
+                "local_cluster": "local"}
+    else:
+        mode = {"type": "none"}
+    endpoints = []
+    if role == "control":
+        for e in merged["control"]["cacheInvalidation"]["httpEndpoints"] or []:
+            endpoints.append(e.removeprefix("http://").split("/")[0])
+    return {"mode": mode, "http_endpoints": endpoints, "cache_ttl_seconds": d["cacheTtlSeconds"],
+            "health_check": health}
+
+
+def cmd_binary(exe: str) -> None:
+    mods = need(["yaml", "helm_python"])
+    yaml, helm = mods["yaml"], mods["helm_python"]
+    if not Path(exe).is_file():
+        problem(f"binary {exe} does not exist")
+        return
+    checked = 0
+    for what, release, values in binary_cases(yaml):
+        namespace = "inferadb"
+        try:
+            docs = render(helm, yaml, values, release=release, namespace=namespace)
+        except helm.HelmError as e:
+            problem(f"{what}: render failed: {e}")
+            continue
+        merged = helm.Chart.load(str(CHART)).merge_values(values)
+        cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+        if len(cms) != 1:
+            problem(f"{what}: {len(cms)} config ConfigMaps")
+            continue
+        cm = cms[0]
+        full = cm["metadata"]["name"].removesuffix("-config")
+        t = merged["discovery"]["tailscale"]
+        for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+            name = sts["metadata"]["name"]
+            role = name.removeprefix(f"{full}-")
+            where = f"{what}: {name}"
+            pod = sts["spec"]["template"]["spec"]
+            c = pod["containers"][0]
+            args = c.get("args") or []
+            if args[:2] != [role, "--config"] or len(args) != 3:
+                problem(f"{where}: args {args}")
+                continue
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+            cfg_dir, cfg_file = args[2].rsplit("/", 1)
+            vol = {v["name"]: v for v in pod.get("volumes") or []}.get(mounts.get(cfg_dir), {})
+            if (vol.get("configMap") or {}).get("name") != cm["metadata"]["name"] or cfg_file not in cm["data"]:
+                problem(f"{where}: {args[2]} is not a key of ConfigMap {cm['metadata']['name']}")
+                continue
+            pod_name = f"{name}-0"
+            env = pod_env(c, pod_name, namespace, where)
+            eff = run_check(exe, role, cm["data"][cfg_file], env, where)
+            if eff is None:
+                continue
+            checked += 1
+            # The node.
+            mesh = eff.get("mesh") or {}
+            want_tags = t.get("tags") or [f"tag:inferadb-{t['localCluster']}"]
+            for key, got, want in (
+                ("mesh.hostname", mesh.get("hostname"), pod_name),
+                ("mesh.control_url", mesh.get("control_url"), t["controlUrl"]),
+                ("mesh.tags", mesh.get("tags"), want_tags),
+                ("mesh.ephemeral", mesh.get("ephemeral"), not t["state"]["persistence"]["enabled"]),
+                ("mesh.auth_key_file", mesh.get("auth_key_file"), f"/var/run/secrets/tailscale/{t['authKey']['key']}"),
+                ("mesh.listen", mesh.get("listen"), f"0.0.0.0:{t['udpPort']}"),
+                ("http.listen", (eff.get("http") or {}).get("listen"), f"0.0.0.0:{merged['metrics']['port']}"),
+                ("http.tailnet_port", (eff.get("http") or {}).get("tailnet_port"), merged[role]["tailnetPort"]),
+            ):
+                if got != want:
+                    problem(f"{where}: effective {key} {got!r} != {want!r}")
+            if mesh.get("state_dir") not in mounts:
+                problem(f"{where}: effective mesh.state_dir {mesh.get('state_dir')} is not a mount")
+            # Discovery: the values' clusters, the local one, TTL, health checks.
+            disc = (eff.get("auth") or {}).get("discovery") if role == "engine" \
+                else (eff.get("cache_invalidation") or {}).get("discovery")
+            want = expected_discovery(merged, role, full)
+            for key in ("mode", "http_endpoints", "cache_ttl_seconds", "health_check"):
+                got = (disc or {}).get(key)
+                if got != want[key]:
+                    problem(f"{where}: effective discovery.{key} {json.dumps(got)} != {json.dumps(want[key])}")
+            if role == "control":
+                ci = eff["cache_invalidation"]
+                cv = merged["control"]["cacheInvalidation"]
+                if (ci["timeout_ms"], ci["retry_attempts"]) != (cv["timeoutMs"], cv["retryAttempts"]):
+                    problem(f"{where}: timeout_ms/retry_attempts {ci['timeout_ms']}/{ci['retry_attempts']}")
+                api = merged["control"]["api"]
+                want_token = f"/var/run/secrets/inferadb/api/{api['key']}" if api["existingSecret"] else None
+                if eff["api"]["token_file"] != want_token:
+                    problem(f"{where}: api.token_file {eff['api']['token_file']} != {want_token}")
+    print(f"binary: {checked} rendered role configs accepted by {exe} --check")
+    if checked < 2 * len(REGIONS):
+        problem(f"binary: only {checked} configs checked")
 
 
 # ---------------------------------------------------------------------------
@@ -508,10 +750,14 @@ def cmd_dashboard() -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in ("chart", "dashboard"):
+    args = sys.argv[1:]
+    if args[:1] == ["binary"] and len(args) == 2:
+        cmd_binary(args[1])
+    elif len(args) == 1 and args[0] in ("chart", "dashboard"):
+        {"chart": cmd_chart, "dashboard": cmd_dashboard}[args[0]]()
+    else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    {"chart": cmd_chart, "dashboard": cmd_dashboard}[sys.argv[1]]()
     if problems:
         for p in problems:
             print(f"FAIL: {p}", file=sys.stderr)

@@ -890,3 +890,42 @@ fn check_fails_in_one_line_on_what_a_role_cannot_start_without() {
         assert!(err.contains(want), "{role} {vars:?}: {err}");
     }
 }
+
+/// The Helm chart's rendered config files and container environment, for
+/// the guide's three regions and variants (a single cluster, another
+/// release name, health checks, the kubernetes and none modes, the chart's
+/// defaults), given to this binary's `--check`: each is accepted and its
+/// effective configuration (local cluster, remote clusters, node, ports,
+/// TTL, health checks) is what the values say. The rendering and the
+/// comparison are `tests/helm/check_chart.py binary` (Helm v4 through the
+/// helm-python-sdk package, from scripts/install-test-deps.sh); without the
+/// packages it fails, or skips with `TAILNET_SKIP_INTEROP=1`.
+#[test]
+fn the_helm_charts_rendered_configs_are_accepted_by_the_binary() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/helm/check_chart.py");
+    let out = match std::process::Command::new("python3")
+        .arg(&script)
+        .arg("binary")
+        .arg(env!("CARGO_BIN_EXE_inferadb-mesh"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if std::env::var("TAILNET_SKIP_INTEROP").as_deref() == Ok("1") => {
+            eprintln!("SKIP: python3 not runnable ({e}); TAILNET_SKIP_INTEROP=1");
+            return;
+        }
+        Err(e) => panic!("python3 not runnable: {e} (scripts/install-test-deps.sh installs it)"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "check_chart.py binary failed ({}):\n{stderr}",
+        out.status
+    );
+    if !stdout.starts_with("SKIP") {
+        assert!(stdout.contains("binary: ok"), "{stdout}");
+    }
+}
