@@ -1,7 +1,9 @@
 //! The running discovery: sources → members → health → the published set.
 //!
 //! ```text
-//! refresh task (every cache TTL, on refresh_now, on a Kubernetes change)
+//! refresh task (every cache TTL; sooner while degraded, see below; on
+//!               refresh_now, a Kubernetes change, a change trigger such
+//!               as the node's netmap)
 //!   └ per cluster, concurrently: MagicDNS name / EndpointSlices / static list
 //!       → members (cluster, addr) ─┐
 //! health task (every interval) ────┤ consecutive successes / failures
@@ -13,6 +15,24 @@
 //! A cluster whose name does not exist (`not_found`: no pod online) becomes
 //! empty; one whose lookup times out or errors keeps its previous members
 //! (stale beats empty on a transient failure) and counts a failure.
+//!
+//! The cache TTL (default 300 s) is the steady-state period. Two things
+//! make discovery refresh sooner, so a pod that comes, goes or comes back
+//! is seen in seconds rather than at the next TTL:
+//!
+//! - **Change triggers** ([`DiscoveryBuilder::refresh_on`];
+//!   [`DiscoveryBuilder::node`] adds the node's netmap): a change refreshes
+//!   after `TRIGGER_SETTLE` (so MagicDNS, which rebuilds its zone from
+//!   the same netmap, answers from the new one). MagicDNS answers come only
+//!   from the netmap, so for the tailnet this alone keeps the set current.
+//! - **Fast retry while degraded**: after a refresh in which a cluster came
+//!   back empty or failed, or while an endpoint is unhealthy, the next
+//!   refresh is `FAST_RETRY_MIN` (1 s) later, doubling after every such timed
+//!   retry that is still degraded, up to the TTL; a refresh with every
+//!   cluster found and every endpoint healthy goes back to the TTL. A
+//!   health check turning an endpoint unhealthy starts the fast retry too.
+//!   So a role started before its peers, or a lookup that failed once, is
+//!   not stuck for a TTL.
 
 use crate::config::{
     ClusterTarget, DiscoveryConfig, DiscoveryMode, HealthCheckConfig, KubernetesConfig,
@@ -24,16 +44,26 @@ use crate::metrics::DiscoveryMetrics;
 use crate::net::{Connect, Resolve, ResolveFailure, SystemResolver, TcpConnector};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// Longest one MagicDNS lookup may take (the node's own retries fit).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the first refresh waits for the Kubernetes watcher's first list.
 const KUBE_FIRST_LIST: Duration = Duration::from_secs(10);
+/// The first delay of the fast retry while discovery is degraded (a
+/// cluster empty or failed, an endpoint unhealthy); it doubles after each
+/// timed retry still degraded, up to the cache TTL.
+const FAST_RETRY_MIN: Duration = Duration::from_secs(1);
+/// How long a change trigger (the node's netmap) waits before refreshing:
+/// MagicDNS rebuilds its zone from the same netmap in a task of its own,
+/// and changes come in bursts (a pod joining is several map messages).
+const TRIGGER_SETTLE: Duration = Duration::from_millis(250);
 
 /// One discovered endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,6 +176,11 @@ struct Shared {
     metrics: DiscoveryMetrics,
     state: Mutex<State>,
     tx: watch::Sender<Arc<EndpointSet>>,
+    /// Set by change triggers: refresh soon.
+    changed: Arc<Notify>,
+    /// Set by the health task when an endpoint turns unhealthy: start the
+    /// fast retry.
+    unhealthy: Notify,
 }
 
 impl Shared {
@@ -227,12 +262,18 @@ impl std::fmt::Debug for Discovery {
     }
 }
 
+type Trigger = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Sets discovery up: [`Discovery::builder`].
 pub struct DiscoveryBuilder<R, C> {
     config: DiscoveryConfig,
     resolver: R,
     connector: C,
     metrics: Option<DiscoveryMetrics>,
+    /// Notified by the triggers.
+    changed: Arc<Notify>,
+    /// Tasks that follow a change source and notify `changed`.
+    triggers: Vec<Trigger>,
 }
 
 impl Discovery {
@@ -245,6 +286,8 @@ impl Discovery {
             resolver: SystemResolver,
             connector: TcpConnector,
             metrics: None,
+            changed: Arc::new(Notify::new()),
+            triggers: Vec::new(),
         }
     }
 
@@ -312,6 +355,8 @@ impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
             resolver,
             connector: self.connector,
             metrics: self.metrics,
+            changed: self.changed,
+            triggers: self.triggers,
         }
     }
 
@@ -322,14 +367,35 @@ impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
             resolver: self.resolver,
             connector,
             metrics: self.metrics,
+            changed: self.changed,
+            triggers: self.triggers,
         }
     }
 
-    /// Resolves through the node's MagicDNS and health-checks over its
-    /// tunnels.
+    /// Resolves through the node's MagicDNS, health-checks over its
+    /// tunnels, and refreshes whenever its netmap changes (MagicDNS answers
+    /// from the netmap, so a pod joining, leaving or going offline is seen
+    /// at once rather than at the next TTL).
     #[cfg(feature = "tailnet")]
     pub fn node(self, node: &tailnet::Node) -> DiscoveryBuilder<tailnet::Node, tailnet::Node> {
-        self.resolver(node.clone()).connector(node.clone())
+        let b = self.resolver(node.clone()).connector(node.clone());
+        match node.watch_netmap() {
+            Some(netmap) => b.refresh_on(netmap),
+            None => b,
+        }
+    }
+
+    /// Also refreshes whenever `changes` changes (250 ms later, so a burst
+    /// of changes makes one or two refreshes). For sources whose
+    /// answers follow something observable, like MagicDNS and the netmap.
+    pub fn refresh_on<T: Send + Sync + 'static>(mut self, mut changes: watch::Receiver<T>) -> Self {
+        let changed = self.changed.clone();
+        self.triggers.push(Box::pin(async move {
+            while changes.changed().await.is_ok() {
+                changed.notify_one();
+            }
+        }));
+        self
     }
 
     /// Updates these metrics (e.g. from [`DiscoveryMetrics::register`]);
@@ -396,9 +462,14 @@ impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
                 logged: None,
             }),
             tx,
+            changed: self.changed,
+            unhealthy: Notify::new(),
         });
         shared.publish();
         let (ctx, crx) = mpsc::channel(16);
+        for t in self.triggers {
+            tasks.push(tokio::spawn(t));
+        }
         let resolver = Arc::new(self.resolver);
         tasks.push(tokio::spawn(refresh_task(
             shared.clone(),
@@ -424,6 +495,26 @@ impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
     }
 }
 
+/// Why the refresh task woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The TTL or the fast retry's delay ran out.
+    Timer,
+    /// Asked (refresh_now), or a source or trigger said something changed.
+    Asked,
+}
+
+/// The delay before the next timed refresh, and the fast retry's next
+/// delay: while `degraded`, `retry` (at most the TTL); otherwise the TTL,
+/// and the fast retry starts over.
+fn next_delay(degraded: bool, retry: Duration, ttl: Duration) -> (Duration, Duration) {
+    if degraded {
+        (retry.min(ttl), retry)
+    } else {
+        (ttl, FAST_RETRY_MIN)
+    }
+}
+
 async fn refresh_task<R: Resolve>(
     shared: Arc<Shared>,
     sources: Vec<Source>,
@@ -433,40 +524,62 @@ async fn refresh_task<R: Resolve>(
     mut commands: mpsc::Receiver<Command>,
 ) {
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut retry = FAST_RETRY_MIN;
     loop {
-        refresh(&shared, &sources, &resolver, kube_rx.as_mut()).await;
+        let degraded = refresh(&shared, &sources, &resolver, kube_rx.as_mut()).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
-        let deadline = tokio::time::Instant::now() + ttl;
-        let kube_changed = async {
-            match kube_rx.as_mut() {
-                Some(rx) => {
-                    if rx.changed().await.is_err() {
-                        std::future::pending::<()>().await;
+        let (delay, r) = next_delay(degraded, retry, ttl);
+        retry = r;
+        let mut deadline = tokio::time::Instant::now() + delay;
+        let wake = loop {
+            let kube_changed = async {
+                match kube_rx.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
                     }
+                    None => std::future::pending::<()>().await,
                 }
-                None => std::future::pending::<()>().await,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break Wake::Timer,
+                _ = kube_changed => break Wake::Asked,
+                _ = shared.changed.notified() => {
+                    tokio::time::sleep(TRIGGER_SETTLE).await;
+                    break Wake::Asked;
+                }
+                _ = shared.unhealthy.notified() => {
+                    // Re-resolve soon: the pod may be gone or replaced.
+                    deadline = deadline.min(tokio::time::Instant::now() + retry.min(ttl));
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Refresh(w)) => {
+                        waiters.push(w);
+                        break Wake::Asked;
+                    }
+                    None => return,
+                },
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = kube_changed => {}
-            cmd = commands.recv() => match cmd {
-                Some(Command::Refresh(w)) => waiters.push(w),
-                None => return,
-            },
+        // Timed retries back off; asked-for refreshes leave the pace as is.
+        if wake == Wake::Timer && degraded {
+            retry = retry.saturating_mul(2).min(ttl);
         }
     }
 }
 
-/// One refresh of every source, then members, logs and metrics.
+/// One refresh of every source, then members, logs and metrics. Returns
+/// whether discovery is degraded: a cluster failed or is empty, or an
+/// endpoint is unhealthy (the fast retry's condition).
 async fn refresh<R: Resolve>(
     shared: &Arc<Shared>,
     sources: &[Source],
     resolver: &Arc<R>,
     kube_rx: Option<&mut watch::Receiver<KubeState>>,
-) {
+) -> bool {
     let mut results: Vec<(String, Found)> = Vec::new();
     let mut dns = tokio::task::JoinSet::new();
     for s in sources {
@@ -521,7 +634,8 @@ async fn refresh<R: Resolve>(
         }
     }
 
-    let counts = {
+    let failed = results.iter().any(|(_, f)| matches!(f, Found::Failed));
+    let (counts, degraded) = {
         let mut st = shared.state.lock();
         for (cluster, found) in &results {
             let Found::Members(addrs) = found else {
@@ -549,9 +663,15 @@ async fn refresh<R: Resolve>(
                 (c, n)
             })
             .collect();
+        // An empty static list is configuration, not a degraded source.
+        let empty = sources.iter().any(|s| {
+            !matches!(s, Source::Static(l) if l.is_empty())
+                && counts.get(s.cluster()).copied().unwrap_or(0) == 0
+        });
+        let unhealthy = st.members.values().any(|h| !h.healthy);
         let changed = st.logged.as_ref() != Some(&counts);
         st.logged = Some(counts.clone());
-        changed.then_some(counts)
+        (changed.then_some(counts), failed || empty || unhealthy)
     };
     if let Some(counts) = counts {
         let total: usize = counts.values().sum();
@@ -571,6 +691,7 @@ async fn refresh<R: Resolve>(
         tracing::warn!("No Tailscale endpoints discovered across any cluster");
     }
     shared.publish();
+    degraded
 }
 
 async fn resolve_cluster<R: Resolve>(
@@ -666,6 +787,7 @@ async fn health_task<C: Connect>(shared: Arc<Shared>, connector: Arc<C>, cfg: He
                 results.push(r);
             }
         }
+        let mut turned_unhealthy = false;
         {
             let mut st = shared.state.lock();
             for (cluster, addr, r) in results {
@@ -687,6 +809,7 @@ async fn health_task<C: Connect>(shared: Arc<Shared>, connector: Arc<C>, cfg: He
                         h.failures = h.failures.saturating_add(1);
                         if h.healthy && h.failures >= cfg.unhealthy_threshold {
                             h.healthy = false;
+                            turned_unhealthy = true;
                             tracing::warn!(cluster = %cluster, endpoint = %addr, error = %e, "Endpoint unhealthy");
                         }
                     }
@@ -694,5 +817,262 @@ async fn health_task<C: Connect>(shared: Arc<Shared>, connector: Arc<C>, cfg: He
             }
         }
         shared.publish();
+        if turned_unhealthy {
+            shared.unhealthy.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The refresh pace on tokio's paused clock: the fast retry while a
+    //! cluster is empty (and its backoff to the TTL), change triggers, and
+    //! an unhealthy endpoint starting the fast retry.
+
+    use super::*;
+    use crate::config::TailscaleConfig;
+    use std::collections::HashMap;
+    use std::io;
+
+    /// Name → addresses (missing: NXDOMAIN), counting lookups per name.
+    #[derive(Clone, Default)]
+    struct Fake {
+        answers: Arc<Mutex<HashMap<String, Vec<IpAddr>>>>,
+        lookups: Arc<Mutex<HashMap<String, u32>>>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("no such name")]
+    struct NotFound;
+
+    impl Fake {
+        fn set(&self, name: &str, ips: &[&str]) {
+            let ips = ips.iter().map(|s| s.parse().unwrap()).collect();
+            self.answers.lock().insert(name.into(), ips);
+        }
+        fn lookups(&self, name: &str) -> u32 {
+            self.lookups.lock().get(name).copied().unwrap_or(0)
+        }
+    }
+
+    impl Resolve for Fake {
+        type Error = NotFound;
+        async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, NotFound> {
+            *self.lookups.lock().entry(name.into()).or_default() += 1;
+            self.answers.lock().get(name).cloned().ok_or(NotFound)
+        }
+        fn classify(_: &NotFound) -> ResolveFailure {
+            ResolveFailure::NotFound
+        }
+    }
+
+    /// Health checks: 200 from every address except `down`, which
+    /// refuses connections.
+    #[derive(Clone, Default)]
+    struct Checks {
+        down: Arc<Mutex<Vec<IpAddr>>>,
+    }
+
+    impl Connect for Checks {
+        type Stream = tokio::io::DuplexStream;
+        async fn connect(&self, addr: SocketAddr) -> io::Result<tokio::io::DuplexStream> {
+            if self.down.lock().contains(&addr.ip()) {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            let (client, mut server) = tokio::io::duplex(1024);
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            });
+            Ok(client)
+        }
+    }
+
+    const US: &str = "inferadb-engine.us-west-1.ts.net";
+    const EU: &str = "inferadb-engine.eu-west-1.ts.net";
+
+    fn target(name: &str) -> ClusterTarget {
+        ClusterTarget {
+            name: name.into(),
+            tailscale_domain: format!("{name}.ts.net"),
+            service_name: "inferadb-engine".into(),
+            port: 8080,
+        }
+    }
+
+    fn config(health: Option<HealthCheckConfig>) -> DiscoveryConfig {
+        DiscoveryConfig {
+            mode: DiscoveryMode::Tailscale(TailscaleConfig {
+                local_cluster: "us-west-1".into(),
+                local: LocalCluster::Tailscale(target("us-west-1")),
+                remote_clusters: vec![target("eu-west-1")],
+            }),
+            http_endpoints: Vec::new(),
+            cache_ttl: Duration::from_secs(300),
+            health_check: health,
+        }
+    }
+
+    fn addrs(set: &EndpointSet, cluster: &str) -> Vec<String> {
+        set.cluster(cluster).map(|e| e.addr.to_string()).collect()
+    }
+
+    /// Sleeps `secs` of paused time in small steps, so every timer due on
+    /// the way fires in order.
+    async fn pass(secs: f64) {
+        let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+        while tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[test]
+    fn the_next_delay_is_the_retry_while_degraded_else_the_ttl() {
+        let ttl = Duration::from_secs(300);
+        let s = Duration::from_secs;
+        assert_eq!(next_delay(true, s(1), ttl), (s(1), s(1)));
+        assert_eq!(next_delay(true, s(512), ttl), (ttl, s(512)));
+        assert_eq!(next_delay(false, s(64), ttl), (ttl, FAST_RETRY_MIN));
+        // A TTL under the fast retry's first step: the TTL.
+        let short = Duration::from_millis(500);
+        assert_eq!(next_delay(true, s(1), short), (short, s(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_cluster_is_retried_fast_then_backs_off_to_the_ttl() {
+        let r = Fake::default();
+        r.set(US, &["100.64.0.1"]);
+        let d = Discovery::builder(config(None))
+            .resolver(r.clone())
+            .start()
+            .unwrap();
+        let set = d.ready().await.unwrap();
+        assert_eq!(addrs(&set, "eu-west-1"), Vec::<String>::new());
+        assert_eq!(r.lookups(EU), 1);
+        // Refreshes at 1, 3, 7, 15, 31, 63, 127, 255 s, then every TTL
+        // (the ninth waits min(256 s, TTL)).
+        pass(0.5).await;
+        assert_eq!(r.lookups(EU), 1, "not before the first retry");
+        pass(1.0).await;
+        assert_eq!(r.lookups(EU), 2, "the first retry, 1 s after");
+        pass(254.0).await;
+        assert_eq!(r.lookups(EU), 9, "doubling: 1 3 7 15 31 63 127 255");
+        pass(256.0).await;
+        assert_eq!(r.lookups(EU), 10, "then min(256 s, TTL): 511");
+        pass(299.0).await;
+        assert_eq!(r.lookups(EU), 10, "capped at the TTL");
+        pass(2.0).await;
+        assert_eq!(r.lookups(EU), 11, "811 s");
+
+        // The cluster comes up: found at the next retry (at most a TTL
+        // here; a trigger would be sooner), then the steady TTL.
+        r.set(EU, &["100.64.1.1"]);
+        pass(300.0).await;
+        assert_eq!(addrs(&d.current(), "eu-west-1"), ["100.64.1.1:8080"]);
+        let n = r.lookups(EU);
+        pass(290.0).await;
+        assert_eq!(r.lookups(EU), n, "healthy and complete: the TTL again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_started_before_its_peers_finds_them_within_seconds() {
+        let r = Fake::default();
+        let d = Discovery::builder(config(None))
+            .resolver(r.clone())
+            .start()
+            .unwrap();
+        assert!(d.ready().await.unwrap().endpoints.is_empty());
+        pass(2.0).await;
+        r.set(US, &["100.64.0.1"]);
+        r.set(EU, &["100.64.1.1", "100.64.1.2"]);
+        // Retries at 1, 3 s: found by 3 s, with no trigger at all.
+        pass(1.5).await;
+        let set = d.current();
+        assert_eq!(addrs(&set, "us-west-1"), ["100.64.0.1:8080"]);
+        assert_eq!(
+            addrs(&set, "eu-west-1"),
+            ["100.64.1.1:8080", "100.64.1.2:8080"]
+        );
+        let n = r.lookups(EU);
+        pass(299.0).await;
+        assert_eq!(r.lookups(EU), n, "found: back to the TTL");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trigger_refreshes_at_once_and_the_ttl_holds_otherwise() {
+        let r = Fake::default();
+        r.set(US, &["100.64.0.1"]);
+        r.set(EU, &["100.64.1.1"]);
+        let (tx, rx) = watch::channel(0u32);
+        let d = Discovery::builder(config(None))
+            .resolver(r.clone())
+            .refresh_on(rx)
+            .start()
+            .unwrap();
+        d.ready().await.unwrap();
+        // Nothing degraded, nothing triggered: no refresh before the TTL.
+        pass(100.0).await;
+        assert_eq!(r.lookups(EU), 1);
+        // A pod joins: the trigger refreshes within the settle delay.
+        r.set(EU, &["100.64.1.1", "100.64.1.2"]);
+        let mut sub = d.subscribe();
+        tx.send_replace(1);
+        let t = tokio::time::Instant::now();
+        sub.wait_for(|s| s.cluster("eu-west-1").count() == 2)
+            .await
+            .unwrap();
+        assert!(t.elapsed() <= TRIGGER_SETTLE + Duration::from_millis(10));
+        // A burst of changes: a refresh or two, not one each.
+        let before = r.lookups(EU);
+        for i in 2..20 {
+            tx.send_replace(i);
+        }
+        pass(1.0).await;
+        let burst = r.lookups(EU) - before;
+        assert!((1..=2).contains(&burst), "{burst} refreshes for a burst");
+        // And the TTL still refreshes in the steady state.
+        let n = r.lookups(EU);
+        pass(300.0).await;
+        assert_eq!(r.lookups(EU), n + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_turning_unhealthy_starts_the_fast_retry() {
+        let r = Fake::default();
+        r.set(US, &["100.64.0.1"]);
+        r.set(EU, &["100.64.1.1"]);
+        let checks = Checks::default();
+        let health = HealthCheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+            ..HealthCheckConfig::default()
+        };
+        let d = Discovery::builder(config(Some(health)))
+            .resolver(r.clone())
+            .connector(checks.clone())
+            .start()
+            .unwrap();
+        d.ready().await.unwrap();
+        pass(10.0).await;
+        assert_eq!(r.lookups(EU), 1, "all healthy: the TTL pace");
+        // The eu pod dies and a new one (new address) replaces it; nothing
+        // tells discovery but the failing checks.
+        checks.down.lock().push("100.64.1.1".parse().unwrap());
+        r.set(EU, &["100.64.1.2"]);
+        pass(0.35).await;
+        assert!(
+            d.current().endpoints.iter().any(|e| !e.healthy),
+            "unhealthy after two failed checks: {:?}",
+            d.current()
+        );
+        pass(1.0).await;
+        let set = d.current();
+        assert_eq!(addrs(&set, "eu-west-1"), ["100.64.1.2:8080"]);
+        assert!(set.endpoints.iter().all(|e| e.healthy), "{set:?}");
+        let n = r.lookups(EU);
+        pass(100.0).await;
+        assert_eq!(r.lookups(EU), n, "healthy again: the TTL pace");
     }
 }
