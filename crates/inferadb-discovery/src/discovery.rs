@@ -765,60 +765,77 @@ async fn resolve_static(list: &[StaticEndpoint]) -> Found {
     Found::Members(out)
 }
 
+/// Checks every member each interval. A round does not wait for the
+/// previous one: a check that takes its whole timeout (a dead pod over a
+/// tunnel: no handshake, no answer) does not delay the next, so checks
+/// stay an interval apart and a dead endpoint is unhealthy within
+/// [`HealthCheckConfig::detection_window`] (interval × unhealthy_threshold
+/// plus timeout), even when the timeout is longer than the interval (then
+/// up to timeout / interval checks of one endpoint are in flight).
+/// Results apply as they arrive.
 async fn health_task<C: Connect>(shared: Arc<Shared>, connector: Arc<C>, cfg: HealthCheckConfig) {
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let path: Arc<str> = cfg.path.clone().into();
+    let mut checks = tokio::task::JoinSet::new();
     loop {
-        tick.tick().await;
-        let targets: Vec<(String, SocketAddr)> =
-            shared.state.lock().members.keys().cloned().collect();
-        let mut checks = tokio::task::JoinSet::new();
-        for (cluster, addr) in targets {
-            let (c, p, timeout) = (connector.clone(), path.clone(), cfg.timeout);
-            checks.spawn(async move {
-                let r = health::check(&*c, addr, &p, timeout).await;
-                (cluster, addr, r)
-            });
-        }
-        let mut results = Vec::new();
-        while let Some(r) = checks.join_next().await {
-            if let Ok(r) = r {
-                results.push(r);
+        tokio::select! {
+            _ = tick.tick() => {
+                let targets: Vec<(String, SocketAddr)> =
+                    shared.state.lock().members.keys().cloned().collect();
+                for (cluster, addr) in targets {
+                    let (c, p, timeout) = (connector.clone(), path.clone(), cfg.timeout);
+                    checks.spawn(async move {
+                        let r = health::check(&*c, addr, &p, timeout).await;
+                        (cluster, addr, r)
+                    });
+                }
             }
-        }
-        let mut turned_unhealthy = false;
-        {
-            let mut st = shared.state.lock();
-            for (cluster, addr, r) in results {
-                // Gone since the check started: nothing to update.
-                let Some(h) = st.members.get_mut(&(cluster.clone(), addr)) else {
-                    continue;
-                };
-                match r {
-                    Ok(_) => {
-                        h.failures = 0;
-                        h.successes = h.successes.saturating_add(1);
-                        if !h.healthy && h.successes >= cfg.healthy_threshold {
-                            h.healthy = true;
-                            tracing::info!(cluster = %cluster, endpoint = %addr, "Endpoint healthy again");
-                        }
-                    }
-                    Err(e) => {
-                        h.successes = 0;
-                        h.failures = h.failures.saturating_add(1);
-                        if h.healthy && h.failures >= cfg.unhealthy_threshold {
-                            h.healthy = false;
-                            turned_unhealthy = true;
-                            tracing::warn!(cluster = %cluster, endpoint = %addr, error = %e, "Endpoint unhealthy");
-                        }
-                    }
+            Some(done) = checks.join_next() => {
+                let Ok((cluster, addr, r)) = done else { continue };
+                let turned_unhealthy = apply_check(&shared, &cfg, cluster, addr, r);
+                shared.publish();
+                if turned_unhealthy {
+                    shared.unhealthy.notify_one();
                 }
             }
         }
-        shared.publish();
-        if turned_unhealthy {
-            shared.unhealthy.notify_one();
+    }
+}
+
+/// Counts one check's result; returns whether the endpoint just turned
+/// unhealthy.
+fn apply_check(
+    shared: &Shared,
+    cfg: &HealthCheckConfig,
+    cluster: String,
+    addr: SocketAddr,
+    r: Result<u16, health::CheckError>,
+) -> bool {
+    let mut st = shared.state.lock();
+    // Gone since the check started: nothing to update.
+    let Some(h) = st.members.get_mut(&(cluster.clone(), addr)) else {
+        return false;
+    };
+    match r {
+        Ok(_) => {
+            h.failures = 0;
+            h.successes = h.successes.saturating_add(1);
+            if !h.healthy && h.successes >= cfg.healthy_threshold {
+                h.healthy = true;
+                tracing::info!(cluster = %cluster, endpoint = %addr, "Endpoint healthy again");
+            }
+            false
+        }
+        Err(e) => {
+            h.successes = 0;
+            h.failures = h.failures.saturating_add(1);
+            if h.healthy && h.failures >= cfg.unhealthy_threshold {
+                h.healthy = false;
+                tracing::warn!(cluster = %cluster, endpoint = %addr, error = %e, "Endpoint unhealthy");
+                return true;
+            }
+            false
         }
     }
 }
@@ -867,10 +884,12 @@ mod tests {
     }
 
     /// Health checks: 200 from every address except `down`, which
-    /// refuses connections.
+    /// refuses connections, and `silent`, which never answers (a dead pod
+    /// over a tunnel).
     #[derive(Clone, Default)]
     struct Checks {
         down: Arc<Mutex<Vec<IpAddr>>>,
+        silent: Arc<Mutex<Vec<IpAddr>>>,
     }
 
     impl Connect for Checks {
@@ -878,6 +897,9 @@ mod tests {
         async fn connect(&self, addr: SocketAddr) -> io::Result<tokio::io::DuplexStream> {
             if self.down.lock().contains(&addr.ip()) {
                 return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            if self.silent.lock().contains(&addr.ip()) {
+                std::future::pending::<()>().await;
             }
             let (client, mut server) = tokio::io::duplex(1024);
             tokio::spawn(async move {
@@ -1074,5 +1096,53 @@ mod tests {
         let n = r.lookups(EU);
         pass(100.0).await;
         assert_eq!(r.lookups(EU), n, "healthy again: the TTL pace");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_endpoint_is_unhealthy_within_the_window_with_a_long_timeout() {
+        let r = Fake::default();
+        r.set(US, &["100.64.0.1"]);
+        r.set(EU, &["100.64.1.1"]);
+        let checks = Checks::default();
+        // Timeout over the interval: checks of one endpoint overlap.
+        let health = HealthCheckConfig {
+            interval: Duration::from_millis(300),
+            timeout: Duration::from_millis(1000),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+            ..HealthCheckConfig::default()
+        };
+        let window = health.detection_window();
+        let d = Discovery::builder(config(Some(health)))
+            .resolver(r)
+            .connector(checks.clone())
+            .start()
+            .unwrap();
+        d.ready().await.unwrap();
+        // Die at every offset within an interval: unhealthy within the
+        // window each time, the other endpoint healthy throughout.
+        for offset_ms in [0u64, 100, 250] {
+            pass(1.0 + offset_ms as f64 / 1000.0).await;
+            assert!(d.current().endpoints.iter().all(|e| e.healthy));
+            let t = tokio::time::Instant::now();
+            checks.silent.lock().push("100.64.1.1".parse().unwrap());
+            let mut rx = d.subscribe();
+            let set = rx
+                .wait_for(|s| s.endpoints.iter().any(|e| !e.healthy))
+                .await
+                .unwrap()
+                .clone();
+            assert!(
+                t.elapsed() <= window,
+                "unhealthy after {:?}, window {window:?}",
+                t.elapsed()
+            );
+            assert_eq!(set.healthy_by_cluster()["us-west-1"].len(), 1);
+            // Back: it answers again.
+            checks.silent.lock().clear();
+            rx.wait_for(|s| s.endpoints.iter().all(|e| e.healthy))
+                .await
+                .unwrap();
+        }
     }
 }
