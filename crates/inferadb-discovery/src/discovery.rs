@@ -451,6 +451,24 @@ impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
         metrics
             .clusters_total
             .inc_by(u64::try_from(clusters.len()).unwrap_or(u64::MAX));
+        // Every configured cluster's failure series exists from the start
+        // at 0, so a rate() over it (the dashboard's failure panel, an
+        // alert) reads 0 rather than "no data" until the first failure.
+        let resolved = matches!(config.mode, DiscoveryMode::Tailscale(_));
+        for cluster in clusters.iter().filter(|_| resolved) {
+            for reason in ["not_found", "timeout", "error"] {
+                metrics
+                    .cluster_discovery_failures
+                    .with_label_values(&[cluster.as_str(), reason]);
+            }
+        }
+        for s in &sources {
+            if let Source::Kubernetes(k) = s {
+                metrics
+                    .cluster_discovery_failures
+                    .with_label_values(&[k.cluster.as_str(), "kubernetes_api"]);
+            }
+        }
         let (tx, rx) = watch::channel(Arc::new(EndpointSet::default()));
         let shared = Arc::new(Shared {
             clusters,

@@ -194,6 +194,13 @@ async fn ttl_refresh_change_stream_metrics_and_logs() {
         .start()
         .unwrap();
     let set = d.ready().await.unwrap();
+    // Failure series exist at 0 for clusters that have not failed, so a
+    // rate() over them reads 0 instead of no data.
+    let exposition = encode_text(&registry).unwrap();
+    assert!(
+        exposition.contains("inferadb_tailscale_cluster_discovery_failures_total{cluster=\"us-west-1\",reason=\"timeout\"} 0"),
+        "{exposition}"
+    );
     assert_eq!(
         addrs(&set, "us-west-1"),
         ["100.64.0.1:8080", "100.64.0.2:8080"]
@@ -295,6 +302,15 @@ async fn ttl_refresh_change_stream_metrics_and_logs() {
     ] {
         assert!(exposition.contains(name), "{name} in\n{exposition}");
     }
+    let not_found = exposition
+        .lines()
+        .find(|l| l.starts_with("inferadb_tailscale_cluster_discovery_failures_total{cluster=\"ap-southeast-1\",reason=\"not_found\"}"))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse::<f64>().ok());
+    assert!(
+        not_found.is_some_and(|v| v >= 1.0),
+        "ap-southeast-1 not_found counted: {exposition}"
+    );
     promtool_check(&exposition);
 }
 

@@ -144,8 +144,13 @@ async fn three_clusters_over_magicdns() {
     let health_window = config.health_check.as_ref().unwrap().detection_window();
     let registry = prometheus::Registry::new();
     TailnetCollector::register(&control, &registry).unwrap();
+    // Resolver and connector only, not `.node()`: without the netmap
+    // trigger a killed engine stays in the set until its health checks
+    // mark it (the path this test is about; the netmap path is
+    // crates/inferadb-mesh/tests/seed_topology.rs).
     let d = Discovery::builder(config)
-        .node(&control)
+        .resolver(control.clone())
+        .connector(control.clone())
         .registry(&registry)
         .unwrap()
         .start()
