@@ -84,6 +84,24 @@ put("stun", "request", stun_req(b"0123456789ab"))
 put("stun", "response", b"\x01\x01\x00\x0c\x21\x12\xa4\x42" + b"0123456789ab"
     + b"\x00\x20\x00\x08\x00\x01" + struct.pack("!H", 41641 ^ 0x2112) + bytes(4))
 
+# derp_frame: a chunk-size byte, then a DERP stream (type, BE u32 length,
+# payload): greeting, sealed infos, packets, control frames, unknown type.
+def derp(t, p):
+    return bytes([t]) + struct.pack("!I", len(p)) + p
+DERP_MAGIC = "DERP\U0001f511".encode()
+DISCO = "TS\U0001f4ac".encode() + b"\x11" * 32 + b"\x22" * 24 + b"box"
+put("derp_frame", "server-stream", b"\x07" + derp(1, DERP_MAGIC + b"\x01" * 32)
+    + derp(3, b"\x02" * 24 + b"\x03" * 29) + derp(5, b"\x04" * 32 + b"wireguard")
+    + derp(5, b"\x04" * 32 + DISCO) + derp(6, b"") + derp(8, b"\x05" * 32 + b"\x01")
+    + derp(0x12, b"12345678") + derp(0x14, b"") + derp(0x15, struct.pack("!II", 500, 9000)))
+put("derp_frame", "client-stream", b"\x40" + derp(2, b"\x06" * 32 + b"\x07" * 24 + b"\x08" * 48)
+    + derp(7, b"\x01") + derp(4, b"\x09" * 32 + b"x" * 148) + derp(0x13, b"abcdefgh")
+    + derp(0x7f, b"future") + derp(9, b"\x0a" * 32 + b"\0" * 10 + b"\xff\xff\x7f\0\0\x01\xa2\x69\x01"))
+put("derp_frame", "upgrade", b"\x01HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\n"
+    b"Derp-Version: 2\r\nDerp-Public-Key: " + b"ab" * 32 + b"\r\n\r\n")
+put("derp_frame", "oversize", b"\x02" + derp(4, b"")[:1] + struct.pack("!I", 1 << 24))
+put("derp_frame", "malformed", b"\x05" + derp(7, b"\x01\x01") + derp(0x12, b"1234") + derp(6, b""))
+
 # signature_header: X-InferaDB-Signature values (t=unix seconds, v1=hex
 # HMAC-SHA256); the target verifies at t=1700000000.
 MAC = "5c" * 32

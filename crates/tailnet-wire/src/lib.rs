@@ -18,10 +18,14 @@
 //!   matcher, and the Go client's per-packet decision with a UDP flow table.
 //! - [`noise`]: the ts2021 Noise IK handshake and its record framing, as
 //!   sans-IO state machines for both the client and the coordinator.
+//! - [`derp`]: the DERP relay protocol: frames and an incremental decoder,
+//!   the ServerKey / ClientInfo / ServerInfo handshake with its NaCl boxes,
+//!   the HTTP/1.1 upgrade.
 
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod derp;
 pub mod filter;
 pub mod ip;
 pub mod key;
