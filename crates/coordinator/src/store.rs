@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 pub const DB_FILE_NAME: &str = "coordinator.db";
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a write waits for another process (the admin CLI next to a
 /// running coordinator) to finish its transaction.
@@ -85,6 +85,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE settings (
         name  TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    );
+    "#,
+    // 1 -> 2
+    r#"
+    -- The DERP relay's private key (a node-type X25519 key; its public half
+    -- is the relay's DERP address, Derp-Public-Key): one row, made once, so
+    -- clients see the same relay across restarts.
+    CREATE TABLE derp_key (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        private_key BLOB    NOT NULL CHECK (length(private_key) = 32),
+        created     INTEGER NOT NULL
     );
     "#,
 ];
@@ -185,16 +196,38 @@ impl Store {
     /// The coordinator's Noise machine private key (32 bytes), generated from
     /// the OS random number generator the first time and the same ever after.
     pub fn coordinator_key(&self, now: SystemTime) -> Result<CoordinatorKey, StoreError> {
+        self.singleton_key("coordinator_key", "coordinator key", now)
+    }
+
+    /// The DERP relay's private key (32 bytes, clamped like a WireGuard
+    /// key), generated the first time and the same ever after.
+    pub fn derp_key(&self, now: SystemTime) -> Result<CoordinatorKey, StoreError> {
+        self.singleton_key("derp_key", "DERP key", now)
+    }
+
+    /// Reads the one row of `table` (`coordinator_key` or `derp_key`),
+    /// inserting a fresh random key first if there is none.
+    fn singleton_key(
+        &self,
+        table: &'static str,
+        what: &'static str,
+        now: SystemTime,
+    ) -> Result<CoordinatorKey, StoreError> {
         let mut fresh = Zeroizing::new([0u8; 32]);
         random_bytes(fresh.as_mut())?;
+        // Clamped, as `wg genkey` and Go's key.NewNode store keys; X25519
+        // clamps on use anyway, so this only makes the stored form canonical.
+        fresh[0] &= 248;
+        fresh[31] &= 127;
+        fresh[31] |= 64;
         let mut conn = self.conn.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT OR IGNORE INTO coordinator_key (id, private_key, created) VALUES (1, ?1, ?2)",
+            &format!("INSERT OR IGNORE INTO {table} (id, private_key, created) VALUES (1, ?1, ?2)"),
             rusqlite::params![fresh.as_slice(), to_unix(now)],
         )?;
         let stored: Zeroizing<Vec<u8>> = Zeroizing::new(tx.query_row(
-            "SELECT private_key FROM coordinator_key WHERE id = 1",
+            &format!("SELECT private_key FROM {table} WHERE id = 1"),
             [],
             |r| r.get(0),
         )?);
@@ -202,7 +235,7 @@ impl Store {
         let bytes: [u8; 32] = stored
             .as_slice()
             .try_into()
-            .map_err(|_| StoreError::corrupt("coordinator key", "not 32 bytes"))?;
+            .map_err(|_| StoreError::corrupt(what, "not 32 bytes"))?;
         Ok(CoordinatorKey(Zeroizing::new(bytes)))
     }
 
@@ -266,12 +299,13 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
 }
 
-/// The coordinator's Noise machine private key. Its bytes never print
-/// (`Debug` shows `<redacted>`) and are wiped from memory on drop.
+/// One of the coordinator's private keys (the Noise machine key, the DERP
+/// key). Its bytes never print (`Debug` shows `<redacted>`) and are wiped
+/// from memory on drop.
 pub struct CoordinatorKey(Zeroizing<[u8; 32]>);
 
 impl CoordinatorKey {
-    /// The 32 private key bytes, for the Noise handshake.
+    /// The 32 private key bytes, for the Noise handshake or DERP boxes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -363,6 +397,39 @@ mod tests {
             store.coordinator_key(now).expect("key").as_bytes(),
             k1.as_bytes()
         );
+    }
+
+    #[test]
+    fn derp_key_is_its_own_and_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let store = Store::open(tmp.path()).expect("open");
+        let d1 = store.derp_key(now).expect("key");
+        assert_eq!(d1.as_bytes()[0] & 7, 0);
+        assert_ne!(
+            d1.as_bytes(),
+            store.coordinator_key(now).expect("noise key").as_bytes()
+        );
+        assert_eq!(format!("{d1:?}"), "CoordinatorKey(<redacted>)");
+        drop(store);
+        let store = Store::open(tmp.path()).expect("reopen");
+        assert_eq!(store.derp_key(now).expect("key").as_bytes(), d1.as_bytes());
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_derp_key_table() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(DB_FILE_NAME);
+        {
+            let conn = Connection::open(&path).expect("sqlite");
+            conn.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+            conn.pragma_update(None, "user_version", 1).expect("v1");
+        }
+        let store = Store::open(tmp.path()).expect("migrates");
+        assert_eq!(store.schema_version().expect("version"), 2);
+        store
+            .derp_key(SystemTime::now())
+            .expect("DERP key in a migrated db");
     }
 
     #[test]
