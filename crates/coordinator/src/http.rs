@@ -1,12 +1,15 @@
 //! The coordinator's first network slice: plain HTTP/1.1 with `GET /key`
 //! and the `POST /ts2021` upgrade into the Noise transport
-//! (`shared/protocol/control.md` §1–§4, `vendor-notes/ts2021.md`).
+//! (`shared/protocol/control.md` §1–§4, `vendor-notes/ts2021.md`), and,
+//! when the server runs a relay, `/derp` and its probes
+//! ([`crate::server::derp`]).
 //!
 //! After a successful upgrade the connection is handed to a caller-supplied
 //! handler as a [`NoiseConn`]: the Noise [`Transport`] plus the raw upgraded
 //! stream. The HTTP/2 server inside Noise (§5) is that handler's job and
 //! comes next; TLS comes later.
 
+use crate::server::derp::DerpServer;
 use crate::{Store, StoreError};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -108,7 +111,7 @@ where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    serve_inner(listener, key, None, handler).await
+    serve_inner(listener, key, None, None, handler).await
 }
 
 /// [`serve_with_key`] over TLS: each accepted connection first completes a
@@ -124,16 +127,19 @@ where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    serve_inner(listener, key, Some(tls), handler).await
+    serve_inner(listener, key, Some(tls), None, handler).await
 }
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn serve_inner<H, F>(
+/// Serves on `listener`, plain or TLS, with the DERP relay on `/derp` when
+/// one is given (else `/derp` is 404).
+pub(crate) async fn serve_inner<H, F>(
     listener: TcpListener,
     key: Arc<ControlKey>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    derp: Option<Arc<DerpServer>>,
     handler: H,
 ) -> io::Result<()>
 where
@@ -147,12 +153,13 @@ where
         let key = key.clone();
         let handler = handler.clone();
         let tls = tls.clone();
+        let derp = derp.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_http1(tcp, peer, key, handler).await,
+                None => serve_http1(tcp, peer, key, derp, handler).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_http1(stream, peer, key, handler).await,
+                        Ok(Ok(stream)) => serve_http1(stream, peer, key, derp, handler).await,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "coordinator tls handshake")
                         }
@@ -168,6 +175,7 @@ async fn serve_http1<IO, H, F>(
     io: IO,
     peer: std::net::SocketAddr,
     key: Arc<ControlKey>,
+    derp: Option<Arc<DerpServer>>,
     handler: Arc<H>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -177,9 +185,13 @@ async fn serve_http1<IO, H, F>(
     let service = hyper::service::service_fn(move |req| {
         let key = key.clone();
         let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(req, &key, handler)) }
+        let derp = derp.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(req, &key, derp.as_ref(), handler)) }
     });
+    // Title-case header names, as Go's servers write them (the DERP `101`
+    // reads `Upgrade: DERP`, `Derp-Public-Key: …`); HTTP does not care.
     let conn = hyper::server::conn::http1::Builder::new()
+        .title_case_headers(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -189,7 +201,7 @@ async fn serve_http1<IO, H, F>(
 
 type Resp = Response<Full<Bytes>>;
 
-fn text(status: StatusCode, body: &'static str) -> Resp {
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -206,11 +218,23 @@ fn method_not_allowed(allow: &'static str) -> Resp {
     r
 }
 
-fn route<H, F>(req: Request<Incoming>, key: &ControlKey, handler: Arc<H>) -> Resp
+fn route<H, F>(
+    req: Request<Incoming>,
+    key: &ControlKey,
+    derp: Option<&Arc<DerpServer>>,
+    handler: Arc<H>,
+) -> Resp
 where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    let path = req.uri().path();
+    if path == tailnet_wire::derp::DERP_PATH || path.starts_with("/derp/") {
+        return match derp {
+            Some(derp) => derp.handle(req),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+    }
     match req.uri().path() {
         KEY_PATH => match *req.method() {
             Method::GET | Method::HEAD => key_response(key),

@@ -1,6 +1,8 @@
 //! The embedded coordination server: HTTP/1.1 front door ([`crate::http`]),
 //! then HTTP/2 inside Noise with `/machine/register` and `/machine/map`,
-//! the in-memory [`Hub`] of map streams, and the ephemeral-node sweep.
+//! the in-memory [`Hub`] of map streams, the ephemeral-node sweep, and the
+//! DERP relay ([`derp`]) and STUN responder ([`stun`]) the default DERP map
+//! points at.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,6 +21,7 @@
 //! (register answers), [`hub`] (streams and events).
 
 mod control;
+pub mod derp;
 pub mod hub;
 pub mod mapper;
 pub mod register;
@@ -29,7 +32,7 @@ pub use control::map_update;
 pub use hub::{Hub, HubEvent};
 pub use mapper::{default_derp_map, MapContext};
 
-use crate::http::{serve_tls_with_key, serve_with_key, ControlKey, NoiseConn};
+use crate::http::{serve_inner, ControlKey, NoiseConn};
 use crate::names::BaseDomain;
 use crate::nodes::Node;
 use crate::policy::PolicyNode;
@@ -249,6 +252,7 @@ impl Server {
             dns_resolvers: Vec::new(),
             dns_extra_records: Vec::new(),
             tls: None,
+            derp_config: derp::DerpConfig::default(),
         }
     }
 }
@@ -264,6 +268,7 @@ pub struct ServerBuilder {
     dns_resolvers: Vec<Resolver>,
     dns_extra_records: Vec<DnsRecord>,
     tls: Option<TlsFiles>,
+    derp_config: derp::DerpConfig,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -325,6 +330,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Tunables of the DERP relay (keep-alive, handshake timeout, queues).
+    pub fn derp_config(mut self, config: derp::DerpConfig) -> Self {
+        self.derp_config = config;
+        self
+    }
+
     /// All tunables at once.
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
@@ -375,18 +386,27 @@ impl ServerBuilder {
         let tls = self.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let store = self.store.clone();
         let base_domain = self.base_domain.clone();
-        let (key, base_domain) = blocking(move || -> Result<_, StoreError> {
+        let (key, base_domain, derp_key) = blocking(move || -> Result<_, StoreError> {
             if let Some(d) = &base_domain {
                 store.set_base_domain(d)?;
             }
             store.mark_all_offline(SystemTime::now())?;
-            Ok((ControlKey::load(&store)?, store.base_domain()?))
+            Ok((
+                ControlKey::load(&store)?,
+                store.base_domain()?,
+                store.derp_key(SystemTime::now())?,
+            ))
         })
         .await
         .map_err(|e| StoreError::corrupt("startup task", e))??;
         let key = Arc::new(key);
         let control_public = key.public();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let derp = Arc::new(derp::DerpServer::new(
+            derp_key,
+            self.derp_config,
+            shutdown_rx.clone(),
+        ));
         // STUN on the same port number over UDP, when it is free.
         let stun_counters = Arc::new(stun::StunCounters::default());
         let stun_socket = match tokio::net::UdpSocket::bind(local_addr).await {
@@ -417,12 +437,10 @@ impl ServerBuilder {
         });
 
         let s = shared.clone();
+        let relay = derp.clone();
         let accept = tokio::spawn(async move {
             let handler = move |conn: NoiseConn| serve_noise(s.clone(), conn);
-            match tls {
-                Some(tls) => serve_tls_with_key(listener, key, tls, handler).await,
-                None => serve_with_key(listener, key, handler).await,
-            }
+            serve_inner(listener, key, tls, Some(relay), handler).await
         });
         let sweep = tokio::spawn(sweep_ephemeral(shared.clone()));
         let stun_task = stun_socket.map(|sock| {
@@ -433,6 +451,7 @@ impl ServerBuilder {
             ))
         });
         Ok(ServerHandle {
+            derp,
             stun: stun_counters,
             stun_task,
             local_addr,
@@ -516,6 +535,7 @@ pub struct ServerHandle {
     sweep: JoinHandle<()>,
     stun: Arc<stun::StunCounters>,
     stun_task: Option<JoinHandle<()>>,
+    derp: Arc<derp::DerpServer>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -558,6 +578,17 @@ impl ServerHandle {
         &self.stun
     }
 
+    /// The DERP relay's counters (connections, packets forwarded, drops by
+    /// reason).
+    pub fn derp_counters(&self) -> &derp::DerpCounters {
+        self.derp.counters()
+    }
+
+    /// The DERP relay: its public key, its connected clients.
+    pub fn derp(&self) -> &derp::DerpServer {
+        &self.derp
+    }
+
     /// Replaces the packet-filter policy at run time: every open map
     /// stream recomputes its node's filter and sends it if it changed, so
     /// nodes apply it to new flows at once (connections already open are
@@ -578,8 +609,8 @@ impl ServerHandle {
         }
     }
 
-    /// Stops accepting, ends every map stream (each node is marked offline)
-    /// and the sweep.
+    /// Stops accepting, ends every map stream (each node is marked offline),
+    /// every DERP connection and the sweep.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         // The accept loop has no shutdown of its own.
@@ -591,7 +622,7 @@ impl ServerHandle {
         }
         // Give streams a moment to mark their nodes offline.
         for _ in 0..50 {
-            if self.shared.hub.connected() == 0 {
+            if self.shared.hub.connected() == 0 && self.derp.clients() == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -44,7 +44,7 @@ struct Stream {
 /// Most queued events merged into one map message.
 const MAX_BATCH: usize = 512;
 
-fn jitter(max: Duration) -> Duration {
+pub(crate) fn jitter(max: Duration) -> Duration {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() || max.is_zero() {
         return Duration::ZERO;

@@ -1,0 +1,708 @@
+//! The DERP relay (`shared/protocol/derp.md`; Go's `derp/derpserver` at
+//! v1.90.9): `GET /derp` with `Upgrade: DERP` on the coordinator's own
+//! HTTP listener (plain or TLS) becomes a framed connection that relays
+//! packets between clients addressed by their node keys.
+//!
+//! Per connection, after the `101`:
+//! 1. ServerKey (magic + the relay's public key), then the client's
+//!    ClientInfo within [`DerpConfig::handshake_timeout`] (56 B .. 256 KiB,
+//!    the box must open, JSON), else the connection closes
+//!    ([`DerpCounters::handshake_failed`]). ServerInfo follows.
+//! 2. A read loop: `SendPacket` → the destination's queues; `Ping` → a
+//!    `Pong`; `NotePreferred` noted; frame types a client never sends are
+//!    skipped; mesh frames (we have no mesh key), malformed or oversized
+//!    frames close the connection ([`DerpCounters::closed_malformed`]).
+//! 3. A send loop draining the connection's queues: packets and disco
+//!    packets in two bounded queues (a full one drops its oldest packet),
+//!    PeerGone notices, the pending Pong, a KeepAlive every
+//!    [`DerpConfig::keepalive`] plus jitter.
+//!
+//! Routing rules, as Go's: a packet for a key with no connection is dropped
+//! and, when it is a disco packet, answered with PeerGone(not here) at most
+//! once a second (burst 3); when a key leaves, every connection that
+//! received packets from it gets PeerGone(disconnected); a second
+//! connection with a key replaces the first, which is closed (Go keeps both
+//! and picks one; our clients never share a key).
+
+use super::session::jitter;
+use crate::http::text;
+use crate::CoordinatorKey;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tailnet_wire::derp::{
+    self, DerpError, Frame, FrameReader, FrameType, PeerGoneReason, ServerInfo,
+};
+use tailnet_wire::PublicKey;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+use tokio::time::{sleep_until, timeout, Instant};
+
+/// Tunables of the relay.
+#[derive(Debug, Clone)]
+pub struct DerpConfig {
+    /// Base interval between KeepAlive frames (Go: 60 s).
+    pub keepalive: Duration,
+    /// Random extra added to each interval (Go: up to 5 s).
+    pub keepalive_jitter: Duration,
+    /// Time from the `101` to a valid ClientInfo (Go: 10 s).
+    pub handshake_timeout: Duration,
+    /// Packets queued per connection, in each of its two queues (Go: 32).
+    pub queue_depth: usize,
+    /// How long one write to a client may stall before the connection is
+    /// dropped (Go's derper: 2 s; ours is laxer for loaded test machines).
+    pub write_timeout: Duration,
+}
+
+impl Default for DerpConfig {
+    fn default() -> Self {
+        DerpConfig {
+            keepalive: derp::KEEP_ALIVE,
+            keepalive_jitter: Duration::from_secs(5),
+            handshake_timeout: derp::HANDSHAKE_TIMEOUT,
+            queue_depth: 32,
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the relay did, since it started.
+#[derive(Debug, Default)]
+pub struct DerpCounters {
+    /// Connections that completed the handshake.
+    pub connections: AtomicU64,
+    /// Upgraded connections that never completed it (timeout, bad or
+    /// unopenable ClientInfo).
+    pub handshake_failed: AtomicU64,
+    /// Connections closed because a newer one came with the same key.
+    pub replaced: AtomicU64,
+    /// Connections closed for a malformed, oversized or forbidden frame.
+    pub closed_malformed: AtomicU64,
+    /// Packets written to their destination.
+    pub packets_forwarded: AtomicU64,
+    /// Their bytes (packets only, no framing).
+    pub bytes_forwarded: AtomicU64,
+    /// Packets for a key with no connection here.
+    pub dropped_unknown_dest: AtomicU64,
+    /// Packets pushed out of a full queue (oldest first).
+    pub dropped_queue_full: AtomicU64,
+    /// Packets still queued when their destination disconnected, or lost
+    /// to a failed write.
+    pub dropped_gone: AtomicU64,
+    /// PeerGone(not here) frames queued.
+    pub peer_gone_not_here: AtomicU64,
+    /// PeerGone(disconnected) frames queued.
+    pub peer_gone_disconnected: AtomicU64,
+    /// Pings answered.
+    pub pongs: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The relay: its key, its connections, its counters.
+pub struct DerpServer {
+    private: CoordinatorKey,
+    public: PublicKey,
+    config: DerpConfig,
+    counters: DerpCounters,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for DerpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerpServer")
+            .field("public", &self.public)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// The connection serving each key.
+    clients: HashMap<PublicKey, Arc<Client>>,
+    /// For each source key, the connections that were sent packets from it
+    /// (told PeerGone(disconnected) when it leaves).
+    watchers: HashMap<PublicKey, HashMap<u64, Weak<Client>>>,
+}
+
+/// One connection's side of the relay, shared between its tasks and the
+/// connections that send to it.
+struct Client {
+    id: u64,
+    key: PublicKey,
+    queues: Mutex<Queues>,
+    /// Wakes the send loop.
+    wake: Notify,
+    /// Set (and `wake`d) to close the connection.
+    kicked: AtomicBool,
+    preferred: AtomicBool,
+    /// PeerGone(not here) budget: 1 a second, burst 3 (Go's `peerGoneLim`).
+    not_here: Mutex<TokenBucket>,
+}
+
+#[derive(Default)]
+struct Queues {
+    packets: VecDeque<(PublicKey, Vec<u8>)>,
+    disco: VecDeque<(PublicKey, Vec<u8>)>,
+    peer_gone: VecDeque<(PublicKey, PeerGoneReason)>,
+    pong: Option<[u8; 8]>,
+    closed: bool,
+}
+
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    const RATE: f64 = 1.0;
+    const BURST: f64 = 3.0;
+
+    fn new() -> Self {
+        TokenBucket {
+            tokens: Self::BURST,
+            at: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * Self::RATE).min(Self::BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why a connection ended (for the debug log and the counters).
+enum End {
+    Eof,
+    Io(std::io::Error),
+    Protocol(String),
+    Replaced,
+    Shutdown,
+    WriteTimeout,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Eof => f.write_str("client closed"),
+            End::Io(e) => write!(f, "i/o: {e}"),
+            End::Protocol(e) => write!(f, "protocol: {e}"),
+            End::Replaced => f.write_str("replaced by a newer connection"),
+            End::Shutdown => f.write_str("shutdown"),
+            End::WriteTimeout => f.write_str("write timed out"),
+        }
+    }
+}
+
+impl DerpServer {
+    /// A relay with `private` as its key; connections close when
+    /// `shutdown` turns true.
+    pub fn new(
+        private: CoordinatorKey,
+        config: DerpConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let public = PublicKey::from_bytes(x25519_dalek::x25519(
+            *private.as_bytes(),
+            x25519_dalek::X25519_BASEPOINT_BYTES,
+        ));
+        DerpServer {
+            private,
+            public,
+            config,
+            counters: DerpCounters::default(),
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+            shutdown,
+        }
+    }
+
+    /// The relay's public key (`Derp-Public-Key`, the ServerKey frame).
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> &DerpCounters {
+        &self.counters
+    }
+
+    /// How many keys have a connection now.
+    pub fn clients(&self) -> usize {
+        self.state.lock().clients.len()
+    }
+
+    /// Whether `key` has a connection now.
+    pub fn is_connected(&self, key: &PublicKey) -> bool {
+        self.state.lock().clients.contains_key(key)
+    }
+
+    /// Answers a request routed to `/derp` or below: the probes, or the
+    /// upgrade (whose connection is then served on its own task).
+    pub(crate) fn handle(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if derp::PROBE_PATHS.contains(&path) {
+            return match *req.method() {
+                Method::GET | Method::HEAD => {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    r.headers_mut()
+                        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+                    r
+                }
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "bogus probe method\n"),
+            };
+        }
+        if path != derp::DERP_PATH {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
+        let upgrade = req
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase());
+        match upgrade.as_deref() {
+            Some("derp") => {}
+            // Only js/wasm clients use DERP over WebSocket; we have none.
+            Some("websocket") => {
+                return text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "DERP over WebSocket is not supported; use Upgrade: DERP\n",
+                )
+            }
+            _ => {
+                return text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "DERP requires connection upgrade\n",
+                )
+            }
+        }
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let server = self.clone();
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => server.serve(TokioIo::new(upgraded)).await,
+                Err(e) => tracing::debug!(error = %e, "derp: upgrade failed"),
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(UPGRADE, HeaderValue::from_static(derp::UPGRADE_PROTOCOL));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(
+            derp::VERSION_HEADER,
+            HeaderValue::from(derp::PROTOCOL_VERSION),
+        );
+        if let Ok(v) = HeaderValue::from_str(&hex::encode(self.public.as_bytes())) {
+            h.insert(derp::PUBLIC_KEY_HEADER, v);
+        }
+        r
+    }
+
+    /// Serves one upgraded connection until it ends.
+    pub async fn serve<IO>(self: Arc<Self>, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let mut reader = FrameReader::new(derp::MAX_CLIENT_INFO_LEN);
+        let mut buf = vec![0u8; 64 << 10];
+        let hs = timeout(
+            self.config.handshake_timeout,
+            self.handshake(&mut rd, &mut wr, &mut reader, &mut buf),
+        )
+        .await;
+        let client_key = match hs {
+            Ok(Ok(k)) => k,
+            Ok(Err(e)) => {
+                bump(&self.counters.handshake_failed);
+                tracing::debug!(error = %e, "derp: handshake failed");
+                return;
+            }
+            Err(_) => {
+                bump(&self.counters.handshake_failed);
+                tracing::debug!("derp: no ClientInfo in time");
+                return;
+            }
+        };
+        let client = Arc::new(Client {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            key: client_key,
+            queues: Mutex::new(Queues::default()),
+            wake: Notify::new(),
+            kicked: AtomicBool::new(false),
+            preferred: AtomicBool::new(false),
+            not_here: Mutex::new(TokenBucket::new()),
+        });
+        self.register(&client);
+        bump(&self.counters.connections);
+        tracing::debug!(client = %client_key.short(), "derp: client connected");
+
+        let mut saw_src = HashSet::new();
+        let info =
+            derp::server_info_frame(self.private.as_bytes(), &client_key, &ServerInfo::ours());
+        let end = match self.write(&mut wr, &info).await {
+            Err(e) => e,
+            Ok(()) => {
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    e = self.read_loop(&client, &mut rd, &mut reader, &mut buf) => e,
+                    e = self.send_loop(&client, &mut wr, &mut saw_src) => e,
+                    _ = super::until_shutdown(&mut shutdown) => End::Shutdown,
+                }
+            }
+        };
+        match &end {
+            End::Protocol(_) => bump(&self.counters.closed_malformed),
+            End::Replaced => bump(&self.counters.replaced),
+            _ => {}
+        }
+        tracing::debug!(client = %client_key.short(), %end, "derp: client disconnected");
+        self.unregister(&client, &saw_src);
+        // Best effort: tell the client we are done.
+        let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
+    }
+
+    async fn handshake<R, W>(
+        &self,
+        rd: &mut R,
+        wr: &mut W,
+        reader: &mut FrameReader,
+        buf: &mut [u8],
+    ) -> Result<PublicKey, String>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        wr.write_all(&derp::server_key_frame(&self.public))
+            .await
+            .map_err(|e| e.to_string())?;
+        wr.flush().await.map_err(|e| e.to_string())?;
+        loop {
+            match reader.next_frame() {
+                Ok(Some(Frame::ClientInfo { key, sealed })) => {
+                    derp::open_client_info(self.private.as_bytes(), &key, sealed)
+                        .map_err(|e| e.to_string())?;
+                    return Ok(key);
+                }
+                Ok(Some(f)) => return Err(format!("{:?} frame before ClientInfo", f.frame_type())),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let n = rd.read(buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before ClientInfo".into());
+            }
+            reader.push(&buf[..n]);
+        }
+    }
+
+    fn register(&self, client: &Arc<Client>) {
+        let old = self.state.lock().clients.insert(client.key, client.clone());
+        if let Some(old) = old {
+            old.kicked.store(true, Ordering::Release);
+            old.wake.notify_one();
+        }
+    }
+
+    fn unregister(&self, client: &Arc<Client>, saw_src: &HashSet<PublicKey>) {
+        let leftover = {
+            let mut q = client.queues.lock();
+            q.closed = true;
+            q.packets.len() + q.disco.len()
+        };
+        self.counters
+            .dropped_gone
+            .fetch_add(leftover as u64, Ordering::Relaxed);
+        let mut gone_to = Vec::new();
+        {
+            let mut st = self.state.lock();
+            for src in saw_src {
+                if let Some(w) = st.watchers.get_mut(src) {
+                    w.remove(&client.id);
+                    if w.is_empty() {
+                        st.watchers.remove(src);
+                    }
+                }
+            }
+            let active = st
+                .clients
+                .get(&client.key)
+                .is_some_and(|c| c.id == client.id);
+            if active {
+                st.clients.remove(&client.key);
+                if let Some(w) = st.watchers.remove(&client.key) {
+                    gone_to.extend(w.into_values().filter_map(|w| w.upgrade()));
+                }
+            }
+        }
+        for peer in gone_to {
+            self.peer_gone(&peer, client.key, PeerGoneReason::Disconnected);
+        }
+    }
+
+    fn peer_gone(&self, to: &Client, key: PublicKey, reason: PeerGoneReason) {
+        {
+            let mut q = to.queues.lock();
+            if q.closed {
+                return;
+            }
+            q.peer_gone.push_back((key, reason));
+        }
+        match reason {
+            PeerGoneReason::NotHere => bump(&self.counters.peer_gone_not_here),
+            _ => bump(&self.counters.peer_gone_disconnected),
+        }
+        to.wake.notify_one();
+    }
+
+    fn enqueue(&self, dst: &Client, src: PublicKey, packet: &[u8]) {
+        let disco = derp::looks_like_disco(packet);
+        {
+            let mut q = dst.queues.lock();
+            if q.closed {
+                bump(&self.counters.dropped_gone);
+                return;
+            }
+            let depth = self.config.queue_depth.max(1);
+            let queue = if disco { &mut q.disco } else { &mut q.packets };
+            while queue.len() >= depth {
+                queue.pop_front();
+                bump(&self.counters.dropped_queue_full);
+            }
+            queue.push_back((src, packet.to_vec()));
+        }
+        dst.wake.notify_one();
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        client: &Client,
+        rd: &mut R,
+        reader: &mut FrameReader,
+        buf: &mut [u8],
+    ) -> End {
+        loop {
+            loop {
+                match reader.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some(frame)) => {
+                        if let Err(e) = self.on_frame(client, frame) {
+                            return e;
+                        }
+                    }
+                    Err(e @ DerpError::Malformed { frame_type, .. })
+                        if !handled_by_server(frame_type) =>
+                    {
+                        // Go's server never parses these: skipped.
+                        tracing::trace!(error = %e, "derp: skipped a frame");
+                    }
+                    Err(e) => return End::Protocol(e.to_string()),
+                }
+            }
+            match rd.read(buf).await {
+                Ok(0) => return End::Eof,
+                Ok(n) => reader.push(&buf[..n]),
+                Err(e) => return End::Io(e),
+            }
+        }
+    }
+
+    fn on_frame(&self, client: &Client, frame: Frame<'_>) -> Result<(), End> {
+        match frame {
+            Frame::SendPacket { dst, packet } => {
+                let to = self.state.lock().clients.get(&dst).cloned();
+                match to {
+                    Some(to) => self.enqueue(&to, client.key, packet),
+                    None => {
+                        bump(&self.counters.dropped_unknown_dest);
+                        if derp::looks_like_disco(packet)
+                            && client.not_here.lock().allow(Instant::now())
+                        {
+                            self.peer_gone(client, dst, PeerGoneReason::NotHere);
+                        }
+                    }
+                }
+            }
+            Frame::Ping { data } => {
+                let mut q = client.queues.lock();
+                // One pending Pong at a time; a faster pinger is ignored.
+                if q.pong.is_none() {
+                    q.pong = Some(data);
+                    drop(q);
+                    client.wake.notify_one();
+                }
+            }
+            Frame::NotePreferred { preferred } => {
+                client.preferred.store(preferred, Ordering::Relaxed);
+            }
+            Frame::ForwardPacket { .. } | Frame::WatchConns | Frame::ClosePeer { .. } => {
+                return Err(End::Protocol(format!(
+                    "{:?} needs the mesh key",
+                    frame.frame_type()
+                )));
+            }
+            // Everything else is a server's frame or unknown: skipped.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn send_loop<W: AsyncWrite + Unpin>(
+        &self,
+        client: &Client,
+        wr: &mut W,
+        saw_src: &mut HashSet<PublicKey>,
+    ) -> End {
+        let mut next_keepalive =
+            Instant::now() + self.config.keepalive + jitter(self.config.keepalive_jitter);
+        let mut out = Vec::with_capacity(64 << 10);
+        loop {
+            let mut keepalive = false;
+            tokio::select! {
+                _ = client.wake.notified() => {}
+                _ = sleep_until(next_keepalive) => keepalive = true,
+            }
+            if client.kicked.load(Ordering::Acquire) {
+                return End::Replaced;
+            }
+            out.clear();
+            if keepalive {
+                Frame::KeepAlive.encode(&mut out);
+                next_keepalive =
+                    Instant::now() + self.config.keepalive + jitter(self.config.keepalive_jitter);
+            }
+            let (pong, gone, disco, packets) = {
+                let mut q = client.queues.lock();
+                (
+                    q.pong.take(),
+                    std::mem::take(&mut q.peer_gone),
+                    std::mem::take(&mut q.disco),
+                    std::mem::take(&mut q.packets),
+                )
+            };
+            for (key, reason) in gone {
+                Frame::PeerGone { key, reason }.encode(&mut out);
+            }
+            let mut n = 0u64;
+            let mut bytes = 0u64;
+            for (src, packet) in disco.iter().chain(packets.iter()) {
+                if saw_src.insert(*src) {
+                    self.watch(*src, client);
+                }
+                Frame::RecvPacket { src: *src, packet }.encode(&mut out);
+                n += 1;
+                bytes += packet.len() as u64;
+            }
+            // The Pong last: everything queued before the Ping is ahead of it.
+            if let Some(data) = pong {
+                Frame::Pong { data }.encode(&mut out);
+                bump(&self.counters.pongs);
+            }
+            if out.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.write(wr, &out).await {
+                self.counters.dropped_gone.fetch_add(n, Ordering::Relaxed);
+                return e;
+            }
+            self.counters
+                .packets_forwarded
+                .fetch_add(n, Ordering::Relaxed);
+            self.counters
+                .bytes_forwarded
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that `client` was sent packets from `src`, so it hears when
+    /// `src` leaves.
+    fn watch(&self, src: PublicKey, client: &Client) {
+        let mut st = self.state.lock();
+        // The client's Arc is in the map unless it was just replaced; a
+        // replaced connection is closing and needs no notices.
+        let Some(me) = st
+            .clients
+            .get(&client.key)
+            .filter(|c| c.id == client.id)
+            .map(Arc::downgrade)
+        else {
+            return;
+        };
+        st.watchers.entry(src).or_default().insert(client.id, me);
+    }
+
+    async fn write<W: AsyncWrite + Unpin>(&self, wr: &mut W, bytes: &[u8]) -> Result<(), End> {
+        match timeout(self.config.write_timeout, async {
+            wr.write_all(bytes).await?;
+            wr.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::WriteTimeout),
+        }
+    }
+}
+
+/// Frame types whose payload the server reads; a malformed one closes the
+/// connection. Others are skipped whatever they hold, as in Go.
+fn handled_by_server(t: FrameType) -> bool {
+    matches!(
+        t,
+        FrameType::SEND_PACKET
+            | FrameType::PING
+            | FrameType::NOTE_PREFERRED
+            | FrameType::FORWARD_PACKET
+            | FrameType::WATCH_CONNS
+            | FrameType::CLOSE_PEER
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_here_budget_is_three_then_one_a_second() {
+        let mut b = TokenBucket::new();
+        let t0 = b.at;
+        assert!(b.allow(t0) && b.allow(t0) && b.allow(t0));
+        assert!(!b.allow(t0));
+        assert!(!b.allow(t0 + Duration::from_millis(500)));
+        assert!(b.allow(t0 + Duration::from_millis(1000)));
+        assert!(!b.allow(t0 + Duration::from_millis(1100)));
+        // Idle time refills up to the burst, no more.
+        let later = t0 + Duration::from_secs(100);
+        assert!(b.allow(later) && b.allow(later) && b.allow(later));
+        assert!(!b.allow(later));
+    }
+
+    #[test]
+    fn server_frames_the_relay_reads() {
+        assert!(handled_by_server(FrameType::SEND_PACKET));
+        assert!(!handled_by_server(FrameType::RECV_PACKET));
+        assert!(!handled_by_server(FrameType(0x77)));
+    }
+}
