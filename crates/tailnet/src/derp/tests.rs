@@ -1,0 +1,370 @@
+//! The DERP client against the coordinator's relay (a dev-dependency) and
+//! against a hand-driven fake relay for what the coordinator never sends.
+
+use super::*;
+use coordinator::server::{Server, ServerHandle};
+use coordinator::Store;
+use std::path::Path;
+use tailnet_wire::derp::FrameReader;
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn public(private: &[u8; 32]) -> PublicKey {
+    let secret = boringtun::x25519::StaticSecret::from(*private);
+    PublicKey::from_bytes(boringtun::x25519::PublicKey::from(&secret).to_bytes())
+}
+
+async fn next_event(rx: &mut mpsc::Receiver<DerpEvent>) -> DerpEvent {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a DERP event in time")
+        .expect("events channel open")
+}
+
+/// Waits for `Connected`, skipping anything else.
+async fn connected(rx: &mut mpsc::Receiver<DerpEvent>) {
+    loop {
+        if let DerpEvent::Connected { region } = next_event(rx).await {
+            assert_eq!(region, 900);
+            return;
+        }
+    }
+}
+
+async fn start_coordinator(
+    dir: &Path,
+    addr: SocketAddr,
+    tls: Option<coordinator::server::TlsFiles>,
+) -> ServerHandle {
+    let store = Arc::new(Store::open(dir).expect("store"));
+    let mut b = Server::builder(store);
+    if let Some(files) = tls {
+        b = b.tls(files);
+    }
+    b.bind(addr).await.expect("coordinator binds")
+}
+
+fn target_of(server: &ServerHandle, tls: bool) -> DerpTarget {
+    let map = server.derp_map();
+    let region = map
+        .regions
+        .as_ref()
+        .and_then(|r| r.get(&900))
+        .expect("region 900");
+    DerpTarget::from_node(&region.nodes[0], tls).expect("a DERP node")
+}
+
+struct Pair {
+    a: DerpHandle,
+    a_rx: mpsc::Receiver<DerpEvent>,
+    a_key: PublicKey,
+    b: DerpHandle,
+    b_rx: mpsc::Receiver<DerpEvent>,
+    b_key: PublicKey,
+}
+
+fn spawn_pair(target: &DerpTarget) -> Pair {
+    let (a_tx, a_rx) = mpsc::channel(64);
+    let (b_tx, b_rx) = mpsc::channel(64);
+    Pair {
+        a: spawn_derp(900, target, [1; 32], a_tx),
+        a_rx,
+        a_key: public(&[1; 32]),
+        b: spawn_derp(900, target, [2; 32], b_tx),
+        b_rx,
+        b_key: public(&[2; 32]),
+    }
+}
+
+async fn exchange(p: &mut Pair, tag: &str) {
+    let msg = format!("{tag}: a to b").into_bytes();
+    assert!(p.a.send(p.b_key, msg.clone()));
+    assert_eq!(
+        next_event(&mut p.b_rx).await,
+        DerpEvent::Packet {
+            src: p.a_key,
+            data: msg
+        }
+    );
+    let msg = format!("{tag}: b to a").into_bytes();
+    assert!(p.b.send(p.a_key, msg.clone()));
+    assert_eq!(
+        next_event(&mut p.a_rx).await,
+        DerpEvent::Packet {
+            src: p.b_key,
+            data: msg
+        }
+    );
+}
+
+#[tokio::test]
+async fn two_clients_relay_through_the_coordinator_and_survive_its_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_coordinator(dir.path(), "127.0.0.1:0".parse().unwrap(), None).await;
+    let addr = server.local_addr();
+    let target = target_of(&server, false);
+    assert_eq!(target.dial_host, "127.0.0.1");
+    assert_eq!(target.port, addr.port());
+
+    let mut p = spawn_pair(&target);
+    assert!(
+        !p.a.send(p.b_key, b"too early".to_vec()),
+        "refused until connected"
+    );
+    connected(&mut p.a_rx).await;
+    connected(&mut p.b_rx).await;
+    assert!(p.a.is_connected() && p.b.is_connected());
+    exchange(&mut p, "first").await;
+    // Both told the relay it is their home region.
+    assert_eq!(server.derp().clients(), 2);
+
+    // The coordinator goes away: both notice, and come back on their own
+    // once it listens again on the same port.
+    server.shutdown().await;
+    for rx in [&mut p.a_rx, &mut p.b_rx] {
+        loop {
+            match next_event(rx).await {
+                DerpEvent::Disconnected { region, .. } => {
+                    assert_eq!(region, 900);
+                    break;
+                }
+                DerpEvent::PeerGone { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(!p.a.is_connected());
+    assert!(!p.a.send(p.b_key, b"while down".to_vec()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = start_coordinator(dir.path(), addr, None).await;
+    connected(&mut p.a_rx).await;
+    connected(&mut p.b_rx).await;
+    exchange(&mut p, "after restart").await;
+
+    // A clean shutdown closes the connections.
+    p.a.clone().shutdown().await;
+    p.b.shutdown().await;
+    assert!(!p.a.is_connected());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.derp().clients() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay still sees clients"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}
+
+/// A self-signed certificate from the openssl command, if it is installed.
+fn self_signed(dir: &Path) -> Option<coordinator::server::TlsFiles> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(coordinator::server::TlsFiles { cert, key })
+}
+
+#[tokio::test]
+async fn relaying_over_the_coordinators_tls_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(files) = self_signed(dir.path()) else {
+        eprintln!("openssl not installed: DERP over TLS skipped");
+        return;
+    };
+    let server = start_coordinator(
+        &dir.path().join("state"),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(files),
+    )
+    .await;
+    let target = target_of(&server, true);
+    assert!(target.tls && target.insecure_for_tests);
+    let mut p = spawn_pair(&target);
+    connected(&mut p.a_rx).await;
+    connected(&mut p.b_rx).await;
+    exchange(&mut p, "tls").await;
+    // Verification on: the self-signed certificate is refused, so the
+    // client never connects.
+    let strict = DerpTarget {
+        insecure_for_tests: false,
+        ..target.clone()
+    };
+    let (tx, mut rx) = mpsc::channel(4);
+    let c = spawn_derp(900, &strict, [3; 32], tx);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .is_err(),
+        "no event: the handshake fails"
+    );
+    assert!(!c.is_connected());
+    c.shutdown().await;
+    p.a.shutdown().await;
+    p.b.shutdown().await;
+    server.shutdown().await;
+}
+
+/// A relay driven by hand: it pings the client, sends it a PeerGone and
+/// a packet, then hangs up.
+#[tokio::test]
+async fn the_client_answers_pings_notes_its_home_and_reports_a_lost_relay() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server_private = [9u8; 32];
+    let server_key = public(&server_private);
+    let relay = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.expect("request"));
+        }
+        let head = String::from_utf8(head).expect("ascii");
+        assert!(head.starts_with("GET /derp HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nUpgrade: DERP\r\n"), "{head}");
+        let mut out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\n\r\n".to_vec();
+        out.extend_from_slice(&derp::server_key_frame(&server_key));
+        tcp.write_all(&out).await.expect("greeting");
+        let mut reader = FrameReader::new(derp::MAX_FRAME_LEN);
+        let mut buf = [0u8; 4096];
+        let mut frames = Vec::new();
+        // ClientInfo, NotePreferred(1), then later the Pong.
+        while frames.len() < 2 {
+            let n = tcp.read(&mut buf).await.expect("read");
+            reader.push(&buf[..n]);
+            while let Some(f) = reader.next_frame().expect("frame") {
+                frames.push(f.to_vec());
+            }
+        }
+        let Ok(derp::Decoded::Frame {
+            frame: Frame::ClientInfo { key, sealed },
+            ..
+        }) = derp::decode(&frames[0], derp::MAX_FRAME_LEN)
+        else {
+            panic!("first frame is not ClientInfo");
+        };
+        let info = derp::open_client_info(&server_private, &key, sealed).expect("opens");
+        assert_eq!(info, ClientInfo::ours());
+        assert_eq!(frames[1], Frame::NotePreferred { preferred: true }.to_vec());
+        let mut out = derp::server_info_frame(&server_private, &key, &derp::ServerInfo::ours());
+        Frame::Ping { data: *b"areyouup" }.encode(&mut out);
+        Frame::PeerGone {
+            key: PublicKey::from_bytes([5; 32]),
+            reason: PeerGoneReason::NotHere,
+        }
+        .encode(&mut out);
+        Frame::RecvPacket {
+            src: PublicKey::from_bytes([6; 32]),
+            packet: b"relayed",
+        }
+        .encode(&mut out);
+        tcp.write_all(&out).await.expect("write");
+        loop {
+            if let Some(f) = reader.next_frame().expect("frame") {
+                assert_eq!(f, Frame::Pong { data: *b"areyouup" });
+                break;
+            }
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "client hung up");
+            reader.push(&buf[..n]);
+        }
+        // Hang up.
+    });
+    let node = DerpNode {
+        name: "900a".into(),
+        region_id: 900,
+        host_name: "127.0.0.1".into(),
+        ipv4: "127.0.0.1".into(),
+        ipv6: "none".into(),
+        derp_port: i32::from(port),
+        ..DerpNode::default()
+    };
+    let target = DerpTarget::from_node(&node, false).expect("target");
+    let (tx, mut rx) = mpsc::channel(16);
+    let c = spawn_derp(900, &target, [1; 32], tx);
+    assert_eq!(
+        next_event(&mut rx).await,
+        DerpEvent::Connected { region: 900 }
+    );
+    assert_eq!(
+        next_event(&mut rx).await,
+        DerpEvent::PeerGone {
+            key: PublicKey::from_bytes([5; 32]),
+            not_here: true
+        }
+    );
+    assert_eq!(
+        next_event(&mut rx).await,
+        DerpEvent::Packet {
+            src: PublicKey::from_bytes([6; 32]),
+            data: b"relayed".to_vec()
+        }
+    );
+    relay.await.expect("fake relay saw the Pong");
+    match next_event(&mut rx).await {
+        DerpEvent::Disconnected { region: 900, error } => {
+            assert!(error.contains("closed"), "{error}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    c.shutdown().await;
+}
+
+#[test]
+fn targets_from_derp_map_nodes() {
+    let node = DerpNode {
+        host_name: "derp.example.com".into(),
+        ipv4: "192.0.2.1".into(),
+        ipv6: "2001:db8::1".into(),
+        ..DerpNode::default()
+    };
+    let t = DerpTarget::from_node(&node, true).expect("target");
+    assert_eq!(
+        (t.host_name.as_str(), t.dial_host.as_str(), t.port, t.tls),
+        ("derp.example.com", "192.0.2.1", 443, true)
+    );
+    let plain = DerpTarget::from_node(&node, false).expect("target");
+    assert_eq!(plain.port, 3340);
+    let v6_only = DerpNode {
+        ipv4: "none".into(),
+        ..node.clone()
+    };
+    assert_eq!(
+        DerpTarget::from_node(&v6_only, true).expect("v6").dial_host,
+        "2001:db8::1"
+    );
+    let dns = DerpNode {
+        ipv4: String::new(),
+        ipv6: String::new(),
+        derp_port: 8443,
+        ..node.clone()
+    };
+    let t = DerpTarget::from_node(&dns, true).expect("dns");
+    assert_eq!((t.dial_host.as_str(), t.port), ("derp.example.com", 8443));
+    let off = DerpNode {
+        ipv4: "none".into(),
+        ipv6: "none".into(),
+        ..node.clone()
+    };
+    assert_eq!(DerpTarget::from_node(&off, true), None);
+    let stun_only = DerpNode {
+        stun_only: true,
+        ..node
+    };
+    assert_eq!(DerpTarget::from_node(&stun_only, true), None);
+}
