@@ -162,6 +162,130 @@ async fn two_caddies_join_and_run() {
     coord.handle.shutdown().await;
 }
 
+/// Go tsnet clients use our coordinator's DERP relay (region 900 on the
+/// coordinator's own port, plain HTTP as `TS_DEBUG_USE_DERP_HTTP=1`): the
+/// relay opens each ClientInfo box, and Go opens our ServerInfo box, which
+/// is when magicsock logs `derp-900 connected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_clients_connect_to_our_derp_relay() {
+    use std::sync::atomic::Ordering::Relaxed;
+    if caddy_binary("go_clients_connect_to_our_derp_relay").is_none() {
+        return;
+    }
+    let coord = Coordinator::start(None).await;
+    let key = coord.auth_key();
+    let mut webs = Vec::new();
+    for name in ["relayed1", "relayed2"] {
+        let mut opts = CaddyOptions::new(&coord.url(), &key, name);
+        // magicsock then logs each disco frame it reads, DERP ones included.
+        opts.env.push(("TS_DEBUG_DISCO".into(), "1".into()));
+        let Some(mut web) = Caddy::start(opts).expect("caddy spawns") else {
+            return;
+        };
+        web.wait_running(RUNNING_WITHIN).await.expect("Running");
+        web.wait_for_log("magicsock: derp-900 connected", Duration::from_secs(30))
+            .await
+            .expect("Go's DERP client completes the handshake with our relay");
+        webs.push(web);
+    }
+    let derp = coord.handle.derp();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while derp.clients() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "relay has {} clients",
+            derp.clients()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = coord.handle.derp_counters();
+    assert_eq!(c.handshake_failed.load(Relaxed), 0);
+    assert_eq!(c.closed_malformed.load(Relaxed), 0);
+    // The connections stay up (no reconnect churn) for a few seconds.
+    let connections = c.connections.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(c.connections.load(Relaxed), connections);
+    assert_eq!(derp.clients(), 2);
+    // A packet through the relay reaches Go: a raw DERP client (our codec)
+    // sends a disco-shaped packet to relayed1's node key, and magicsock
+    // reads it from its DERP connection.
+    let target = coord
+        .handle
+        .store()
+        .nodes()
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.hostname == "relayed1")
+        .expect("relayed1 stored");
+    let mut raw = raw_derp_client(coord.handle.local_addr(), [0x42; 32]).await;
+    let mut disco = tailnet_wire::derp::DISCO_MAGIC.to_vec();
+    disco.extend_from_slice(&[0x33; 32]); // a disco key relayed1 does not know
+    disco.extend_from_slice(&[0x44; 24]);
+    disco.extend_from_slice(b"not a real box");
+    let frame = tailnet_wire::derp::Frame::SendPacket {
+        dst: tailnet_wire::PublicKey::from_bytes(target.node_key),
+        packet: &disco,
+    };
+    tokio::io::AsyncWriteExt::write_all(&mut raw, &frame.to_vec())
+        .await
+        .expect("send");
+    webs[0]
+        .wait_for_log("via DERP len 76", Duration::from_secs(15))
+        .await
+        .expect("relayed1 reads the packet our relay forwarded");
+    assert!(c.packets_forwarded.load(Relaxed) >= 1);
+    drop(raw);
+    eprintln!(
+        "relay: {} connections, {} packets forwarded, {} dropped (unknown destination)",
+        connections,
+        c.packets_forwarded.load(Relaxed),
+        c.dropped_unknown_dest.load(Relaxed)
+    );
+    for web in &mut webs {
+        assert!(web.exited().is_none(), "a Caddy exited");
+        assert_stayed_local(web);
+    }
+    drop(webs);
+    coord.handle.shutdown().await;
+}
+
+/// A DERP connection to our relay that completed the handshake as
+/// `private` (the codec from tailnet-wire over plain TCP).
+async fn raw_derp_client(addr: std::net::SocketAddr, private: [u8; 32]) -> tokio::net::TcpStream {
+    use tailnet_wire::derp::{self, Frame, FrameReader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(&derp::upgrade_request("127.0.0.1"))
+        .await
+        .expect("upgrade");
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    let mut reader = FrameReader::new(derp::MAX_FRAME_LEN);
+    let mut upgraded = false;
+    loop {
+        if !upgraded {
+            if let Some(r) = derp::parse_upgrade_response(&buf).expect("101") {
+                reader.push(&buf[r.head_len..]);
+                upgraded = true;
+            }
+        }
+        if upgraded {
+            if let Some(Frame::ServerKey { key }) = reader.next_frame().expect("frame") {
+                let hello = derp::client_info_frame(&private, &key, &derp::ClientInfo::ours());
+                tcp.write_all(&hello).await.expect("client info");
+                return tcp;
+            }
+        }
+        let n = tcp.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "relay closed");
+        if upgraded {
+            reader.push(&chunk[..n]);
+        } else {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
 /// The open question of control.md §10: the DERP map names a region whose
 /// only node is a loopback port where nothing listens. tsnet 1.90.9 still
 /// reaches Running (vendor-notes/tsnet.md): the state machine counts the
