@@ -699,6 +699,51 @@ mod tests {
         assert!(!b.allow(later));
     }
 
+    fn client(key: u8) -> Client {
+        Client {
+            id: u64::from(key),
+            key: PublicKey::from_bytes([key; 32]),
+            queues: Mutex::new(Queues::default()),
+            wake: Notify::new(),
+            kicked: AtomicBool::new(false),
+            preferred: AtomicBool::new(false),
+            not_here: Mutex::new(TokenBucket::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn full_queues_drop_their_oldest_and_disco_has_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::Store::open(dir.path()).expect("store");
+        let key = store.derp_key(std::time::SystemTime::now()).expect("key");
+        let (_tx, rx) = watch::channel(false);
+        let config = DerpConfig {
+            queue_depth: 2,
+            ..DerpConfig::default()
+        };
+        let server = DerpServer::new(key, config, rx);
+        let dst = client(1);
+        let src = PublicKey::from_bytes([2; 32]);
+        let mut disco = derp::DISCO_MAGIC.to_vec();
+        disco.extend_from_slice(&[0; 56]);
+        for i in 0..5u8 {
+            server.enqueue(&dst, src, &[i]);
+        }
+        server.enqueue(&dst, src, &disco);
+        {
+            let q = dst.queues.lock();
+            let kept: Vec<u8> = q.packets.iter().map(|(_, p)| p[0]).collect();
+            assert_eq!(kept, [3, 4], "the newest two stay");
+            assert_eq!(q.disco.len(), 1, "disco is not pushed out by WireGuard");
+        }
+        let c = server.counters();
+        assert_eq!(c.dropped_queue_full.load(Ordering::Relaxed), 3);
+        // A closed connection takes nothing more.
+        dst.queues.lock().closed = true;
+        server.enqueue(&dst, src, &[9]);
+        assert_eq!(c.dropped_gone.load(Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn server_frames_the_relay_reads() {
         assert!(handled_by_server(FrameType::SEND_PACKET));
