@@ -327,11 +327,14 @@ impl DerpServer {
         let (mut rd, mut wr) = tokio::io::split(io);
         let mut reader = FrameReader::new(derp::MAX_CLIENT_INFO_LEN);
         let mut buf = vec![0u8; 64 << 10];
-        let hs = timeout(
-            self.config.handshake_timeout,
-            self.handshake(&mut rd, &mut wr, &mut reader, &mut buf),
-        )
-        .await;
+        let mut shutdown = self.shutdown.clone();
+        let hs = tokio::select! {
+            r = timeout(
+                self.config.handshake_timeout,
+                self.handshake(&mut rd, &mut wr, &mut reader, &mut buf),
+            ) => r,
+            _ = super::until_shutdown(&mut shutdown) => return,
+        };
         let client_key = match hs {
             Ok(Ok(k)) => k,
             Ok(Err(e)) => {
@@ -364,7 +367,6 @@ impl DerpServer {
         let end = match self.write(&mut wr, &info).await {
             Err(e) => e,
             Ok(()) => {
-                let mut shutdown = self.shutdown.clone();
                 tokio::select! {
                     e = self.read_loop(&client, &mut rd, &mut reader, &mut buf) => e,
                     e = self.send_loop(&client, &mut wr, &mut saw_src) => e,
