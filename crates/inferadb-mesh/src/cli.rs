@@ -194,6 +194,11 @@ enum BenchCommand {
     /// answering the same names on loopback (a ratio; dnsmasq-base needed
     /// for the comparison).
     Dns(crate::bench_dns::DnsArgs),
+    /// Cache invalidation: POST /v1/vaults to the last engine's receipt
+    /// (5 and 50 engines over three regions) beside the same fan-out over
+    /// plain loopback HTTP, and a discovery refresh of 3 clusters × 20
+    /// endpoints.
+    Invalidation(crate::bench_invalidation::InvalidationArgs),
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +329,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Dns(a),
         } => crate::bench_dns::run(a).await,
+        Command::Bench {
+            which: BenchCommand::Invalidation(a),
+        } => crate::bench_invalidation::run(a).await,
         Command::Bench {
             which: BenchCommand::Tunnel(a),
         } => {
