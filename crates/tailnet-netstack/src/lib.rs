@@ -16,10 +16,13 @@
 //!   [`TcpListener`] creates a fresh listening socket for each inbound SYN as
 //!   the SYN is ingested, bounded by its backlog;
 //! - window = buffer: buffers default to 4 MiB receive / 2 MiB send, which
-//!   are allocated lazily by the OS, so idle connections cost little;
+//!   are allocated lazily by the OS (fresh anonymous mappings; see
+//!   `stack::socket_buffer` for why malloc's mmap threshold is pinned), so
+//!   idle connections cost little;
 //! - congestion control is on (CUBIC by default), Nagle off, delayed ACK 1 ms.
 
-#![forbid(unsafe_code)]
+// One unsafe call in the crate: mallopt in `stack::socket_buffer`.
+#![deny(unsafe_code)]
 
 mod config;
 mod stack;

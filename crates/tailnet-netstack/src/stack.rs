@@ -541,9 +541,37 @@ impl State {
     }
 }
 
+/// A zeroed buffer for a socket. Large ones must come from fresh
+/// anonymous mappings, whose pages the kernel zeroes lazily as they are
+/// touched: a connection that moves a few KiB then costs a few pages, not
+/// its full 4 + 2 MiB. glibc's malloc starts that way but raises its mmap
+/// threshold the first time such a chunk is freed, after which every new
+/// socket's buffers come from the heap and calloc zeroes all 6 MiB at
+/// once (1.3-14 ms per connection, seen as a 14-60x slower webhook fan-out
+/// in `bench invalidation`). Pinning the threshold at its initial value
+/// turns that dynamic raise off, once per process.
+pub(crate) fn socket_buffer(len: usize) -> Vec<u8> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static PIN: std::sync::Once = std::sync::Once::new();
+        PIN.call_once(|| {
+            // SAFETY: mallopt only changes an allocator tunable; it is
+            // thread-safe in glibc.
+            #[allow(unsafe_code)]
+            let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+            if ok != 1 {
+                tracing::debug!(
+                    "mallopt(M_MMAP_THRESHOLD) refused; socket buffers may be zeroed eagerly"
+                );
+            }
+        });
+    }
+    vec![0u8; len]
+}
+
 pub(crate) fn new_tcp_socket(config: &NetstackConfig) -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0u8; config.tcp_rx_buffer]);
-    let tx = tcp::SocketBuffer::new(vec![0u8; config.tcp_tx_buffer]);
+    let rx = tcp::SocketBuffer::new(socket_buffer(config.tcp_rx_buffer));
+    let tx = tcp::SocketBuffer::new(socket_buffer(config.tcp_tx_buffer));
     let mut s = tcp::Socket::new(rx, tx);
     s.set_nagle_enabled(config.nagle);
     s.set_ack_delay(config.ack_delay.map(to_smol_duration));

@@ -48,7 +48,7 @@ impl UdpSocket {
         let mk = || {
             udp::PacketBuffer::new(
                 vec![udp::PacketMetadata::EMPTY; cfg.udp_buffer_packets],
-                vec![0u8; cfg.udp_buffer],
+                crate::stack::socket_buffer(cfg.udp_buffer),
             )
         };
         let mut sock = udp::Socket::new(mk(), mk());
