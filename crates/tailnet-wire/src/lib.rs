@@ -16,6 +16,10 @@
 //!   the length-prefixed zstd map stream.
 //! - [`filter`]: the ACL packet filter: `tailcfg.FilterRule`s compiled into a
 //!   matcher, and the Go client's per-packet decision with a UDP flow table.
+//! - [`disco`]: disco packets (ping, pong, call-me-maybe) sealed with NaCl
+//!   boxes, and telling STUN, disco and WireGuard apart on one socket.
+//! - [`path`]: per-peer path selection (direct UDP or relay), driven by
+//!   disco pings and pongs on a clock the caller passes in.
 //! - [`noise`]: the ts2021 Noise IK handshake and its record framing, as
 //!   sans-IO state machines for both the client and the coordinator.
 //! - [`derp`]: the DERP relay protocol: frames and an incremental decoder,
@@ -26,10 +30,12 @@
 
 pub mod control;
 pub mod derp;
+pub mod disco;
 pub mod filter;
 pub mod ip;
 pub mod key;
 pub mod noise;
+pub mod path;
 pub mod prefix;
 pub mod stun;
 pub mod wg;
