@@ -102,6 +102,14 @@ put("derp_frame", "upgrade", b"\x01HTTP/1.1 101 Switching Protocols\r\nUpgrade: 
 put("derp_frame", "oversize", b"\x02" + derp(4, b"")[:1] + struct.pack("!I", 1 << 24))
 put("derp_frame", "malformed", b"\x05" + derp(7, b"\x01\x01") + derp(0x12, b"1234") + derp(6, b""))
 
+# disco: messages as they are inside the box, and a whole packet (magic,
+# sender key, nonce, tag, ciphertext) that does not open.
+put("disco", "ping", b"\x01\x00" + b"\x01" * 12 + b"\x02" * 32)
+put("disco", "ping-padded", b"\x01\x00" + b"\x01" * 12 + b"\x02" * 32 + bytes(40))
+put("disco", "pong", b"\x02\x00" + b"\x03" * 12 + bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 1]) + struct.pack("!H", 41641))
+put("disco", "call-me-maybe", b"\x03\x00" + (bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 1]) + struct.pack("!H", 1)) * 2)
+put("disco", "packet", b"TS\xf0\x9f\x92\xac" + b"\x11" * 32 + b"\x07" * 24 + bytes(16) + b"\x01\x00" + bytes(12))
+
 # signature_header: X-InferaDB-Signature values (t=unix seconds, v1=hex
 # HMAC-SHA256); the target verifies at t=1700000000.
 MAC = "5c" * 32

@@ -55,8 +55,8 @@ const TXID_LEN: usize = 12;
 const ADDR_LEN: usize = 18;
 /// Pong body: TxID + address.
 const PONG_LEN: usize = TXID_LEN + ADDR_LEN;
-/// Largest ping padding we will build (path-MTU probes stay below 64 KiB).
-pub const MAX_PADDING: usize = 65_000;
+/// Largest ping padding we will build (more than any datagram holds).
+pub const MAX_PADDING: usize = 65_535;
 
 /// Why a disco packet or message was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -210,7 +210,8 @@ impl Message {
                         let k: [u8; KEY_LEN] = k.try_into().map_err(|_| DiscoError::Short)?;
                         (Some(PublicKey::from_bytes(k)), rest.len() - KEY_LEN)
                     }
-                    None => (None, 0),
+                    // Without a key, everything after the TxID is padding.
+                    None => (None, rest.len()),
                 };
                 Ok(Message::Ping(Ping {
                     tx_id,
