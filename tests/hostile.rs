@@ -486,6 +486,9 @@ async fn handshake_from_an_unknown_key_is_counted_and_leaves_the_session_alone()
         endpoint: Some(n2.listen_addr()),
         allowed_ips: addrs(2).into_iter().map(ipnet::IpNet::from).collect(),
         persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
     });
     let n3 = Node::start(c3).await.unwrap();
     let u3 = n3.udp_bind(0).unwrap();
@@ -556,6 +559,9 @@ async fn replayed_handshakes_under_load_do_not_move_the_endpoint() {
         endpoint: Some(attacker.local_addr().unwrap()),
         allowed_ips: addrs(2).into_iter().map(ipnet::IpNet::from).collect(),
         persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
     });
     let n3 = Node::start(c3).await.unwrap();
     let u3 = n3.udp_bind(0).unwrap();

@@ -29,6 +29,9 @@ async fn start_node(net: &WgGoNet) -> Node {
         endpoint: Some(net.wg_endpoint()),
         allowed_ips: vec![ipnet::IpNet::from(IpAddr::V4(net.wg_tunnel_ip))],
         persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
     });
     let node = Node::start(cfg)
         .await

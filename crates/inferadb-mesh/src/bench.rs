@@ -312,6 +312,9 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         endpoint: Some(node_a.listen_addr()),
         allowed_ips: vec!["100.64.250.1/32".parse()?],
         persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
     });
     let dir = std::env::temp_dir().join(format!("inferadb-mesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -343,6 +346,9 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
             endpoint: Some(ready.listen),
             allowed_ips: vec!["100.64.250.2/32".parse()?],
             persistent_keepalive: None,
+            disco_key: None,
+            home_derp: 0,
+            endpoints: Vec::new(),
         }])
         .await?;
     let r = measure_from_node(&node_a, tunnel_addrs(2)[0], opts).await;
@@ -823,6 +829,9 @@ async fn tailnet_to_wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<Pa
         endpoint: Some("198.18.253.2:51820".parse()?),
         allowed_ips: vec!["100.64.253.2/32".parse()?],
         persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
     }])
     .await?;
     start_bench_server(&mut env, &opts.exe, &ns, "100.64.253.2").await?;

@@ -79,6 +79,9 @@ fn peer_entry(n: u8, cfg: &NodeConfig, endpoint: Option<SocketAddr>) -> PeerConf
         endpoint,
         allowed_ips: addrs(n).into_iter().map(ipnet::IpNet::from).collect(),
         persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
     }
 }
 

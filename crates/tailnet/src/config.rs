@@ -24,6 +24,12 @@ pub struct NodeConfig {
     /// Netstack tunables.
     #[serde(default)]
     pub netstack: NetstackConfig,
+    /// The disco private key that seals and opens disco messages (path
+    /// discovery). A node that joined through control uses the key it
+    /// advertised there; `None` makes a fresh one at start (Tailscale nodes
+    /// make a new disco key every run too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disco_key: Option<PrivateKey>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -46,6 +52,42 @@ pub struct PeerConfig {
     /// Send a keep-alive after this many idle seconds (keeps NAT mappings).
     #[serde(default)]
     pub persistent_keepalive: Option<u16>,
+    /// The peer's disco public key. With one, the peer's path is chosen by
+    /// disco (direct UDP once a pong proves it, else the relay too); without
+    /// one it is a plain WireGuard peer whose endpoint roams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disco_key: Option<PublicKey>,
+    /// The peer's home relay (DERP) region; 0: none, the relay is no path
+    /// to it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub home_derp: i32,
+    /// Every UDP endpoint the peer advertised (disco pings them all);
+    /// `endpoint` is where WireGuard goes first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<SocketAddr>,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
+}
+
+impl PeerConfig {
+    /// A plain WireGuard peer: no disco, no relay.
+    pub fn new(
+        public_key: PublicKey,
+        endpoint: Option<SocketAddr>,
+        allowed_ips: Vec<IpNet>,
+    ) -> Self {
+        PeerConfig {
+            public_key,
+            endpoint,
+            allowed_ips,
+            persistent_keepalive: None,
+            disco_key: None,
+            home_derp: 0,
+            endpoints: Vec::new(),
+        }
+    }
 }
 
 /// A configuration the node cannot run with.
@@ -72,6 +114,7 @@ impl NodeConfig {
             listen: default_listen(),
             peers: Vec::new(),
             netstack: NetstackConfig::default(),
+            disco_key: None,
         }
     }
 

@@ -303,6 +303,8 @@ impl NodeBuilder {
         let mut config = NodeConfig::new(session.keys.node.clone(), addresses);
         config.listen = self.listen;
         config.netstack = self.netstack.clone();
+        // The data plane seals disco with the key control advertises.
+        config.disco_key = Some(session.keys.disco.clone());
         config.peers = peers_of(&netmap, &session.node_public);
         // The packet filter is in force from the first packet; a netmap
         // without one (control never sent it) admits no new inbound flow,
@@ -535,23 +537,34 @@ pub fn peers_of(netmap: &Netmap, me: &NodePublic) -> Vec<PeerConfig> {
     netmap
         .peers()
         .filter(|p| !p.key.is_zero() && p.key != *me && !p.expired && !key_expired(p.key_expiry))
-        .map(|p| PeerConfig {
-            public_key: p.key.key(),
+        .map(|p| {
             // No endpoint for a peer control says is offline: the data
             // plane then does not handshake with it at once (a netmap of
             // 1,000 registered-but-stopped nodes costs nothing) and keeps
             // any address it already uses.
-            endpoint: if p.online == Some(false) {
-                None
-            } else {
-                p.endpoints
-                    .iter()
-                    .find(|e| e.is_ipv4())
-                    .or_else(|| p.endpoints.first())
-                    .copied()
-            },
-            allowed_ips: p.effective_allowed_ips().to_vec(),
-            persistent_keepalive: None,
+            let online = p.online != Some(false);
+            PeerConfig {
+                public_key: p.key.key(),
+                endpoint: if online {
+                    p.endpoints
+                        .iter()
+                        .find(|e| e.is_ipv4())
+                        .or_else(|| p.endpoints.first())
+                        .copied()
+                } else {
+                    None
+                },
+                allowed_ips: p.effective_allowed_ips().to_vec(),
+                persistent_keepalive: None,
+                // Paths by disco (a zero key: a plain WireGuard peer).
+                disco_key: (!p.disco_key.is_zero()).then(|| p.disco_key.key()),
+                home_derp: p.home_derp_region(),
+                endpoints: if online {
+                    p.endpoints.clone()
+                } else {
+                    Vec::new()
+                },
+            }
         })
         .collect()
 }
@@ -700,6 +713,7 @@ impl Runner {
                         if let Err(e) = conn.lite_update(&self.session.map_request(false, &now)).await {
                             return e.into();
                         }
+                        let _ = node.set_endpoints(now.clone()).await;
                         self.endpoints = now;
                     }
                 }
@@ -753,6 +767,19 @@ mod tests {
         let any = local_endpoints("0.0.0.0:4000".parse().unwrap());
         assert!(!any.is_empty());
         assert!(any.iter().all(|e| e.port() == 4000 && e.is_ipv4()));
+    }
+
+    #[test]
+    fn advertised_disco_key_is_the_data_planes() {
+        // Control advertises public_of(disco) (X25519 via boringtun); the
+        // data plane seals with crypto_box's X25519 of the same key.
+        for _ in 0..8 {
+            let k = PrivateKey::generate();
+            assert_eq!(
+                crate::config::public_of(&k),
+                tailnet_wire::disco::public_of(&k)
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,17 @@
 //! handshake) → the peer's endpoint → GSO send.
 //! Timers: every [`TICK`] each tunnel's timers run whether or not traffic
 //! flows, so idle tunnels rekey, keep alive and expire on time.
+//!
+//! Paths: a peer with a disco key has a [`PeerPath`] (sans-IO, in
+//! `tailnet_wire::path`) that picks, per packet, the trusted direct UDP
+//! address alone, or a direct candidate and the relay together while no
+//! disco pong vouches for a direct path. Disco packets (one socket with
+//! WireGuard; `tailnet_wire::disco::classify_datagram`) and relay packets
+//! are handled here too. The relay is a channel pair ([`RelayLink`]): what
+//! we hand it goes to a peer by node key; what it hands us is treated like
+//! a datagram whose source is that node key. A peer without a disco key is
+//! plain WireGuard: one endpoint that roams to the last authenticated
+//! source.
 
 use crate::config::PeerConfig;
 use crate::stats::{DropCounters, PeerCounters};
@@ -22,14 +33,16 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use ipnet::IpNet;
 use parking_lot::RwLock;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tailnet_netstack::Netstack;
+use tailnet_wire::disco::{self, DatagramKind, DiscoBox, Message};
 use tailnet_wire::filter::{Filter, Rules, Verdict};
-use tailnet_wire::{classify, IpPacket, PrefixTable, PublicKey, WgKind};
+use tailnet_wire::path::{Action, PeerPath, PongOutcome, Route};
+use tailnet_wire::{classify, IpPacket, PrefixTable, PrivateKey, PublicKey, WgKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -56,8 +69,35 @@ const COOKIE_REPLY: u8 = 3;
 /// A handshake initiation, the largest message without payload.
 const HANDSHAKE_INIT_LEN: usize = 148;
 
+/// The address magicsock gives the relay in pongs it answers over DERP
+/// (`127.3.3.40:<region>`, Go's `tailcfg.DerpMagicIPAddr`).
+const DERP_MAGIC_IP: Ipv4Addr = Ipv4Addr::new(127, 3, 3, 40);
+
+/// A relay (DERP) connection as the data plane sees it: a channel pair
+/// carrying `(peer node key, packet)`.
+///
+/// What the node puts on `outbound` is for the peer with that node key
+/// (the relay client sends it, e.g. `DerpHandle::send(key, data)`); what
+/// arrives on `inbound` came from the peer with that node key (a DERP
+/// `RecvPacket`). Packets are whole WireGuard or disco datagrams. The node
+/// never waits for the relay: when `outbound` is full the packet is
+/// dropped and counted (`send_errors`).
+#[derive(Debug)]
+pub struct RelayLink {
+    /// Packets to peers, by node key.
+    pub outbound: mpsc::Sender<(PublicKey, Vec<u8>)>,
+    /// Packets from peers, by node key.
+    pub inbound: mpsc::Receiver<(PublicKey, Vec<u8>)>,
+}
+
 pub(crate) enum Command {
     SetPeers(Vec<PeerConfig>),
+    /// Attach (or detach) the relay.
+    SetRelay(Option<RelayLink>),
+    /// Our UDP endpoints, which CallMeMaybe tells peers.
+    SetEndpoints(Vec<SocketAddr>),
+    /// Test hook: drop every datagram to or from these addresses.
+    BlockUdp(HashSet<SocketAddr>),
     /// New packet-filter rules (`None`: accept everything). Flows already
     /// recorded are kept.
     SetFilter(Option<Arc<Rules>>),
@@ -67,8 +107,33 @@ pub(crate) enum Command {
 /// Peer counters shared with the node handle.
 pub(crate) type PeerTable = Arc<RwLock<Vec<Arc<PeerCounters>>>>;
 
+/// A disco peer's box and path.
+struct PeerDisco {
+    key: PublicKey,
+    sealer: DiscoBox,
+    path: PeerPath,
+}
+
+/// Where a datagram came from: a UDP address, or a peer through the relay.
+#[derive(Clone, Copy, Debug)]
+enum Src {
+    Udp(SocketAddr),
+    Relay(PublicKey),
+}
+
+impl Src {
+    fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Src::Udp(a) => Some(a.ip()),
+            Src::Relay(_) => None,
+        }
+    }
+}
+
 struct Peer {
     config: PeerConfig,
+    /// Path selection, for a peer with a disco key.
+    disco: Option<Box<PeerDisco>>,
     /// Created on first use (a packet to send, a handshake to answer):
     /// a tunnel costs an X25519 and ~20 KiB, and most peers of a large
     /// netmap never exchange a packet with us.
@@ -109,6 +174,21 @@ impl Peer {
 struct Tunnels {
     secret: x25519::StaticSecret,
     public: x25519::PublicKey,
+    /// Our node key (in disco pings).
+    node_key: PublicKey,
+    disco_private: PrivateKey,
+    /// Peers by disco public key.
+    by_disco: HashMap<PublicKey, u32>,
+    /// A relay is attached.
+    relay_attached: bool,
+    /// Packets for the relay, sent at the next flush.
+    relay_out: Vec<(PublicKey, Vec<u8>)>,
+    /// Our UDP endpoints (CallMeMaybe).
+    endpoints: Vec<SocketAddr>,
+    /// Test hook: datagrams to or from these addresses are dropped.
+    blocked: HashSet<SocketAddr>,
+    /// Scratch for path actions.
+    actions: Vec<Action>,
     rate_limiter: Arc<RateLimiter>,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<PublicKey, u32>,
@@ -126,6 +206,7 @@ struct Tunnels {
 
 pub(crate) struct DataPlane {
     udp: Udp,
+    relay: Option<RelayLink>,
     netstack: Netstack,
     tunnels: Tunnels,
     commands: mpsc::Receiver<Command>,
@@ -138,10 +219,13 @@ pub(crate) struct DataPlane {
 }
 
 impl DataPlane {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         udp: Udp,
         netstack: Netstack,
         secret: [u8; 32],
+        disco_private: PrivateKey,
+        endpoints: Vec<SocketAddr>,
         peers: Vec<PeerConfig>,
         commands: mpsc::Receiver<Command>,
         drops: Arc<DropCounters>,
@@ -152,9 +236,18 @@ impl DataPlane {
         let now = Instant::now();
         let mut dp = DataPlane {
             udp,
+            relay: None,
             netstack,
             tunnels: Tunnels {
                 rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+                node_key: PublicKey::from_bytes(public.to_bytes()),
+                disco_private,
+                by_disco: HashMap::new(),
+                relay_attached: false,
+                relay_out: Vec::new(),
+                endpoints,
+                blocked: HashSet::new(),
+                actions: Vec::new(),
                 secret,
                 public,
                 peers: HashMap::new(),
@@ -196,7 +289,32 @@ impl DataPlane {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetPeers(p)) => self.set_peers(p),
                     Some(Command::SetFilter(rules)) => self.tunnels.filter.set_rules(rules),
+                    Some(Command::SetRelay(link)) => {
+                        self.tunnels.set_relay_attached(link.is_some());
+                        self.relay = link;
+                    }
+                    Some(Command::SetEndpoints(eps)) => self.tunnels.endpoints = eps,
+                    Some(Command::BlockUdp(addrs)) => self.tunnels.blocked = addrs,
                     Some(Command::Shutdown) | None => break,
+                },
+                pkt = recv_relay(&mut self.relay) => match pkt {
+                    Some((src, data)) => {
+                        self.tunnels.on_relay(src, &data);
+                        // Drain what else is queued, a bounded batch.
+                        for _ in 0..INBOUND_BATCH {
+                            let Some(link) = self.relay.as_mut() else { break };
+                            match link.inbound.try_recv() {
+                                Ok((src, data)) => self.tunnels.on_relay(src, &data),
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush().await;
+                    }
+                    None => {
+                        tracing::warn!("relay link closed");
+                        self.relay = None;
+                        self.tunnels.set_relay_attached(false);
+                    }
                 },
                 r = self.udp.readable() => {
                     if let Err(e) = r {
@@ -219,8 +337,27 @@ impl DataPlane {
     }
 
     async fn flush(&mut self) {
+        if !self.tunnels.relay_out.is_empty() {
+            let mut failed = 0u64;
+            for (dst, data) in self.tunnels.relay_out.drain(..) {
+                let sent = match &self.relay {
+                    Some(link) => link.outbound.try_send((dst, data)).is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                self.tunnels.drops.send_errors.fetch_add(failed, Relaxed);
+            }
+        }
         if self.tunnels.out.is_empty() {
             return;
+        }
+        if !self.tunnels.blocked.is_empty() {
+            let blocked = &self.tunnels.blocked;
+            self.tunnels.out.retain(|dest| !blocked.contains(dest));
         }
         let failed = self.udp.send_all(&mut self.tunnels.out).await;
         if failed > 0 {
@@ -273,8 +410,9 @@ impl DataPlane {
             let delay = self
                 .netstack
                 .process(now, &mut self.tunnels.inbound, &mut self.outbound);
+            let std_now = now.into_std();
             for pkt in &self.outbound {
-                self.tunnels.encapsulate(pkt);
+                self.tunnels.encapsulate(pkt, std_now);
             }
             self.flush().await;
             match delay {
@@ -297,8 +435,25 @@ impl DataPlane {
             self.tunnels.rate_limiter.reset_count();
             self.next_limiter_reset = now + Duration::from_secs(1);
         }
-        self.tunnels.run_timers();
+        self.tunnels.run_timers(now.into_std());
     }
+}
+
+/// The next packet from the relay; never ready without one.
+async fn recv_relay(relay: &mut Option<RelayLink>) -> Option<(PublicKey, Vec<u8>)> {
+    match relay {
+        Some(link) => link.inbound.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// 8 random bytes for a path's ping transaction IDs.
+fn tx_seed() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    // Without an OS random source, a fixed seed still gives unique IDs
+    // (a counter follows it); pongs are authenticated by the box anyway.
+    let _ = getrandom::fill(&mut b);
+    b
 }
 
 impl Tunnels {
@@ -338,6 +493,39 @@ impl Tunnels {
         }
     }
 
+    fn set_relay_attached(&mut self, attached: bool) {
+        self.relay_attached = attached;
+        let now = std::time::Instant::now();
+        for p in self.peers.values_mut() {
+            let home = p.config.home_derp;
+            if let Some(d) = p.disco.as_mut() {
+                d.path.set_relay(attached && home != 0);
+                *p.counters.path.lock() =
+                    (d.path.trusted_addr(now), relay_region(&d.path, home, now));
+            }
+        }
+    }
+
+    /// The disco state a peer config asks for, reusing `old` when the
+    /// disco key is unchanged (a new key means the peer restarted: its
+    /// paths start over).
+    fn disco_for(&self, cfg: &PeerConfig, old: Option<Box<PeerDisco>>) -> Option<Box<PeerDisco>> {
+        let key = cfg.disco_key?;
+        let mut d = match old {
+            Some(d) if d.key == key => d,
+            _ => Box::new(PeerDisco {
+                key,
+                sealer: DiscoBox::new(&self.disco_private, &key),
+                path: PeerPath::new(tx_seed()),
+            }),
+        };
+        let mut eps = cfg.endpoints.clone();
+        eps.extend(cfg.endpoint);
+        d.path.set_netmap_endpoints(&eps);
+        d.path.set_relay(self.relay_attached && cfg.home_derp != 0);
+        Some(d)
+    }
+
     fn set_peers(&mut self, peers: Vec<PeerConfig>) {
         let wanted: HashMap<PublicKey, PeerConfig> =
             peers.into_iter().map(|p| (p.public_key, p)).collect();
@@ -354,12 +542,20 @@ impl Tunnels {
             .retain(|_, p| wanted.contains_key(&p.config.public_key));
         self.by_key.retain(|k, _| wanted.contains_key(k));
         for (key, cfg) in wanted {
-            if let Some(p) = self.by_key.get(&key).and_then(|i| self.peers.get_mut(i)) {
+            if let Some(index) = self.by_key.get(&key).copied() {
+                let Some(p) = self.peers.get_mut(&index) else {
+                    continue;
+                };
                 if cfg.endpoint.is_some() && cfg.endpoint != p.config.endpoint {
                     p.endpoint = cfg.endpoint;
                     *p.counters.endpoint.lock() = cfg.endpoint;
                 }
-                p.config = cfg;
+                let old = p.disco.take();
+                let disco = self.disco_for(&cfg, old);
+                if let Some(p) = self.peers.get_mut(&index) {
+                    p.disco = disco;
+                    p.config = cfg;
+                }
                 continue;
             }
             let index = self.alloc_index();
@@ -378,12 +574,18 @@ impl Tunnels {
                 tunn = Some(t);
             }
             let counters = Arc::new(PeerCounters::new(key, cfg.endpoint));
+            if cfg.disco_key.is_some() {
+                // A disco peer has no trusted direct path yet.
+                *counters.path.lock() = (None, 0);
+            }
+            let disco = self.disco_for(&cfg, None);
             self.by_key.insert(key, index);
             self.peers.insert(
                 index,
                 Peer {
                     endpoint: cfg.endpoint,
                     config: cfg,
+                    disco,
                     tunn,
                     index,
                     counters,
@@ -392,20 +594,55 @@ impl Tunnels {
             );
         }
         self.routes = PrefixTable::new();
+        self.by_disco.clear();
         for p in self.peers.values() {
             for net in &p.config.allowed_ips {
                 self.routes.insert(*net, p.index);
+            }
+            if let Some(d) = &p.disco {
+                self.by_disco.insert(d.key, p.index);
             }
         }
     }
 
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        if !self.blocked.is_empty() && self.blocked.contains(&from) {
+            return;
+        }
+        match disco::classify_datagram(data) {
+            DatagramKind::WireGuard => self.on_wireguard(Src::Udp(from), data),
+            DatagramKind::Disco => self.on_disco(Src::Udp(from), data),
+            // We send no STUN and speak no Geneve.
+            DatagramKind::Stun | DatagramKind::Geneve => {
+                self.drops.malformed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A packet the relay delivered from the peer with node key `src`.
+    fn on_relay(&mut self, src: PublicKey, data: &[u8]) {
+        if disco::looks_like_disco(data) {
+            self.on_disco(Src::Relay(src), data);
+        } else {
+            self.on_wireguard(Src::Relay(src), data);
+        }
+    }
+
+    /// Sends `data` back where `src` is.
+    fn emit(&mut self, src: Src, data: &[u8]) {
+        match src {
+            Src::Udp(a) => self.out.push(a, data),
+            Src::Relay(k) => self.relay_out.push((k, data.to_vec())),
+        }
+    }
+
+    fn on_wireguard(&mut self, src: Src, data: &[u8]) {
         let Some(msg) = classify(data) else {
             self.drops.malformed.fetch_add(1, Relaxed);
             return;
         };
         let index = match msg.kind {
-            WgKind::HandshakeInitiation => match self.initiator_index(from, data) {
+            WgKind::HandshakeInitiation => match self.initiator_index(src, data) {
                 Some(i) => i,
                 None => return,
             },
@@ -430,7 +667,7 @@ impl Tunnels {
             return;
         };
         let mut buf = vec![0u8; data.len().max(256)];
-        let authenticated = match tunn.decapsulate(Some(from.ip()), data, &mut buf) {
+        let authenticated = match tunn.decapsulate(src.ip(), data, &mut buf) {
             // A keep-alive (authenticated) or a cookie reply (not).
             TunnResult::Done => msg.kind == WgKind::Data,
             TunnResult::Err(e) => {
@@ -442,31 +679,55 @@ impl Tunnels {
                 // Under load boringtun answers a handshake message with a
                 // cookie reply without checking it: nothing authenticated
                 // it, so it must not move the endpoint.
-                self.out.push(from, reply);
+                match src {
+                    Src::Udp(a) => self.out.push(a, reply),
+                    Src::Relay(k) => self.relay_out.push((k, reply.to_vec())),
+                }
                 false
             }
             TunnResult::WriteToNetwork(reply) => {
-                self.out.push(from, reply);
+                match src {
+                    Src::Udp(a) => self.out.push(a, reply),
+                    Src::Relay(k) => self.relay_out.push((k, reply.to_vec())),
+                }
                 // Packets queued while the handshake ran go out now.
-                let mut more = true;
-                while more {
-                    more = false;
-                    self.out
-                        .push_with(from, 65_535, |b| match tunn.decapsulate(None, &[], b) {
-                            TunnResult::WriteToNetwork(p) => {
+                loop {
+                    let mut more = false;
+                    match src {
+                        Src::Udp(from) => {
+                            self.out.push_with(from, 65_535, |b| {
+                                match tunn.decapsulate(None, &[], b) {
+                                    TunnResult::WriteToNetwork(p) => {
+                                        more = true;
+                                        Some(p.len())
+                                    }
+                                    _ => None,
+                                }
+                            });
+                        }
+                        Src::Relay(k) => {
+                            let mut b = vec![0u8; 65_535];
+                            if let TunnResult::WriteToNetwork(p) =
+                                tunn.decapsulate(None, &[], &mut b)
+                            {
+                                let n = p.len();
+                                b.truncate(n);
+                                self.relay_out.push((k, b));
                                 more = true;
-                                Some(p.len())
                             }
-                            _ => None,
-                        });
+                        }
+                    }
+                    if !more {
+                        break;
+                    }
                 }
                 msg.kind != WgKind::CookieReply
             }
-            TunnResult::WriteToTunnelV4(pkt, src) => {
+            TunnResult::WriteToTunnelV4(pkt, ip) => {
                 let n = pkt.len();
                 deliver(
                     peer,
-                    IpAddr::V4(src),
+                    IpAddr::V4(ip),
                     n,
                     buf,
                     &mut self.inbound,
@@ -475,11 +736,11 @@ impl Tunnels {
                 );
                 true
             }
-            TunnResult::WriteToTunnelV6(pkt, src) => {
+            TunnResult::WriteToTunnelV6(pkt, ip) => {
                 let n = pkt.len();
                 deliver(
                     peer,
-                    IpAddr::V6(src),
+                    IpAddr::V6(ip),
                     n,
                     buf,
                     &mut self.inbound,
@@ -492,10 +753,14 @@ impl Tunnels {
         if authenticated {
             peer.counters.rx_bytes.fetch_add(data.len() as u64, Relaxed);
             peer.counters.rx_packets.fetch_add(1, Relaxed);
-            if peer.endpoint != Some(from) {
-                // Roaming: answer where the peer last spoke from.
-                peer.endpoint = Some(from);
-                *peer.counters.endpoint.lock() = Some(from);
+            if let (Src::Udp(from), None) = (src, &peer.disco) {
+                if peer.endpoint != Some(from) {
+                    // Roaming (plain WireGuard peers; disco peers move only
+                    // on pongs): answer where the peer last spoke from.
+                    peer.endpoint = Some(from);
+                    *peer.counters.endpoint.lock() = Some(from);
+                    *peer.counters.path.lock() = (Some(from), 0);
+                }
             }
             if msg.kind != WgKind::Data {
                 peer.note_handshake();
@@ -505,12 +770,9 @@ impl Tunnels {
 
     /// Finds the peer of a handshake initiation: MAC1 (and, under load, the
     /// cookie) first, so garbage never costs a Diffie-Hellman.
-    fn initiator_index(&mut self, from: SocketAddr, data: &[u8]) -> Option<u32> {
+    fn initiator_index(&mut self, src: Src, data: &[u8]) -> Option<u32> {
         let mut cookie = [0u8; 64];
-        match self
-            .rate_limiter
-            .verify_packet(Some(from.ip()), data, &mut cookie)
-        {
+        match self.rate_limiter.verify_packet(src.ip(), data, &mut cookie) {
             Ok(Packet::HandshakeInit(init)) => {
                 match parse_handshake_anon(&self.secret, &self.public, &init) {
                     Ok(half) => {
@@ -529,7 +791,8 @@ impl Tunnels {
             }
             Err(TunnResult::WriteToNetwork(reply)) => {
                 // Under load: the initiator must prove its address first.
-                self.out.push(from, reply);
+                let reply = reply.to_vec();
+                self.emit(src, &reply);
                 None
             }
             _ => {
@@ -539,7 +802,92 @@ impl Tunnels {
         }
     }
 
-    fn encapsulate(&mut self, pkt: &[u8]) {
+    /// A disco packet from `src`: only from a peer's disco key, only if
+    /// its box opens.
+    fn on_disco(&mut self, src: Src, data: &[u8]) {
+        let index = disco::sender_key(data).and_then(|k| self.by_disco.get(&k).copied());
+        let Some(peer) = index.and_then(|i| self.peers.get_mut(&i)) else {
+            self.drops.disco_rejected.fetch_add(1, Relaxed);
+            return;
+        };
+        let peer_key = peer.config.public_key;
+        let home = peer.config.home_derp;
+        let Some(d) = peer.disco.as_mut() else {
+            self.drops.disco_rejected.fetch_add(1, Relaxed);
+            return;
+        };
+        if let Src::Relay(k) = src {
+            // Over the relay the sender's node key must be the peer's whose
+            // disco key this is.
+            if k != peer_key {
+                self.drops.disco_rejected.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        let msg = match d.sealer.open(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.drops.disco_rejected.fetch_add(1, Relaxed);
+                tracing::trace!(peer = %peer_key.short(), error = %e, "disco packet dropped");
+                return;
+            }
+        };
+        let now = std::time::Instant::now();
+        match msg {
+            Message::Ping(ping) => {
+                let observed = match src {
+                    Src::Udp(from) => {
+                        if !d.path.on_ping(from, ping.tx_id) {
+                            return; // a repeat: Go answers it once
+                        }
+                        from
+                    }
+                    Src::Relay(_) => {
+                        SocketAddr::new(IpAddr::V4(DERP_MAGIC_IP), u16::try_from(home).unwrap_or(0))
+                    }
+                };
+                let pong = d.sealer.seal_random(&Message::Pong(disco::Pong {
+                    tx_id: ping.tx_id,
+                    src: observed,
+                }));
+                tracing::trace!(peer = %peer_key.short(), ?src, "disco ping; pong sent");
+                self.emit(src, &pong);
+            }
+            Message::Pong(pong) => {
+                let outcome = d.path.on_pong(now, pong.tx_id, matches!(src, Src::Udp(_)));
+                if let PongOutcome::Direct {
+                    addr,
+                    latency,
+                    best_changed: true,
+                } = outcome
+                {
+                    tracing::debug!(peer = %peer_key.short(), %addr, ?latency, "disco: direct path");
+                }
+                let path = (d.path.trusted_addr(now), relay_region(&d.path, home, now));
+                *peer.counters.path.lock() = path;
+            }
+            Message::CallMeMaybe(cmm) => {
+                // Only over the relay, as Go accepts it.
+                if !matches!(src, Src::Relay(_)) {
+                    self.drops.disco_rejected.fetch_add(1, Relaxed);
+                    return;
+                }
+                d.path
+                    .on_call_me_maybe(now, &cmm.endpoints, &mut self.actions);
+                send_actions(
+                    &mut self.actions,
+                    d,
+                    peer_key,
+                    self.node_key,
+                    &self.endpoints,
+                    &mut self.out,
+                    &mut self.relay_out,
+                );
+            }
+        }
+    }
+
+    fn encapsulate(&mut self, pkt: &[u8], now: std::time::Instant) {
         let Some(dst) = IpPacket::destination(pkt) else {
             return;
         };
@@ -553,12 +901,31 @@ impl Tunnels {
         let Some(peer) = self.peers.get_mut(&index) else {
             return;
         };
+        let route = match peer.disco.as_mut() {
+            Some(d) => {
+                let r = d.path.route(now);
+                if r.discover {
+                    d.path.discover(now, &mut self.actions);
+                }
+                r
+            }
+            None => Route {
+                udp: peer.endpoint,
+                relay: false,
+                discover: false,
+            },
+        };
         let Some(tunn) = peer.tunn.as_mut() else {
             return;
         };
         let max = (pkt.len() + WG_OVERHEAD).max(HANDSHAKE_INIT_LEN);
-        match peer.endpoint {
-            Some(ep) => {
+        match route {
+            Route {
+                udp: Some(ep),
+                relay,
+                ..
+            } => {
+                // The hot path: sealed straight into the send buffer.
                 let mut sent = None;
                 self.out
                     .push_with(ep, max, |buf| match tunn.encapsulate(pkt, buf) {
@@ -571,9 +938,31 @@ impl Tunnels {
                     });
                 if let Some(n) = sent {
                     peer.count_tx(n);
+                    if relay {
+                        if let Some(copy) = self.out.last() {
+                            self.relay_out.push((peer.config.public_key, copy.to_vec()));
+                        }
+                    }
                 }
             }
-            None => {
+            Route {
+                udp: None,
+                relay: true,
+                ..
+            } => {
+                let mut b = vec![0u8; max];
+                if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(pkt, &mut b) {
+                    let n = d.len();
+                    b.truncate(n);
+                    peer.count_tx(n);
+                    self.relay_out.push((peer.config.public_key, b));
+                }
+            }
+            Route {
+                udp: None,
+                relay: false,
+                ..
+            } => {
                 // Still encapsulate, so the packet waits in the tunnel's
                 // queue for a handshake the peer may start.
                 let mut scratch = vec![0u8; max];
@@ -582,24 +971,66 @@ impl Tunnels {
                 }
             }
         }
+        if !self.actions.is_empty() {
+            if let Some(d) = peer.disco.as_deref() {
+                send_actions(
+                    &mut self.actions,
+                    d,
+                    peer.config.public_key,
+                    self.node_key,
+                    &self.endpoints,
+                    &mut self.out,
+                    &mut self.relay_out,
+                );
+            }
+        }
     }
 
-    fn run_timers(&mut self) {
+    fn run_timers(&mut self, now: std::time::Instant) {
         for peer in self.peers.values_mut() {
+            let route = match peer.disco.as_deref_mut() {
+                Some(d) => {
+                    d.path.on_timer(now, &mut self.actions);
+                    send_actions(
+                        &mut self.actions,
+                        d,
+                        peer.config.public_key,
+                        self.node_key,
+                        &self.endpoints,
+                        &mut self.out,
+                        &mut self.relay_out,
+                    );
+                    let path = (
+                        d.path.trusted_addr(now),
+                        relay_region(&d.path, peer.config.home_derp, now),
+                    );
+                    *peer.counters.path.lock() = path;
+                    d.path.peek_route(now)
+                }
+                None => Route {
+                    udp: peer.endpoint,
+                    relay: false,
+                    discover: false,
+                },
+            };
             let Some(tunn) = peer.tunn.as_mut() else {
                 continue;
             };
             let mut buf = [0u8; 256];
             match tunn.update_timers(&mut buf) {
-                TunnResult::WriteToNetwork(d) => match peer.endpoint {
-                    Some(ep) => {
+                TunnResult::WriteToNetwork(d) => {
+                    if route.udp.is_none() && !route.relay {
+                        self.drops.no_endpoint.fetch_add(1, Relaxed);
+                    } else {
                         peer.count_tx(d.len());
+                    }
+                    if let Some(ep) = route.udp {
                         self.out.push(ep, d);
                     }
-                    None => {
-                        self.drops.no_endpoint.fetch_add(1, Relaxed);
+                    if route.relay {
+                        self.relay_out.push((peer.config.public_key, d.to_vec()));
                     }
-                },
+                }
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {
                     tracing::debug!(peer = %peer.config.public_key.short(), "session expired; next packet starts a handshake");
                 }
@@ -607,6 +1038,49 @@ impl Tunnels {
             }
             peer.note_handshake();
         }
+    }
+}
+
+/// Sends what a peer's path asked for (drained from `actions`): disco
+/// pings over UDP, CallMeMaybe with our endpoints over the relay.
+fn send_actions(
+    actions: &mut Vec<Action>,
+    d: &PeerDisco,
+    peer_key: PublicKey,
+    node_key: PublicKey,
+    endpoints: &[SocketAddr],
+    out: &mut Outgoing,
+    relay_out: &mut Vec<(PublicKey, Vec<u8>)>,
+) {
+    for a in actions.drain(..) {
+        match a {
+            Action::Ping { to, tx_id } => {
+                let pkt = d.sealer.seal_random(&Message::Ping(disco::Ping {
+                    tx_id,
+                    node_key: Some(node_key),
+                    padding: 0,
+                }));
+                out.push(to, &pkt);
+            }
+            Action::CallMeMaybe => {
+                let pkt = d
+                    .sealer
+                    .seal_random(&Message::CallMeMaybe(disco::CallMeMaybe {
+                        endpoints: endpoints.to_vec(),
+                    }));
+                relay_out.push((peer_key, pkt));
+            }
+        }
+    }
+}
+
+/// The relay region a disco peer's packets go through at `now` (0: direct
+/// or no relay).
+fn relay_region(path: &PeerPath, home: i32, now: std::time::Instant) -> i32 {
+    if path.trusted_addr(now).is_none() && path.has_relay() {
+        home
+    } else {
+        0
     }
 }
 

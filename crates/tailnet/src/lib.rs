@@ -40,6 +40,7 @@ pub mod testing;
 
 pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use control::{NodeBuilder, UpError};
+pub use dataplane::RelayLink;
 pub use dns::{DnsStats, ResolveError};
 pub use node::{Node, NodeError};
 pub use state::{NodeKeys, StateDir, StateError};

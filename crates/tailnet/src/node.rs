@@ -1,7 +1,7 @@
 //! The node handle applications hold.
 
 use crate::config::{public_of, ConfigError, NodeConfig, PeerConfig};
-use crate::dataplane::{Command, DataPlane, PeerTable};
+use crate::dataplane::{Command, DataPlane, PeerTable, RelayLink};
 use crate::stats::{DropCounters, NodeStats, PeerStats};
 use crate::udp::Udp;
 use parking_lot::{Mutex, RwLock};
@@ -40,6 +40,7 @@ pub enum NodeError {
 
 struct Inner {
     public_key: PublicKey,
+    disco_public: PublicKey,
     addresses: Vec<IpAddr>,
     listen_addr: SocketAddr,
     netstack: Netstack,
@@ -182,10 +183,17 @@ impl Node {
         let (tx, rx) = mpsc::channel(16);
         let drops = Arc::new(DropCounters::default());
         let peers: PeerTable = Arc::new(RwLock::new(Vec::new()));
+        let disco_key = config
+            .disco_key
+            .clone()
+            .unwrap_or_else(tailnet_wire::PrivateKey::generate);
+        let disco_public = tailnet_wire::disco::public_of(&disco_key);
         let dp = DataPlane::new(
             udp,
             netstack.clone(),
             *config.private_key.as_bytes(),
+            disco_key,
+            crate::control::local_endpoints(listen_addr),
             config.peers.clone(),
             rx,
             drops.clone(),
@@ -204,6 +212,7 @@ impl Node {
         Ok(Node {
             inner: Arc::new(Inner {
                 public_key,
+                disco_public,
                 addresses: config.addresses,
                 listen_addr,
                 netstack,
@@ -221,6 +230,45 @@ impl Node {
     /// The node's WireGuard public key (its node key).
     pub fn public_key(&self) -> PublicKey {
         self.inner.public_key
+    }
+
+    /// The node's disco public key (what control advertises to peers, and
+    /// what peers' [`PeerConfig::disco_key`] must name).
+    pub fn disco_public_key(&self) -> PublicKey {
+        self.inner.disco_public
+    }
+
+    /// Attaches a relay (a DERP client): from now on a disco peer with a
+    /// home region is reached through it while no direct path is trusted,
+    /// and packets it delivers are handled like datagrams from the peer it
+    /// names. `None` detaches it.
+    pub async fn set_relay(&self, relay: Option<RelayLink>) -> Result<(), NodeError> {
+        self.inner
+            .commands
+            .send(Command::SetRelay(relay))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Our UDP endpoints as CallMeMaybe tells them to peers (default: the
+    /// socket's address, or every interface's with its port).
+    pub async fn set_endpoints(&self, endpoints: Vec<SocketAddr>) -> Result<(), NodeError> {
+        self.inner
+            .commands
+            .send(Command::SetEndpoints(endpoints))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Test hook: drops every UDP datagram to or from these addresses
+    /// (an empty list lifts it), to cut a direct path.
+    #[doc(hidden)]
+    pub async fn debug_block_udp(&self, addrs: Vec<SocketAddr>) -> Result<(), NodeError> {
+        self.inner
+            .commands
+            .send(Command::BlockUdp(addrs.into_iter().collect()))
+            .await
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// The node's tailnet addresses.

@@ -45,10 +45,23 @@ pub(crate) fn build(node: &Node) -> Status {
             magic_dns_suffix: st.magic_dns_suffix.clone(),
             magic_dns_enabled: magic_dns,
         });
+        let region_code = |id: i32| {
+            netmap
+                .derp_map()
+                .and_then(|m| m.regions.as_ref())
+                .and_then(|r| r.get(&id))
+                .map(|r| r.region_code.clone())
+                .filter(|c| !c.is_empty())
+        };
         for p in netmap.peers() {
             let mut ps = PeerStatus::from_control_node(p);
             if let Some(s) = find(&p.key.key()) {
                 ps.apply_stats(s, now);
+                if s.relay_region != 0 {
+                    if let Some(code) = region_code(s.relay_region) {
+                        ps.relay = code;
+                    }
+                }
             }
             st.peer.insert(peer_key(&p.key.key()), ps);
         }

@@ -27,6 +27,13 @@ pub struct PeerStats {
     pub handshakes: u64,
     /// Where its packets go now (roams to the last authenticated source).
     pub endpoint: Option<SocketAddr>,
+    /// The direct path in use: for a disco peer the best address while a
+    /// pong keeps it trusted (`None` otherwise); for a plain WireGuard peer
+    /// its endpoint.
+    pub cur_addr: Option<SocketAddr>,
+    /// The relay region carrying its packets (its home DERP region), 0
+    /// when they go direct or there is no relay.
+    pub relay_region: i32,
 }
 
 /// Datagrams and packets the data plane dropped, by reason.
@@ -37,7 +44,9 @@ pub struct DropStats {
     /// Well-formed messages for no peer we know (unknown index or key).
     pub unknown_peer: u64,
     /// Messages boringtun rejected: bad MAC or tag, replayed counter or
-    /// timestamp, expired session.
+    /// timestamp, expired session. Includes the second copy of packets a
+    /// disco peer sends both direct and through the relay while its
+    /// direct path is unproven.
     pub rejected: u64,
     /// Decrypted packets whose source is outside the peer's allowed IPs.
     pub bad_source: u64,
@@ -45,8 +54,13 @@ pub struct DropStats {
     pub no_route: u64,
     /// Outbound datagrams for a peer with no known endpoint yet.
     pub no_endpoint: u64,
-    /// Datagrams the UDP socket refused to send.
+    /// Datagrams the UDP socket refused to send, and packets the relay
+    /// could not take (its queue full or gone).
     pub send_errors: u64,
+    /// Disco packets dropped: from a disco key no peer has, a box that
+    /// does not open, a message that does not parse, or a CallMeMaybe
+    /// that did not come through the relay.
+    pub disco_rejected: u64,
     /// Packet filter: new inbound flows no rule allows (also every new
     /// flow before control sent a filter, and under an empty one).
     pub filter_no_rule: u64,
@@ -81,6 +95,7 @@ pub(crate) struct DropCounters {
     pub no_route: AtomicU64,
     pub no_endpoint: AtomicU64,
     pub send_errors: AtomicU64,
+    pub disco_rejected: AtomicU64,
     pub filter_no_rule: AtomicU64,
     pub filter_protocol: AtomicU64,
     pub filter_not_local: AtomicU64,
@@ -98,6 +113,7 @@ impl DropCounters {
             no_route: self.no_route.load(Relaxed),
             no_endpoint: self.no_endpoint.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
+            disco_rejected: self.disco_rejected.load(Relaxed),
             filter_no_rule: self.filter_no_rule.load(Relaxed),
             filter_protocol: self.filter_protocol.load(Relaxed),
             filter_not_local: self.filter_not_local.load(Relaxed),
@@ -129,6 +145,8 @@ pub(crate) struct PeerCounters {
     pub handshakes: AtomicU64,
     pub last_handshake: Mutex<Option<SystemTime>>,
     pub endpoint: Mutex<Option<SocketAddr>>,
+    /// The path as status shows it: trusted direct address, relay region.
+    pub path: Mutex<(Option<SocketAddr>, i32)>,
 }
 
 impl PeerCounters {
@@ -142,9 +160,11 @@ impl PeerCounters {
             handshakes: AtomicU64::new(0),
             last_handshake: Mutex::new(None),
             endpoint: Mutex::new(endpoint),
+            path: Mutex::new((endpoint, 0)),
         }
     }
     pub(crate) fn snapshot(&self) -> PeerStats {
+        let (cur_addr, relay_region) = *self.path.lock();
         PeerStats {
             public_key: self.key,
             rx_bytes: self.rx_bytes.load(Relaxed),
@@ -154,6 +174,8 @@ impl PeerCounters {
             last_handshake: *self.last_handshake.lock(),
             handshakes: self.handshakes.load(Relaxed),
             endpoint: *self.endpoint.lock(),
+            cur_addr,
+            relay_region,
         }
     }
 }

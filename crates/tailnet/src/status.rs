@@ -176,9 +176,12 @@ pub struct PeerStatus {
     /// UDP endpoints the node advertised (`ip:port`).
     #[serde(deserialize_with = "null_as_default")]
     pub addrs: Vec<String>,
-    /// The direct UDP path in use (`ip:port`); `""` when there is none.
+    /// The direct UDP path in use (`ip:port`): for a disco peer the best
+    /// address while disco pongs keep it trusted; `""` when there is none
+    /// (relayed, or no path yet).
     pub cur_addr: String,
-    /// The DERP region relaying for the node; `""` until DERP exists.
+    /// The DERP region code relaying for the node (e.g. `inferadb`) while
+    /// its packets go through the relay; `""` when they go direct.
     pub relay: String,
     /// WireGuard bytes received from the node.
     pub rx_bytes: u64,
@@ -305,11 +308,18 @@ impl PeerStatus {
     }
 
     /// Fills the data-plane half from the node's counters for this peer:
-    /// `CurAddr` (the endpoint in use), `RxBytes`/`TxBytes`,
+    /// `CurAddr` (the trusted direct address), `Relay` (the relay region's
+    /// number; [`crate::Node::status`] replaces it with the region's code
+    /// from the DERP map), `RxBytes`/`TxBytes`,
     /// `LastHandshake`, `InEngine`/`InMagicSock`, and `Active` (a handshake
     /// completed within [`ACTIVE_WINDOW`] of `now`).
     pub fn apply_stats(&mut self, stats: &PeerStats, now: SystemTime) {
-        self.cur_addr = stats.endpoint.map(|e| e.to_string()).unwrap_or_default();
+        self.cur_addr = stats.cur_addr.map(|e| e.to_string()).unwrap_or_default();
+        self.relay = if stats.relay_region != 0 {
+            stats.relay_region.to_string()
+        } else {
+            String::new()
+        };
         self.rx_bytes = stats.rx_bytes;
         self.tx_bytes = stats.tx_bytes;
         self.last_handshake = go_time(stats.last_handshake);
@@ -787,10 +797,23 @@ mod tests {
             last_handshake: Some(now - Duration::from_secs(30)),
             handshakes: 1,
             endpoint: Some(endpoint),
+            cur_addr: Some(endpoint),
+            relay_region: 0,
         };
         p.apply_stats(&stats, now);
         assert!(p.active && p.in_engine);
         assert_eq!(p.cur_addr, "198.51.100.9:41641");
+        assert_eq!(p.relay, "");
+        // Relayed: no direct address, the region (its code filled in by the
+        // node from the DERP map; the number until then).
+        let relayed = PeerStats {
+            cur_addr: None,
+            relay_region: 900,
+            ..stats.clone()
+        };
+        p.apply_stats(&relayed, now);
+        assert_eq!((p.cur_addr.as_str(), p.relay.as_str()), ("", "900"));
+        assert!(p.path_summary().starts_with("active; relay \"900\""));
         assert_eq!(p.last_handshake, "2023-11-14T22:12:50Z");
         assert_eq!((p.rx_bytes, p.tx_bytes), (10, 20));
         p.apply_stats(&stats, now + ACTIVE_WINDOW);

@@ -57,6 +57,19 @@ impl Outgoing {
         self.items.is_empty()
     }
 
+    /// The datagram queued last.
+    pub(crate) fn last(&self) -> Option<&[u8]> {
+        let (_, start, len) = *self.items.last()?;
+        self.buf.get(start..start + len)
+    }
+
+    /// Drops the datagrams whose destination fails `keep` (their bytes
+    /// stay in the buffer until it is cleared; runs are re-formed around
+    /// the gaps).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&SocketAddr) -> bool) {
+        self.items.retain(|(dest, _, _)| keep(dest));
+    }
+
     fn clear(&mut self) {
         self.buf.clear();
         self.items.clear();

@@ -1,0 +1,234 @@
+//! Two nodes whose peers have disco keys and a home relay region, joined
+//! by an in-memory relay: WireGuard over the relay alone, then direct once
+//! disco proves a UDP path, then the relay again when that path is cut,
+//! and direct once more when it heals, with one TCP flow running across
+//! every switch.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tailnet::{Node, PeerStats, PrivateKey};
+use tailnet_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const REGION: i32 = 900;
+
+fn disco_peer(n: u8, key: &PrivateKey, disco: &PrivateKey) -> tailnet::PeerConfig {
+    let mut p = peer(n, key, None);
+    p.disco_key = Some(tailnet_wire::disco::public_of(disco));
+    p.home_derp = REGION;
+    p
+}
+
+/// A and B, each knowing the other only by keys (no UDP endpoint).
+async fn relayed_pair() -> (Node, Node, PrivateKey, PrivateKey, PrivateKey, PrivateKey) {
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let (da, db) = (PrivateKey::generate(), PrivateKey::generate());
+    let mut ca = loopback_config(1, &ka);
+    ca.disco_key = Some(da.clone());
+    ca.peers.push(disco_peer(2, &kb, &db));
+    let mut cb = loopback_config(2, &kb);
+    cb.disco_key = Some(db.clone());
+    cb.peers.push(disco_peer(1, &ka, &da));
+    let a = Node::start(ca).await.unwrap();
+    let b = Node::start(cb).await.unwrap();
+    (a, b, ka, kb, da, db)
+}
+
+fn path_of(n: &Node, peer: &Node) -> PeerStats {
+    n.peer_stats(&peer.public_key()).expect("peer known")
+}
+
+/// Echoed bytes of a flow that writes 4 KiB every 5 ms and checks every
+/// byte it reads back.
+fn start_flow(a: &Node, to: SocketAddr) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let echoed = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn({
+        let a = a.clone();
+        let echoed = echoed.clone();
+        async move {
+            let s = a.tcp_connect(to).await.expect("connect");
+            let (mut r, mut w) = tokio::io::split(s);
+            let writer = tokio::spawn(async move {
+                let mut off = 0u64;
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    pattern(off, &mut buf);
+                    if w.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                    off += buf.len() as u64;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            let mut off = 0u64;
+            let mut buf = vec![0u8; 65536];
+            let mut want = vec![0u8; 65536];
+            loop {
+                let n = match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pattern(off, &mut want[..n]);
+                assert_eq!(&buf[..n], &want[..n], "echo differs at {off}");
+                off += n as u64;
+                echoed.store(off, Relaxed);
+            }
+            writer.abort();
+        }
+    });
+    (echoed, task)
+}
+
+/// Waits (bounded) until `f` holds.
+async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    within(secs, what, async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    start.elapsed()
+}
+
+/// The flow moves: more bytes echoed within `secs`.
+async fn flow_moves(echoed: &AtomicU64, secs: u64, what: &str) {
+    let before = echoed.load(Relaxed);
+    wait_until(secs, what, || echoed.load(Relaxed) > before + 64 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_then_direct_then_relay_then_direct() {
+    let (a, b, _ka, kb, _da, db) = relayed_pair().await;
+    let relay = RelayBridge::attach(&[&a, &b]).await;
+    echo_server(&b, 7);
+    let to_b = SocketAddr::new(b.ipv4().unwrap(), 7);
+
+    // 1. Relay only: no UDP endpoint anywhere.
+    let (echoed, flow) = start_flow(&a, to_b);
+    flow_moves(&echoed, 20, "the flow over the relay").await;
+    let p = path_of(&a, &b);
+    assert_eq!((p.cur_addr, p.relay_region), (None, REGION), "{p:?}");
+    assert!(relay.relayed() > 0);
+    assert_eq!(a.stats().drops.disco_rejected, 0);
+    // status: no CurAddr, the region as Relay (no DERP map: its number).
+    let st = a.status();
+    let ps = st.peer.values().next().expect("peer in status");
+    assert_eq!((ps.cur_addr.as_str(), ps.relay.as_str()), ("", "900"));
+
+    // 2. A learns B's UDP endpoint (as from a netmap): disco pings it, B
+    // pongs, and both sides go direct (B learns A's address from the
+    // ping and A's CallMeMaybe over the relay).
+    let mut pb = disco_peer(2, &kb, &db);
+    pb.endpoint = Some(b.listen_addr());
+    pb.endpoints = vec![b.listen_addr()];
+    a.set_peers(vec![pb.clone()]).await.unwrap();
+    let took = wait_until(15, "A goes direct", || {
+        path_of(&a, &b).cur_addr == Some(b.listen_addr())
+    })
+    .await;
+    eprintln!("A direct to B after {took:?}");
+    wait_until(15, "B goes direct", || {
+        path_of(&b, &a).cur_addr == Some(a.listen_addr())
+    })
+    .await;
+    assert_eq!(path_of(&a, &b).relay_region, 0);
+    let st = a.status();
+    let ps = st.peer.values().next().unwrap();
+    assert_eq!(ps.cur_addr, b.listen_addr().to_string());
+    assert_eq!(ps.relay, "");
+    // Direct only: the relay carries nothing while the flow goes on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relayed = relay.relayed();
+    flow_moves(&echoed, 10, "the flow, direct").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        relay.relayed(),
+        relayed,
+        "nothing relayed on a trusted direct path"
+    );
+
+    // 3. The UDP path is cut: both sides fall back to the relay within
+    // the 6.5 s trust window (plus a heartbeat), and the flow survives.
+    a.debug_block_udp(vec![b.listen_addr()]).await.unwrap();
+    let took = wait_until(15, "A falls back to the relay", || {
+        let p = path_of(&a, &b);
+        p.cur_addr.is_none() && p.relay_region == REGION
+    })
+    .await;
+    eprintln!("A back on the relay after {took:?}");
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+    wait_until(15, "B falls back to the relay", || {
+        path_of(&b, &a).cur_addr.is_none()
+    })
+    .await;
+    let relayed = relay.relayed();
+    flow_moves(&echoed, 30, "the flow after the cut").await;
+    assert!(relay.relayed() > relayed, "the relay carries the flow");
+
+    // 4. The path heals: direct again.
+    a.debug_block_udp(vec![]).await.unwrap();
+    let took = wait_until(20, "A direct again", || {
+        path_of(&a, &b).cur_addr == Some(b.listen_addr())
+    })
+    .await;
+    eprintln!("A direct again after {took:?}");
+    flow_moves(&echoed, 10, "the flow, direct again").await;
+    assert!(!flow.is_finished(), "the TCP flow survived every switch");
+    flow.abort();
+    eprintln!(
+        "echoed {} KiB, relayed {} packets, drops {:?}",
+        echoed.load(Relaxed) / 1024,
+        relay.relayed(),
+        a.stats().drops
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Disco from a key no peer has, and a tampered box, are dropped and
+/// counted; nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_and_tampered_disco_is_counted() {
+    let (a, b, _ka, _kb, da, db) = relayed_pair().await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stranger = PrivateKey::generate();
+    let ping = tailnet_wire::disco::Message::Ping(tailnet_wire::disco::Ping {
+        tx_id: [1; 12],
+        node_key: None,
+        padding: 0,
+    });
+    let foreign =
+        tailnet_wire::disco::DiscoBox::new(&stranger, &tailnet_wire::disco::public_of(&da))
+            .seal_random(&ping);
+    sock.send_to(&foreign, a.listen_addr()).await.unwrap();
+    // B's key, but not sealed by B's private key.
+    let mut tampered =
+        tailnet_wire::disco::DiscoBox::new(&db, &tailnet_wire::disco::public_of(&da))
+            .seal_random(&ping);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    sock.send_to(&tampered, a.listen_addr()).await.unwrap();
+    // A well-formed one from B's key answers with a pong to the sender.
+    let good = tailnet_wire::disco::DiscoBox::new(&db, &tailnet_wire::disco::public_of(&da))
+        .seal_random(&ping);
+    sock.send_to(&good, a.listen_addr()).await.unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = within(5, "pong", sock.recv_from(&mut buf)).await.unwrap();
+    let opened = tailnet_wire::disco::DiscoBox::new(&db, &tailnet_wire::disco::public_of(&da))
+        .open(&buf[..n])
+        .expect("the pong opens");
+    assert_eq!(
+        opened,
+        tailnet_wire::disco::Message::Pong(tailnet_wire::disco::Pong {
+            tx_id: [1; 12],
+            src: sock.local_addr().unwrap(),
+        })
+    );
+    wait_until(5, "drops counted", || a.stats().drops.disco_rejected == 2).await;
+    assert_eq!(a.stats().drops.malformed, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
