@@ -480,3 +480,109 @@ async fn wait_for_peer_where(
     .await;
     found.unwrap_or_else(|_| panic!("{host} not in our netmap within 30 s"))
 }
+
+/// Disco against Go: our node GETs the page Caddy serves on its tailnet
+/// address. There is no reachable relay (the DERP map's region is the
+/// coordinator's HTTP port, which speaks no DERP), so the only way is the
+/// direct UDP path, and Go sends WireGuard on it only after a disco pong
+/// from us proves it (and we trust it only after Caddy's pong). Our status
+/// then shows Caddy's direct address as `CurAddr` and no `Relay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_node_gets_caddys_page_over_a_direct_path() {
+    if caddy_binary("our_node_gets_caddys_page_over_a_direct_path").is_none() {
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let coord = Coordinator::start(None).await;
+    let key = coord.auth_key();
+    let state = tempfile::tempdir().expect("tempdir");
+    let ours = tailnet::Node::builder()
+        .control_url(coord.url())
+        .auth_key(key.clone())
+        .hostname("rust1")
+        .state_dir(state.path())
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .up()
+        .await
+        .expect("our node joins");
+    let Some(mut web) = start_caddy(&coord, &key, "web1") else {
+        return;
+    };
+    web.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("web1 Running");
+    let peer = wait_for_peer_where(&ours, "web1", |p| {
+        !p.endpoints.is_empty() && !p.disco_key.is_zero()
+    })
+    .await;
+    let ip = peer.addresses.first().expect("an address").addr();
+    eprintln!(
+        "web1: {ip}, endpoints {:?}, home DERP {}",
+        peer.endpoints,
+        peer.home_derp_region()
+    );
+
+    let started = Instant::now();
+    let page = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let attempt = tokio::time::timeout(Duration::from_secs(15), async {
+                let mut s = ours
+                    .tcp_connect(std::net::SocketAddr::new(ip, 80))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                s.write_all(b"GET / HTTP/1.1\r\nHost: web1\r\nConnection: close\r\n\r\n")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut body = Vec::new();
+                s.read_to_end(&mut body).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(String::from_utf8_lossy(&body).into_owned())
+            })
+            .await;
+            match attempt {
+                Ok(Ok(page)) => return page,
+                Ok(Err(e)) => eprintln!("GET failed ({e}); again"),
+                Err(_) => eprintln!("GET timed out; again"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no page from web1 within 60 s; our drops {:?}; caddy log tail:\n{}",
+            ours.stats().drops,
+            web.log_tail(60)
+        )
+    });
+    eprintln!("GET answered after {:?}", started.elapsed());
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("hello from web1"), "{page}");
+
+    // Our path to Caddy: direct, proven by Caddy's pong.
+    let st = ours.status();
+    let p = st
+        .peer
+        .values()
+        .find(|p| p.name == "web1")
+        .expect("web1 in status");
+    assert!(!p.cur_addr.is_empty(), "CurAddr set: {p:?}");
+    assert!(
+        peer.endpoints.iter().any(|e| e.to_string() == p.cur_addr),
+        "CurAddr {} is one of Caddy's endpoints {:?}",
+        p.cur_addr,
+        peer.endpoints
+    );
+    assert_eq!(p.relay, "", "not relayed");
+    assert!(p.active);
+    assert_eq!(ours.stats().drops.disco_rejected, 0);
+    // And Go's side logs its direct path to us (magicsock's "now using").
+    let line = web
+        .wait_for_log("now using", Duration::from_secs(10))
+        .await
+        .expect("tsnet chose a direct path to our node");
+    eprintln!("tsnet: {line}");
+    assert_stayed_local(&web);
+    drop(web);
+    ours.shutdown().await;
+    coord.handle.shutdown().await;
+}
