@@ -296,23 +296,32 @@ fn tunnel_addrs(n: u8) -> Vec<IpAddr> {
     vec![IpAddr::from([100, 64, 250, n])]
 }
 
-/// Ours: two nodes in two processes over loopback UDP.
+/// Ours: two nodes in two processes over loopback UDP. Their peers have
+/// disco keys, as every peer of a node joined through control has, so the
+/// figures are those of the disco-trusted direct path.
 async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     let ka = PrivateKey::generate();
     let kb = PrivateKey::generate();
+    let (da, db) = (PrivateKey::generate(), PrivateKey::generate());
+    let (da_pub, db_pub) = (
+        tailnet_wire::disco::public_of(&da),
+        tailnet_wire::disco::public_of(&db),
+    );
     let mut ca = NodeConfig::new(ka, tunnel_addrs(1));
     ca.listen = "127.0.0.1:0".parse()?;
     ca.netstack.mtu = opts.mtu;
+    ca.disco_key = Some(da);
     let mut cb = NodeConfig::new(kb, tunnel_addrs(2));
     cb.listen = "127.0.0.1:0".parse()?;
     cb.netstack.mtu = opts.mtu;
+    cb.disco_key = Some(db);
     let node_a = Node::start(ca.clone()).await?;
     cb.peers.push(PeerConfig {
         public_key: ca.public_key(),
         endpoint: Some(node_a.listen_addr()),
         allowed_ips: vec!["100.64.250.1/32".parse()?],
         persistent_keepalive: None,
-        disco_key: None,
+        disco_key: Some(da_pub),
         home_derp: 0,
         endpoints: Vec::new(),
     });
@@ -346,7 +355,7 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
             endpoint: Some(ready.listen),
             allowed_ips: vec!["100.64.250.2/32".parse()?],
             persistent_keepalive: None,
-            disco_key: None,
+            disco_key: Some(db_pub),
             home_derp: 0,
             endpoints: Vec::new(),
         }])
