@@ -549,6 +549,9 @@ impl Tunnels {
                 if cfg.endpoint.is_some() && cfg.endpoint != p.config.endpoint {
                     p.endpoint = cfg.endpoint;
                     *p.counters.endpoint.lock() = cfg.endpoint;
+                    if cfg.disco_key.is_none() {
+                        *p.counters.path.lock() = (cfg.endpoint, 0);
+                    }
                 }
                 let old = p.disco.take();
                 let disco = self.disco_for(&cfg, old);
