@@ -9,6 +9,7 @@
 
 use crate::config::{NodeConfig, PeerConfig};
 use crate::node::{Node, NodeError, WeakNode};
+use crate::relay::Relay;
 use crate::state::{NodeKeys, StateDir, StateError};
 use crate::status::BackendState;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -265,6 +266,7 @@ impl NodeBuilder {
             ephemeral: self.ephemeral,
             tags: self.tags.clone(),
             state,
+            home_derp: Default::default(),
         });
         let conn = session.connect_and_register().await?;
         let mut stream = conn.map_stream(&session.map_request(true, &[])).await?;
@@ -312,6 +314,7 @@ impl NodeBuilder {
         let rules = crate::node::compile_rules(netmap.packet_filter().unwrap_or_default());
         let node = Node::start_filtered(config, Some(Arc::new(rules))).await?;
 
+        let relay = update_relay(&session, &netmap, &node, None).await;
         let endpoints = local_endpoints(node.listen_addr());
         if let Err(e) = conn
             .lite_update(&session.map_request(false, &endpoints))
@@ -356,6 +359,7 @@ impl NodeBuilder {
             netmap,
             netmap_tx,
             endpoints,
+            relay,
         };
         let task = tokio::spawn(runner.run(conn, stream));
         node.attach_task(task);
@@ -396,11 +400,19 @@ struct Session {
     ephemeral: bool,
     tags: Vec<String>,
     state: Option<StateDir>,
+    /// Our home DERP region (0 until the DERP map names one), reported as
+    /// `Hostinfo.NetInfo.PreferredDERP` so peers learn it as our HomeDERP.
+    home_derp: std::sync::atomic::AtomicU16,
 }
 
 impl Session {
     fn hostinfo(&self) -> Hostinfo {
+        let home = self.home_derp.load(std::sync::atomic::Ordering::Relaxed);
         Hostinfo {
+            net_info: (home != 0).then(|| tailnet_wire::control::NetInfo {
+                preferred_derp: i32::from(home),
+                ..Default::default()
+            }),
             hostname: self.hostname.clone(),
             os: std::env::consts::OS.to_string(),
             ipn_version: concat!("inferadb-mesh-", env!("CARGO_PKG_VERSION")).to_string(),
@@ -621,6 +633,52 @@ struct Runner {
     netmap: Netmap,
     netmap_tx: watch::Sender<Arc<Netmap>>,
     endpoints: Vec<SocketAddr>,
+    /// The DERP client of our home region, bridged to the data plane.
+    relay: Option<Relay>,
+}
+
+/// Starts, keeps or replaces the relay for the netmap's DERP map: one
+/// client, to the home region ([`crate::relay::home_region`]), attached to
+/// the data plane. Records the home region in the session so the next map
+/// request reports it.
+async fn update_relay(
+    session: &Session,
+    netmap: &Netmap,
+    node: &Node,
+    current: Option<Relay>,
+) -> Option<Relay> {
+    let tls = session.url.is_tls();
+    let Some((region, derp_node)) = netmap
+        .derp_map()
+        .and_then(|m| crate::relay::home_region(m, tls))
+    else {
+        // No usable region (yet): keep what we have.
+        return current;
+    };
+    if let Some(r) = &current {
+        if r.serves(region, &derp_node) {
+            return current;
+        }
+    }
+    if let Some(old) = current {
+        old.shutdown().await;
+    }
+    session
+        .home_derp
+        .store(region, std::sync::atomic::Ordering::Relaxed);
+    let (relay, link) = Relay::start(
+        region,
+        &derp_node,
+        tls,
+        *session.keys.node.as_bytes(),
+        node.relay_counters(),
+    )?;
+    if node.set_relay(Some(link)).await.is_err() {
+        relay.shutdown().await;
+        return None;
+    }
+    tracing::debug!(region, host = %derp_node.host_name, "DERP home region chosen");
+    Some(relay)
 }
 
 impl Runner {
@@ -692,6 +750,15 @@ impl Runner {
                         tracing::debug!(peers = peers.len(), "netmap peers changed");
                         if node.set_peers(peers).await.is_err() {
                             return UpError::Node(NodeError::Stopped);
+                        }
+                    }
+                    if changes.derp_map {
+                        let before = self.session.home_derp.load(std::sync::atomic::Ordering::Relaxed);
+                        self.relay = update_relay(&self.session, &self.netmap, &node, self.relay.take()).await;
+                        if self.session.home_derp.load(std::sync::atomic::Ordering::Relaxed) != before {
+                            if let Err(e) = conn.lite_update(&self.session.map_request(false, &self.endpoints)).await {
+                                return e.into();
+                            }
                         }
                     }
                     if changes.packet_filter {

@@ -30,6 +30,7 @@ mod derp;
 pub mod dns;
 mod node;
 mod node_status;
+mod relay;
 pub mod state;
 mod stats;
 pub mod status;
@@ -44,7 +45,7 @@ pub use dataplane::RelayLink;
 pub use dns::{DnsStats, ResolveError};
 pub use node::{Node, NodeError};
 pub use state::{NodeKeys, StateDir, StateError};
-pub use stats::{DropStats, NodeStats, PeerStats};
+pub use stats::{DropStats, NodeStats, PeerStats, RelayStats};
 pub use status::{BackendState, PeerStatus, Status, TailnetStatus};
 pub use tailnet_dns::{DnsOptions, RecordType, ServiceZone};
 pub use tailnet_netstack::{

@@ -46,6 +46,8 @@ struct Inner {
     netstack: Netstack,
     commands: mpsc::Sender<Command>,
     drops: Arc<DropCounters>,
+    /// The DERP relay's counters (zero while there is none).
+    relay: Arc<crate::stats::RelayCounters>,
     peers: PeerTable,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Set when the node joined through a control server.
@@ -97,6 +99,10 @@ impl Node {
     /// .state_dir(..).up().await`.
     pub fn builder() -> crate::control::NodeBuilder {
         crate::control::NodeBuilder::default()
+    }
+
+    pub(crate) fn relay_counters(&self) -> Arc<crate::stats::RelayCounters> {
+        self.inner.relay.clone()
     }
 
     pub(crate) fn downgrade(&self) -> WeakNode {
@@ -218,6 +224,7 @@ impl Node {
                 netstack,
                 commands: tx,
                 drops,
+                relay: Arc::default(),
                 peers,
                 task: Mutex::new(Some(task)),
                 control: Mutex::new(None),
@@ -350,6 +357,7 @@ impl Node {
                 .collect(),
             drops: self.inner.drops.snapshot(),
             netstack: self.inner.netstack.stats(),
+            relay: self.inner.relay.snapshot(),
         }
     }
 
