@@ -15,13 +15,19 @@
 //! | `inferadb_tailnet_packet_filter_drops_total` | counter | `reason` |
 //! | `inferadb_tailnet_control_state` | gauge (1 for the current) | `state` (Go's `ipn.State` names) |
 //! | `inferadb_tailnet_dns_queries_total` | counter | `result` (MagicDNS responder; absent without MagicDNS) |
+//! | `inferadb_tailnet_derp_connected` | gauge (1 while connected) | `region` (home DERP region ID) |
+//! | `inferadb_tailnet_derp_connects_total` | counter | none |
+//! | `inferadb_tailnet_derp_packets_total` | counter | `direction` (`tx`, `rx`) |
+//! | `inferadb_tailnet_derp_dropped_total` | counter | none |
 //!
-//! DERP does not exist yet in the node, so there is no DERP connection
-//! metric; `path="relayed"` will count once it does.
+//! The DERP metrics describe the node's connection to its home relay
+//! region (`Node::stats().relay`) and are absent while it has none (a
+//! static node, or a netmap without a DERP map). A peer is
+//! `path="relayed"` while its packets go through that relay.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::time::UNIX_EPOCH;
 use tailnet::{BackendState, Node};
 
@@ -49,6 +55,10 @@ struct Set {
     filter_drops: IntCounterVec,
     control: IntGaugeVec,
     dns: IntCounterVec,
+    derp_connected: IntGaugeVec,
+    derp_connects: IntCounter,
+    derp_packets: IntCounterVec,
+    derp_dropped: IntCounter,
 }
 
 impl Set {
@@ -115,10 +125,30 @@ impl Set {
                 "MagicDNS responder queries, by result.",
                 &["result"],
             ),
+            derp_connected: g(
+                "inferadb_tailnet_derp_connected",
+                "Whether the connection to the home DERP relay region is up.",
+                &["region"],
+            ),
+            derp_connects: IntCounter::new(
+                "inferadb_tailnet_derp_connects_total",
+                "Connections to the home DERP relay established (first and reconnects).",
+            )
+            .expect("valid metric"),
+            derp_packets: c(
+                "inferadb_tailnet_derp_packets_total",
+                "Packets handed to (tx) and received through (rx) the DERP relay.",
+                &["direction"],
+            ),
+            derp_dropped: IntCounter::new(
+                "inferadb_tailnet_derp_dropped_total",
+                "Packets the DERP relay connection could not take (down, queue full).",
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 11] {
+    fn collectors(&self) -> [&dyn Collector; 15] {
         [
             &self.peers,
             &self.rx,
@@ -131,6 +161,10 @@ impl Set {
             &self.filter_drops,
             &self.control,
             &self.dns,
+            &self.derp_connected,
+            &self.derp_connects,
+            &self.derp_packets,
+            &self.derp_dropped,
         ]
     }
 }
@@ -223,6 +257,7 @@ impl Collector for TailnetCollector {
             ("no_route", d.no_route),
             ("no_endpoint", d.no_endpoint),
             ("send_error", d.send_errors),
+            ("disco_rejected", d.disco_rejected),
         ] {
             m.drops.with_label_values(&[reason]).inc_by(n);
         }
@@ -254,6 +289,25 @@ impl Collector for TailnetCollector {
                 m.dns.with_label_values(&[result]).inc_by(n);
             }
         }
-        m.collectors().iter().flat_map(|c| c.collect()).collect()
+        let r = stats.relay;
+        let mut families: Vec<MetricFamily> = m.collectors()[..11]
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect();
+        if r.region != 0 {
+            m.derp_connected
+                .with_label_values(&[&r.region.to_string()])
+                .set(i64::from(r.connected));
+            m.derp_connects.inc_by(r.connects);
+            m.derp_packets
+                .with_label_values(&["tx"])
+                .inc_by(r.tx_packets);
+            m.derp_packets
+                .with_label_values(&["rx"])
+                .inc_by(r.rx_packets);
+            m.derp_dropped.inc_by(r.tx_dropped);
+            families.extend(m.collectors()[11..].iter().flat_map(|c| c.collect()));
+        }
+        families
     }
 }

@@ -13,6 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tailnet::{Node, PrivateKey};
 
+#[path = "ping_cmd.rs"]
+pub mod ping_cmd;
+
 /// InferaDB's embedded tailnet node: userspace WireGuard and TCP/IP in one
 /// process, with no TUN device, no sidecar and no NET_ADMIN.
 #[derive(Debug, Parser)]
@@ -83,6 +86,8 @@ enum Command {
         #[command(subcommand)]
         which: crate::dns_cmd::DnsCommand,
     },
+    /// Disco pings to a peer through a running node, like `tailscale ping`.
+    Ping(ping_cmd::PingArgs),
     /// Benchmarks, side by side with other implementations.
     Bench {
         #[command(subcommand)]
@@ -323,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(args) => crate::status_cmd::run(args).await,
         Command::Dns { which } => crate::dns_cmd::run(which).await,
+        Command::Ping(args) => ping_cmd::run(args).await,
         Command::Bench {
             which: BenchCommand::Control(a),
         } => crate::bench_control::run(a).await,

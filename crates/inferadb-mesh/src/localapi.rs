@@ -13,7 +13,9 @@
 //! ```
 //!
 //! A node with MagicDNS also answers [`DNS_PATH`]`?name=NAME&type=TYPE`
-//! (a query through its responder; `inferadb-mesh dns query`).
+//! (a query through its responder; `inferadb-mesh dns query`), and every
+//! node [`PING_PATH`]`?target=NAME|IP&timeout_ms=N` (one disco ping to the
+//! peer, `inferadb-mesh ping`; the answer is a [`PingReply`]).
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -37,6 +39,12 @@ pub const STATUS_PATH: &str = "/localapi/v0/status";
 
 /// The DNS query endpoint (`?name=…&type=…`).
 pub const DNS_PATH: &str = "/localapi/v0/dns";
+
+/// The disco ping endpoint (`?target=NAME|IP&timeout_ms=N`).
+pub const PING_PATH: &str = "/localapi/v0/ping";
+
+/// The longest a ping through [`PING_PATH`] may wait for its pong.
+pub const MAX_PING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The longest unix socket path the kernel takes, in bytes (`sun_path` is
 /// 108 bytes on Linux, one of them the terminating NUL).
@@ -328,8 +336,9 @@ async fn accept_loop(listener: UnixListener, source: StatusSource, dns: Option<D
                 let source = source.clone();
                 let dns = dns.clone();
                 async move {
-                    let resp = match (&dns, req.uri().path() == DNS_PATH) {
-                        (Some(dns), true) => handle_dns(&req, dns).await,
+                    let resp = match (&dns, req.uri().path()) {
+                        (Some(dns), DNS_PATH) => handle_dns(&req, dns).await,
+                        (_, PING_PATH) => handle_ping(&req, &source).await,
                         _ => handle(&req, &source),
                     };
                     Ok::<_, std::convert::Infallible>(resp)
@@ -412,6 +421,150 @@ async fn handle_dns(req: &Request<Incoming>, dns: &DnsSource) -> Response<Full<B
         }
         Err(e) => text(StatusCode::BAD_REQUEST, &e),
     }
+}
+
+/// The answer of [`PING_PATH`]: the pong.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PingReply {
+    /// The peer's short name (empty if the netmap does not name it).
+    pub name: String,
+    /// The tailnet address pinged.
+    pub ip: std::net::IpAddr,
+    /// The UDP address that answered; `None` when the pong came through
+    /// the relay.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The relay that carried it (its region code, or number).
+    pub derp: Option<String>,
+    /// Ping to pong, in milliseconds.
+    pub rtt_ms: f64,
+}
+
+/// A query parameter of `req`, decoded.
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| percent_decode(v))
+    })
+}
+
+/// The tailnet address of `target`: an address as it is, else a peer's
+/// name (its short name, host name or MagicDNS name), else a MagicDNS
+/// lookup through the node.
+async fn ping_target(
+    node: &tailnet::Node,
+    status: &Status,
+    target: &str,
+) -> Result<std::net::IpAddr, String> {
+    if let Ok(ip) = target.parse() {
+        return Ok(ip);
+    }
+    let want = target.trim_end_matches('.');
+    let by_name = status.peer.values().find(|p| {
+        p.name.eq_ignore_ascii_case(want)
+            || p.host_name.eq_ignore_ascii_case(want)
+            || p.dns_name.trim_end_matches('.').eq_ignore_ascii_case(want)
+    });
+    if let Some(ip) = by_name.and_then(|p| p.tailscale_ips.first()) {
+        return Ok(*ip);
+    }
+    match node.resolve(target).await {
+        Ok(ips) => ips
+            .first()
+            .copied()
+            .ok_or_else(|| format!("unknown peer {target:?}")),
+        Err(e) => Err(format!("unknown peer {target:?} ({e})")),
+    }
+}
+
+async fn handle_ping(req: &Request<Incoming>, source: &StatusSource) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    let Some(target) = query_param(req, "target").filter(|t| !t.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "missing ?target=");
+    };
+    let timeout = query_param(req, "timeout_ms")
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(5), Duration::from_millis)
+        .min(MAX_PING_TIMEOUT);
+    let status = source();
+    let node = status
+        .self_
+        .public_key
+        .parse()
+        .ok()
+        .and_then(|k| tailnet::Node::find_running(&k));
+    let Some(node) = node else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node cannot send pings (not running in this process)",
+        );
+    };
+    let ip = match ping_target(&node, &status, &target).await {
+        Ok(ip) => ip,
+        Err(e) => return text(StatusCode::NOT_FOUND, &e),
+    };
+    let pong = match node.ping(ip, timeout).await {
+        Ok(p) => p,
+        Err(e @ tailnet::NodeError::PingTimeout { .. }) => {
+            return text(StatusCode::GATEWAY_TIMEOUT, &e.to_string())
+        }
+        Err(e @ tailnet::NodeError::NoPeer(_)) => {
+            return text(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        Err(e) => return text(StatusCode::BAD_GATEWAY, &e.to_string()),
+    };
+    let peer = status.peer.get(&tailnet::status::peer_key(&pong.peer));
+    let derp = pong.derp_region.map(|r| {
+        peer.map(|p| p.relay.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| r.to_string())
+    });
+    let reply = PingReply {
+        name: peer.map(|p| p.name.clone()).unwrap_or_default(),
+        ip,
+        addr: pong.addr,
+        derp,
+        rtt_ms: pong.rtt.as_secs_f64() * 1000.0,
+    };
+    match serde_json::to_vec(&reply) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Asks the node serving the local API at `socket` to ping `target` (a
+/// peer's name or tailnet address), waiting up to `timeout` for the pong.
+pub async fn fetch_ping(
+    socket: &Path,
+    target: &str,
+    timeout: Duration,
+) -> Result<PingReply, LocalApiError> {
+    check_len(socket)?;
+    let uri = format!(
+        "{PING_PATH}?target={}&timeout_ms={}",
+        percent_encode(target),
+        timeout.as_millis()
+    );
+    let body = match tokio::time::timeout(FETCH_TIMEOUT + timeout, get(socket, &uri)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(LocalApiError::Timeout {
+                socket: socket.to_path_buf(),
+            })
+        }
+    };
+    serde_json::from_slice(&body).map_err(|source| LocalApiError::Decode {
+        socket: socket.to_path_buf(),
+        source,
+    })
 }
 
 /// `%XX` escapes decoded (bytes that do not form UTF-8 are replaced).

@@ -43,7 +43,7 @@ use tailnet_wire::disco::{self, DatagramKind, DiscoBox, Message};
 use tailnet_wire::filter::{Filter, Rules, Verdict};
 use tailnet_wire::path::{Action, PeerPath, PongOutcome, Route};
 use tailnet_wire::{classify, IpPacket, PrefixTable, PrivateKey, PublicKey, WgKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// At most this many new peers with endpoints in one peer-set update
@@ -101,8 +101,49 @@ pub(crate) enum Command {
     /// New packet-filter rules (`None`: accept everything). Flows already
     /// recorded are kept.
     SetFilter(Option<Arc<Rules>>),
+    /// A disco ping to the peer routing this tailnet address (`tailscale
+    /// ping`); the first pong answers `reply`.
+    Ping {
+        ip: IpAddr,
+        reply: oneshot::Sender<Result<Pong, PingError>>,
+    },
     Shutdown,
 }
+
+/// The first pong to a [`Command::Ping`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pong {
+    pub(crate) peer: PublicKey,
+    /// The UDP address that answered (`None`: through the relay).
+    pub(crate) addr: Option<SocketAddr>,
+    /// The relay region that carried it (0: direct).
+    pub(crate) region: i32,
+    pub(crate) rtt: Duration,
+}
+
+/// Why a [`Command::Ping`] could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PingError {
+    /// No peer's allowed IPs cover the address.
+    UnknownPeer,
+    /// The peer has no disco key (plain WireGuard).
+    PlainWireGuard,
+    /// Neither a direct address nor a relay to send it by.
+    Unreachable,
+}
+
+/// A ping of ours awaiting its pong.
+struct PendingPing {
+    tx_id: disco::TxId,
+    peer: PublicKey,
+    sent: std::time::Instant,
+    reply: oneshot::Sender<Result<Pong, PingError>>,
+}
+
+/// Pings awaiting a pong; the oldest is forgotten first.
+const MAX_PENDING_PINGS: usize = 64;
+/// A ping unanswered this long is forgotten (its caller has given up).
+const PING_EXPIRY: Duration = Duration::from_secs(60);
 
 /// Peer counters shared with the node handle.
 pub(crate) type PeerTable = Arc<RwLock<Vec<Arc<PeerCounters>>>>;
@@ -189,6 +230,8 @@ struct Tunnels {
     blocked: HashSet<SocketAddr>,
     /// Scratch for path actions.
     actions: Vec<Action>,
+    /// `tailscale ping`s awaiting their pong.
+    pings: Vec<PendingPing>,
     rate_limiter: Arc<RateLimiter>,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<PublicKey, u32>,
@@ -248,6 +291,7 @@ impl DataPlane {
                 endpoints,
                 blocked: HashSet::new(),
                 actions: Vec::new(),
+                pings: Vec::new(),
                 secret,
                 public,
                 peers: HashMap::new(),
@@ -295,6 +339,10 @@ impl DataPlane {
                     }
                     Some(Command::SetEndpoints(eps)) => self.tunnels.endpoints = eps,
                     Some(Command::BlockUdp(addrs)) => self.tunnels.blocked = addrs,
+                    Some(Command::Ping { ip, reply }) => {
+                        self.tunnels.ping(ip, reply);
+                        self.flush().await;
+                    }
                     Some(Command::Shutdown) | None => break,
                 },
                 pkt = recv_relay(&mut self.relay) => match pkt {
@@ -435,7 +483,11 @@ impl DataPlane {
             self.tunnels.rate_limiter.reset_count();
             self.next_limiter_reset = now + Duration::from_secs(1);
         }
-        self.tunnels.run_timers(now.into_std());
+        let now = now.into_std();
+        self.tunnels.pings.retain(|p| {
+            now.saturating_duration_since(p.sent) < PING_EXPIRY && !p.reply.is_closed()
+        });
+        self.tunnels.run_timers(now);
     }
 }
 
@@ -805,6 +857,56 @@ impl Tunnels {
         }
     }
 
+    /// Sends a disco ping to the peer routing `ip`: to its trusted direct
+    /// address, or else to every direct candidate and through the relay;
+    /// the first pong answers `reply`.
+    fn ping(&mut self, ip: IpAddr, reply: oneshot::Sender<Result<Pong, PingError>>) {
+        let Some(index) = self.routes.lookup(ip).copied() else {
+            let _ = reply.send(Err(PingError::UnknownPeer));
+            return;
+        };
+        let Some(peer) = self.peers.get(&index) else {
+            let _ = reply.send(Err(PingError::UnknownPeer));
+            return;
+        };
+        let Some(d) = peer.disco.as_deref() else {
+            let _ = reply.send(Err(PingError::PlainWireGuard));
+            return;
+        };
+        let now = std::time::Instant::now();
+        let direct: Vec<SocketAddr> = match d.path.trusted_addr(now) {
+            Some(a) => vec![a],
+            None => d.path.candidates().collect(),
+        };
+        let relay = d.path.has_relay() && d.path.trusted_addr(now).is_none();
+        if direct.is_empty() && !relay {
+            let _ = reply.send(Err(PingError::Unreachable));
+            return;
+        }
+        let mut tx_id = [0u8; 12];
+        let _ = getrandom::fill(&mut tx_id);
+        let pkt = d.sealer.seal_random(&Message::Ping(disco::Ping {
+            tx_id,
+            node_key: Some(self.node_key),
+            padding: 0,
+        }));
+        for to in direct {
+            self.out.push(to, &pkt);
+        }
+        if relay {
+            self.relay_out.push((peer.config.public_key, pkt));
+        }
+        if self.pings.len() >= MAX_PENDING_PINGS {
+            self.pings.remove(0);
+        }
+        self.pings.push(PendingPing {
+            tx_id,
+            peer: peer.config.public_key,
+            sent: now,
+            reply,
+        });
+    }
+
     /// A disco packet from `src`: only from a peer's disco key, only if
     /// its box opens.
     fn on_disco(&mut self, src: Src, data: &[u8]) {
@@ -857,6 +959,24 @@ impl Tunnels {
                 self.emit(src, &pong);
             }
             Message::Pong(pong) => {
+                if let Some(i) = self
+                    .pings
+                    .iter()
+                    .position(|p| p.tx_id == pong.tx_id && p.peer == peer_key)
+                {
+                    let p = self.pings.swap_remove(i);
+                    let (addr, region) = match src {
+                        Src::Udp(a) => (Some(a), 0),
+                        Src::Relay(_) => (None, home),
+                    };
+                    let _ = p.reply.send(Ok(Pong {
+                        peer: peer_key,
+                        addr,
+                        region,
+                        rtt: now.saturating_duration_since(p.sent),
+                    }));
+                    return;
+                }
                 let outcome = d.path.on_pong(now, pong.tx_id, matches!(src, Src::Udp(_)));
                 if let PongOutcome::Direct {
                     addr,

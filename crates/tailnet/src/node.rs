@@ -1,7 +1,7 @@
 //! The node handle applications hold.
 
 use crate::config::{public_of, ConfigError, NodeConfig, PeerConfig};
-use crate::dataplane::{Command, DataPlane, PeerTable, RelayLink};
+use crate::dataplane::{Command, DataPlane, PeerTable, PingError, RelayLink};
 use crate::stats::{DropCounters, NodeStats, PeerStats};
 use crate::udp::Udp;
 use parking_lot::{Mutex, RwLock};
@@ -36,6 +36,37 @@ pub enum NodeError {
     /// The node has been shut down.
     #[error("the node is shut down")]
     Stopped,
+    /// [`Node::ping`]: no peer has this address.
+    #[error("no peer has address {0}")]
+    NoPeer(IpAddr),
+    /// [`Node::ping`]: the peer is plain WireGuard (no disco key to ping).
+    #[error("peer {0} has no disco key; it cannot be pinged")]
+    NoDisco(IpAddr),
+    /// [`Node::ping`]: neither a direct address nor a relay reaches the peer.
+    #[error("no path to {0}: no direct address known and no relay")]
+    NoPath(IpAddr),
+    /// [`Node::ping`]: no pong in time.
+    #[error("no pong from {ip} within {timeout:?}")]
+    PingTimeout {
+        /// The address pinged.
+        ip: IpAddr,
+        /// How long we waited.
+        timeout: std::time::Duration,
+    },
+}
+
+/// One pong to [`Node::ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingResult {
+    /// The peer that answered (its node key).
+    pub peer: PublicKey,
+    /// The UDP address the pong came from; `None` when it came through
+    /// the relay.
+    pub addr: Option<SocketAddr>,
+    /// The relay (DERP) region that carried it, when it did.
+    pub derp_region: Option<u16>,
+    /// Ping to pong.
+    pub rtt: std::time::Duration,
 }
 
 struct Inner {
@@ -65,6 +96,10 @@ pub(crate) struct ControlState {
     pub(crate) state: tokio::sync::watch::Sender<crate::status::BackendState>,
     pub(crate) control_url: String,
 }
+
+/// The nodes running in this process, so a process-local service that
+/// knows a node only by its key (the local API) can reach it.
+static RUNNING: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
 
 /// A handle that does not keep the node alive (for its own tasks).
 #[derive(Clone)]
@@ -215,7 +250,7 @@ impl Node {
             peers = config.peers.len(),
             "node started"
         );
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 public_key,
                 disco_public,
@@ -231,7 +266,22 @@ impl Node {
                 helpers: Mutex::new(Vec::new()),
                 dns: Mutex::new(None),
             }),
-        })
+        };
+        let mut running = RUNNING.lock();
+        running.retain(|w| w.strong_count() > 0);
+        running.push(Arc::downgrade(&node.inner));
+        drop(running);
+        Ok(node)
+    }
+
+    /// The running node of this process with node key `key`, if any.
+    pub fn find_running(key: &PublicKey) -> Option<Node> {
+        RUNNING
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|inner| inner.public_key == *key)
+            .map(|inner| Node { inner })
     }
 
     /// The node's WireGuard public key (its node key).
@@ -343,6 +393,42 @@ impl Node {
             .send(Command::SetFilter(compiled))
             .await
             .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Sends a disco ping to the peer with tailnet address `ip` (like
+    /// `tailscale ping`): to its trusted direct address, or while none is
+    /// trusted to every direct candidate and through the relay. Returns
+    /// the first pong, with where it came from and the round trip. The
+    /// pong does not change the peer's path.
+    pub async fn ping(
+        &self,
+        ip: IpAddr,
+        timeout: std::time::Duration,
+    ) -> Result<PingResult, NodeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Ping { ip, reply: tx })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        let pong = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => return Err(NodeError::PingTimeout { ip, timeout }),
+            Ok(Err(_)) => return Err(NodeError::Stopped),
+            Ok(Ok(Err(e))) => {
+                return Err(match e {
+                    PingError::UnknownPeer => NodeError::NoPeer(ip),
+                    PingError::PlainWireGuard => NodeError::NoDisco(ip),
+                    PingError::Unreachable => NodeError::NoPath(ip),
+                })
+            }
+            Ok(Ok(Ok(p))) => p,
+        };
+        Ok(PingResult {
+            peer: pong.peer,
+            addr: pong.addr,
+            derp_region: u16::try_from(pong.region).ok().filter(|r| *r > 0),
+            rtt: pong.rtt,
+        })
     }
 
     /// A snapshot of every counter.
