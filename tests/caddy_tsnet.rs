@@ -6,12 +6,14 @@
 //! `CADDY_KEEP_LOGS=1` keeps each Caddy's log in the temp directory.
 
 use coordinator::admin::{authkey_create, nodes_list, AuthKeyCreateArgs, NodeRow};
-use coordinator::server::{Server, ServerHandle};
+use coordinator::server::{default_derp_map, Server, ServerHandle};
 use coordinator::Store;
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tailnet_tests::caddy::{caddy_binary, Caddy, CaddyOptions};
+use tailnet_tests::netns::{netns_ready, VethNs};
+use tailnet_wire::control::DerpMap;
 
 /// A coordinator on 127.0.0.1 with a fresh state directory.
 struct Coordinator {
@@ -21,6 +23,16 @@ struct Coordinator {
 
 impl Coordinator {
     async fn start(derp_port: Option<u16>) -> Coordinator {
+        Coordinator::start_on("127.0.0.1:0".parse().expect("addr"), derp_port, None).await
+    }
+
+    /// On `addr`, with the default DERP map's relay on `derp_port` or with
+    /// `derp_map` instead of the default.
+    async fn start_on(
+        addr: SocketAddr,
+        derp_port: Option<u16>,
+        derp_map: Option<DerpMap>,
+    ) -> Coordinator {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(dir.path()).expect("store opens"));
         let mut b = Server::builder(store);
@@ -29,10 +41,10 @@ impl Coordinator {
             // port, so netcheck sees UDP and never probes outside.
             b = b.derp_port(port);
         }
-        let handle = b
-            .bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("coordinator binds");
+        if let Some(map) = derp_map {
+            b = b.derp_map(map);
+        }
+        let handle = b.bind(addr).await.expect("coordinator binds");
         Coordinator { handle, _dir: dir }
     }
 
@@ -93,11 +105,20 @@ fn assert_tailnet_v4(r: &NodeRow) {
 
 const RUNNING_WITHIN: Duration = Duration::from_secs(60);
 
+/// The host's interfaces: the namespace test adds and removes a veth pair,
+/// and tsnet takes that as a major link change (`LinkChange: major,
+/// rebinding`, then `closing connection to derp-900
+/// (rebind-default-route-change)`), which would break the other tests'
+/// expectations of stable relay connections. The namespace test holds it
+/// exclusively; every other Caddy test shares it.
+static HOST_LINKS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_caddies_join_and_run() {
     if caddy_binary("two_caddies_join_and_run").is_none() {
         return;
     }
+    let _links = HOST_LINKS.read().await;
     let coord = Coordinator::start(None).await;
     let key = coord.auth_key();
 
@@ -172,6 +193,7 @@ async fn go_clients_connect_to_our_derp_relay() {
     if caddy_binary("go_clients_connect_to_our_derp_relay").is_none() {
         return;
     }
+    let _links = HOST_LINKS.read().await;
     let coord = Coordinator::start(None).await;
     let key = coord.auth_key();
     let mut webs = Vec::new();
@@ -295,6 +317,7 @@ async fn running_without_a_reachable_derp() {
     if caddy_binary("running_without_a_reachable_derp").is_none() {
         return;
     }
+    let _links = HOST_LINKS.read().await;
     // A port that was free a moment ago and has no listener now.
     let closed = {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -341,6 +364,7 @@ async fn our_node_and_caddy_see_each_other() {
     if caddy_binary("our_node_and_caddy_see_each_other").is_none() {
         return;
     }
+    let _links = HOST_LINKS.read().await;
     let coord = Coordinator::start(None).await;
     let key = coord.auth_key();
     let state = tempfile::tempdir().expect("tempdir");
@@ -481,10 +505,84 @@ async fn wait_for_peer_where(
     found.unwrap_or_else(|_| panic!("{host} not in our netmap within 30 s"))
 }
 
+/// Answers every HTTP/1.1 request on `port` of `node`'s tailnet addresses
+/// with `200` and `body` (one request per connection).
+fn serve_hello(node: &tailnet::Node, port: u16, body: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = node.tcp_listen(port).expect("tailnet listener");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+}
+
+/// `GET /` from `node` to `addr` over the tailnet, retried (each try 15 s)
+/// until a whole response arrives or `limit` passes; panics with our drop
+/// counters and Caddy's log tail then.
+async fn get_page(
+    node: &tailnet::Node,
+    addr: SocketAddr,
+    host: &str,
+    limit: Duration,
+    web: &Caddy,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let page = tokio::time::timeout(limit, async {
+        loop {
+            let attempt = tokio::time::timeout(Duration::from_secs(15), async {
+                let mut s = node.tcp_connect(addr).await.map_err(|e| e.to_string())?;
+                let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                s.write_all(req.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut body = Vec::new();
+                s.read_to_end(&mut body).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(String::from_utf8_lossy(&body).into_owned())
+            })
+            .await;
+            match attempt {
+                Ok(Ok(page)) if !page.is_empty() => return page,
+                Ok(Ok(_)) => eprintln!("GET {addr}: empty answer; again"),
+                Ok(Err(e)) => eprintln!("GET {addr} failed ({e}); again"),
+                Err(_) => eprintln!("GET {addr} timed out; again"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no page from {addr} within {limit:?}; our drops {:?}; caddy log tail:\n{}",
+            node.stats().drops,
+            web.log_tail(60)
+        )
+    });
+    eprintln!("GET http://{addr}/ answered after {:?}", started.elapsed());
+    page
+}
+
 /// Disco against Go: our node GETs the page Caddy serves on its tailnet
-/// address. There is no reachable relay (the DERP map's region is the
-/// coordinator's HTTP port, which speaks no DERP), so the only way is the
-/// direct UDP path, and Go sends WireGuard on it only after a disco pong
+/// address, and Caddy reverse-proxies (its second site, dialing through
+/// tsnet) to a listener on our node. Both are on loopback, so the direct
+/// UDP path carries it: Go sends WireGuard on it only after a disco pong
 /// from us proves it (and we trust it only after Caddy's pong). Our status
 /// then shows Caddy's direct address as `CurAddr` and no `Relay`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,7 +590,7 @@ async fn our_node_gets_caddys_page_over_a_direct_path() {
     if caddy_binary("our_node_gets_caddys_page_over_a_direct_path").is_none() {
         return;
     }
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _links = HOST_LINKS.read().await;
     let coord = Coordinator::start(None).await;
     let key = coord.auth_key();
     let state = tempfile::tempdir().expect("tempdir");
@@ -505,7 +603,11 @@ async fn our_node_gets_caddys_page_over_a_direct_path() {
         .up()
         .await
         .expect("our node joins");
-    let Some(mut web) = start_caddy(&coord, &key, "web1") else {
+    let our_ip = ours.ipv4().expect("our IPv4");
+    serve_hello(&ours, 8081, "hello from rust1");
+    let mut opts = CaddyOptions::new(&coord.url(), &key, "web1");
+    opts.proxy = Some((8080, SocketAddr::new(our_ip, 8081)));
+    let Some(mut web) = Caddy::start(opts).expect("caddy spawns") else {
         return;
     };
     web.wait_running(RUNNING_WITHIN)
@@ -522,41 +624,17 @@ async fn our_node_gets_caddys_page_over_a_direct_path() {
         peer.home_derp_region()
     );
 
-    let started = Instant::now();
-    let page = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let attempt = tokio::time::timeout(Duration::from_secs(15), async {
-                let mut s = ours
-                    .tcp_connect(std::net::SocketAddr::new(ip, 80))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                s.write_all(b"GET / HTTP/1.1\r\nHost: web1\r\nConnection: close\r\n\r\n")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut body = Vec::new();
-                s.read_to_end(&mut body).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(String::from_utf8_lossy(&body).into_owned())
-            })
-            .await;
-            match attempt {
-                Ok(Ok(page)) => return page,
-                Ok(Err(e)) => eprintln!("GET failed ({e}); again"),
-                Err(_) => eprintln!("GET timed out; again"),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "no page from web1 within 60 s; our drops {:?}; caddy log tail:\n{}",
-            ours.stats().drops,
-            web.log_tail(60)
-        )
-    });
-    eprintln!("GET answered after {:?}", started.elapsed());
+    let limit = Duration::from_secs(60);
+    let page = get_page(&ours, SocketAddr::new(ip, 80), "web1", limit, &web).await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("hello from web1"), "{page}");
+    // Caddy's reverse proxy to our node, over the tailnet both ways.
+    let page = get_page(&ours, SocketAddr::new(ip, 8080), "web1", limit, &web).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("hello from rust1"),
+        "proxied to our node: {page}"
+    );
 
     // Our path to Caddy: direct, proven by Caddy's pong.
     let st = ours.status();
@@ -585,4 +663,142 @@ async fn our_node_gets_caddys_page_over_a_direct_path() {
     drop(web);
     ours.shutdown().await;
     coord.handle.shutdown().await;
+}
+
+/// The same two requests with no direct UDP between our node and Caddy:
+/// Caddy runs in a network namespace of its own, reaching the host only
+/// through a veth pair (host 198.18.N.1, namespace 198.18.N.2), and our
+/// node's UDP socket is bound to 127.0.0.1, which the namespace cannot
+/// reach and from which nothing can be sent to 198.18.N.2. The coordinator
+/// listens on the host end of the veth, and its DERP map names that
+/// address (region 900 `inferadb`, plain HTTP, STUN on the same port).
+/// Both requests then go through our relay, and our status for Caddy shows
+/// `Relay: inferadb` with no `CurAddr`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_node_and_caddy_go_through_our_relay_without_direct_udp() {
+    const TEST: &str = "our_node_and_caddy_go_through_our_relay_without_direct_udp";
+    if caddy_binary(TEST).is_none() || !netns_ready(TEST) {
+        return;
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let _links = HOST_LINKS.write().await;
+    // Dropped last but one (locals drop in reverse): Caddy is gone by then.
+    let net = VethNs::create('c');
+    let host_ip = net.host_ip.to_string();
+    // A port free on the host end a moment ago: the DERP map needs it
+    // before the coordinator binds.
+    let port = {
+        let l = TcpListener::bind((net.host_ip, 0)).expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut map = default_derp_map(port);
+    for region in map.regions.as_mut().expect("regions").values_mut() {
+        for node in &mut region.nodes {
+            node.host_name = host_ip.clone();
+            node.ipv4 = host_ip.clone();
+            node.stun_port = i32::from(port);
+            node.stun_test_ip = host_ip.clone();
+        }
+    }
+    let coord =
+        Coordinator::start_on(SocketAddr::new(net.host_ip.into(), port), None, Some(map)).await;
+    let key = coord.auth_key();
+    let state = tempfile::tempdir().expect("tempdir");
+    let ours = tailnet::Node::builder()
+        .control_url(coord.url())
+        .auth_key(key.clone())
+        .hostname("rust2")
+        .state_dir(state.path())
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .up()
+        .await
+        .expect("our node joins");
+    let our_ip = ours.ipv4().expect("our IPv4");
+    serve_hello(&ours, 8081, "hello from rust2");
+    let mut opts = CaddyOptions::new(&coord.url(), &key, "web2");
+    opts.netns = Some(net.ns.clone());
+    opts.proxy = Some((8080, SocketAddr::new(our_ip, 8081)));
+    let Some(mut web) = Caddy::start(opts).expect("caddy spawns") else {
+        return;
+    };
+    web.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("web2 Running");
+    web.wait_for_log("magicsock: derp-900 connected", Duration::from_secs(30))
+        .await
+        .expect("Caddy's DERP client connects to our relay through the veth");
+    let peer = wait_for_peer_where(&ours, "web2", |p| {
+        !p.disco_key.is_zero() && p.home_derp_region() == 900
+    })
+    .await;
+    let ip = peer.addresses.first().expect("an address").addr();
+    eprintln!(
+        "web2 (in {}): {ip}, endpoints {:?}, home DERP {}; our UDP {}",
+        net.ns,
+        peer.endpoints,
+        peer.home_derp_region(),
+        ours.listen_addr()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ours.stats().relay.connected {
+        assert!(Instant::now() < deadline, "our relay link never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let limit = Duration::from_secs(60);
+    let page = get_page(&ours, SocketAddr::new(ip, 80), "web2", limit, &web).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("hello from web2"), "{page}");
+    let page = get_page(&ours, SocketAddr::new(ip, 8080), "web2", limit, &web).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("hello from rust2"),
+        "proxied to our node: {page}"
+    );
+
+    // The path counters follow the data plane's timers (a peer set's
+    // relay change shows at the next tick): poll, bounded.
+    let polled = Instant::now();
+    let deadline = polled + Duration::from_secs(15);
+    let p = loop {
+        let st = ours.status();
+        let p = st
+            .peer
+            .values()
+            .find(|p| p.name == "web2")
+            .expect("web2 in status")
+            .clone();
+        if p.relay == "inferadb" || Instant::now() >= deadline {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "our path to web2 after {:?} more: CurAddr {:?}, Relay {:?}; peer stats {:?}",
+        polled.elapsed(),
+        p.cur_addr,
+        p.relay,
+        ours.peer_stats(&peer.key.key())
+    );
+    assert_eq!(p.relay, "inferadb", "relayed by our region: {p:?}");
+    assert_eq!(p.cur_addr, "", "no direct path: {p:?}");
+    assert!(p.active);
+    let c = coord.handle.derp_counters();
+    assert!(c.packets_forwarded.load(Relaxed) > 0, "the relay forwarded");
+    assert_eq!(c.handshake_failed.load(Relaxed), 0);
+    eprintln!(
+        "relay: {} packets forwarded; our relay stats {:?}",
+        c.packets_forwarded.load(Relaxed),
+        ours.stats().relay
+    );
+    assert!(
+        !web.logs().contains("now using"),
+        "tsnet found a direct path it should not have:\n{}",
+        web.log_tail(40)
+    );
+    assert_stayed_local(&web);
+    drop(web);
+    ours.shutdown().await;
+    coord.handle.shutdown().await;
+    drop(net);
 }

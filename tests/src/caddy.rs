@@ -109,6 +109,15 @@ pub struct CaddyOptions {
     pub derp_http: bool,
     /// More environment variables for Caddy.
     pub env: Vec<(String, String)>,
+    /// A second tailnet site: `(port, upstream)` serves `:port` on the
+    /// tailnet with `reverse_proxy http://upstream` dialed through tsnet
+    /// (`transport tailscale NAME`, module
+    /// `http.reverse_proxy.transport.tailscale`), so the upstream is a
+    /// tailnet address.
+    pub proxy: Option<(u16, std::net::SocketAddr)>,
+    /// Run Caddy inside this network namespace (`ip netns exec NS caddy …`;
+    /// `ip` execs in place, so the child's pid is Caddy's).
+    pub netns: Option<String>,
 }
 
 impl CaddyOptions {
@@ -120,6 +129,8 @@ impl CaddyOptions {
             name: name.to_string(),
             derp_http: true,
             env: Vec::new(),
+            proxy: None,
+            netns: None,
         }
     }
 }
@@ -138,7 +149,7 @@ pub fn caddyfile(opts: &CaddyOptions, state_dir: &Path) -> String {
     // caddy-tailscale's global options (`caddy adapt` turns this into
     // `"apps":{"tailscale":{"auth_key":…,"control_url":…,"state_dir":…}}`
     // and the site into a listener on `tailscale/NAME:80`).
-    format!(
+    let mut s = format!(
         "{{\n\tadmin off\n\tdebug\n\ttailscale {{\n\t\tcontrol_url {url}\n\t\tauth_key {key}\n\
          \t\tstate_dir {state}\n\t}}\n}}\n\n:80 {{\n\tbind tailscale/{name}\n\
          \trespond \"hello from {name}\"\n}}\n",
@@ -146,7 +157,17 @@ pub fn caddyfile(opts: &CaddyOptions, state_dir: &Path) -> String {
         key = opts.auth_key,
         state = state_dir.display(),
         name = opts.name,
-    )
+    );
+    if let Some((port, upstream)) = opts.proxy {
+        // `caddy adapt`: `"transport":{"name":NAME,"protocol":"tailscale"}`,
+        // `"upstreams":[{"dial":"IP:PORT"}]`.
+        s.push_str(&format!(
+            "\n:{port} {{\n\tbind tailscale/{name}\n\treverse_proxy http://{upstream} {{\n\
+             \t\ttransport tailscale {name}\n\t}}\n}}\n",
+            name = opts.name,
+        ));
+    }
+    s
 }
 
 impl Caddy {
@@ -169,7 +190,14 @@ impl Caddy {
         let log = dir.path().join("caddy.log");
         let out = File::create(&log)?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&config)

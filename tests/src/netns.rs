@@ -457,3 +457,136 @@ impl Drop for WgGoNet {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Checks that this process can make network namespaces: root and `ip` on
+/// `PATH`. Returns `false` after printing a `SKIPPED` line for `test` when
+/// not (there is nothing to install that would help a non-root run).
+pub fn netns_ready(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if effective_uid() != Some(0) {
+        missing.push("root (network namespaces and veth pairs need it)");
+    }
+    if find_in_path("ip").is_none() {
+        missing.push("`ip` on PATH (Debian package iproute2)");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    println!("SKIPPED {test}: missing {}", missing.join("; "));
+    false
+}
+
+/// A bare network namespace joined to the host by a veth pair: host end
+/// 198.18.N.1/24, namespace end 198.18.N.2/24, `lo` up, no other route.
+/// The namespace reaches the host only at 198.18.N.1 (not 127.0.0.1), and
+/// a host socket bound to 127.0.0.1 cannot send to 198.18.N.2 (a loopback
+/// source is martian off `lo`). `Drop` deletes both, on panic too; stop
+/// the processes running inside first.
+pub struct VethNs {
+    /// The third octet of the addresses.
+    pub n: u8,
+    /// The namespace's name.
+    pub ns: String,
+    /// The host end of the veth pair.
+    pub host_veth: String,
+    /// 198.18.N.1: the host end.
+    pub host_ip: Ipv4Addr,
+    /// 198.18.N.2: the namespace end.
+    pub ns_ip: Ipv4Addr,
+    made_ns: bool,
+    made_veth: bool,
+}
+
+impl VethNs {
+    /// Creates the namespace and the veth pair. `tag` (one lowercase
+    /// letter) tells this process's tests apart.
+    pub fn create(tag: char) -> VethNs {
+        assert!(tag.is_ascii_lowercase());
+        let pid = std::process::id();
+        let guard = CHOOSE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = None;
+        for k in 0..36u32 {
+            let suffix = std::char::from_digit(k, 36).expect("digit below 36");
+            let id = format!("{}{tag}{suffix}", pid % 10000);
+            let (host_veth, ns_veth) = (format!("vnh{id}"), format!("vnn{id}"));
+            let ns = format!("tailnet-vns-{pid}-{tag}{suffix}");
+            let taken = Path::new("/sys/class/net").join(&host_veth).exists()
+                || Path::new("/sys/class/net").join(&ns_veth).exists()
+                || Path::new("/var/run/netns").join(&ns).exists();
+            if !taken {
+                names = Some((host_veth, ns_veth, ns));
+                break;
+            }
+        }
+        let (host_veth, ns_veth, ns) =
+            names.expect("no free interface names for this pid (stale test leftovers?)");
+        let n = choose_n(pid, 1);
+        let mut net = VethNs {
+            n,
+            ns,
+            host_veth,
+            host_ip: Ipv4Addr::new(198, 18, n, 1),
+            ns_ip: Ipv4Addr::new(198, 18, n, 2),
+            made_ns: false,
+            made_veth: false,
+        };
+        let ns = net.ns.clone();
+        run(&["ip", "netns", "add", &ns]);
+        net.made_ns = true;
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &net.host_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns_veth,
+        ]);
+        net.made_veth = true;
+        run(&["ip", "link", "set", &ns_veth, "netns", &ns]);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", net.host_ip),
+            "dev",
+            &net.host_veth,
+        ]);
+        drop(guard);
+        run(&["ip", "link", "set", &net.host_veth, "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", net.ns_ip),
+            "dev",
+            &ns_veth,
+        ]);
+        run(&["ip", "-n", &ns, "link", "set", &ns_veth, "up"]);
+        net
+    }
+}
+
+impl Drop for VethNs {
+    fn drop(&mut self) {
+        // The veth first, and synchronously: a deleted namespace is torn
+        // down later by the kernel, taking its veth end (and so the host
+        // end) with it at an unknown moment.
+        if self.made_veth {
+            let _ = run_quiet(&["ip", "link", "del", &self.host_veth]);
+            let gone = Path::new("/sys/class/net").join(&self.host_veth);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while gone.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if self.made_ns {
+            let _ = run_quiet(&["ip", "netns", "del", &self.ns]);
+        }
+    }
+}
