@@ -220,6 +220,7 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
         eprintln!("bench: measuring {name} ...");
         let r = match name.as_str() {
             "tailnet" => tailnet_path(opts).await,
+            "tailnet-derp" => tailnet_derp_path(opts).await,
             "wireguard-go" => wireguard_go_path(opts).await,
             "onetun" => onetun_path(opts).await,
             "tailnet-wireguard-go" => tailnet_to_wireguard_go_path(opts).await,
@@ -364,6 +365,78 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     node_a.shutdown().await;
     drop(child);
     r
+}
+
+/// Our node ↔ our node through the embedded coordinator's DERP relay:
+/// both join the coordinator (one process; the relay is the coordinator's
+/// TCP connections), UDP between them is cut, and the same client code
+/// measures the relayed path.
+async fn tailnet_derp_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
+    let dir = tempfile::Builder::new()
+        .prefix("inferadb-mesh-bench-derp-")
+        .tempdir()?;
+    let store = std::sync::Arc::new(coordinator::Store::open(dir.path())?);
+    let key = coordinator::admin::authkey_create(
+        &store,
+        &coordinator::admin::AuthKeyCreateArgs {
+            reusable: true,
+            ephemeral: true,
+            tags: vec!["tag:bench".into()],
+            expiry: Some("1h".into()),
+        },
+        std::time::SystemTime::now(),
+    )?
+    .key;
+    let server = coordinator::server::Server::builder(store)
+        .bind("127.0.0.1:0".parse()?)
+        .await?;
+    let url = format!("http://{}", server.local_addr());
+    let join = |host: &'static str| {
+        let mut b = Node::builder()
+            .control_url(url.clone())
+            .auth_key(key.clone())
+            .hostname(host)
+            .ephemeral(true)
+            .listen("127.0.0.1:0".parse().expect("address"))
+            .timeout(Duration::from_secs(20));
+        b = b.netstack(tailnet::NetstackConfig {
+            mtu: opts.mtu,
+            ..Default::default()
+        });
+        b.up()
+    };
+    let result = async {
+        let a = join("bench-a").await?;
+        let b = join("bench-b").await?;
+        crate::services::spawn_on_node(&b, &measurement_services())?;
+        a.debug_block_udp(vec![b.listen_addr()]).await?;
+        b.debug_block_udp(vec![a.listen_addr()]).await?;
+        let target = b.ipv4().context("an IPv4 address")?;
+        let relayed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let ready = a
+                    .peer_stats(&b.public_key())
+                    .is_some_and(|p| p.relay_region != 0)
+                    && a.stats().relay.connected
+                    && b.stats().relay.connected;
+                if ready {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if relayed.is_err() {
+            bail!("the relay path did not come up within 20 s");
+        }
+        let r = measure_from_node(&a, target, opts).await;
+        a.shutdown().await;
+        b.shutdown().await;
+        r
+    }
+    .await;
+    server.shutdown().await;
+    result
 }
 
 /// Download, upload and round trips from our node to the measurement

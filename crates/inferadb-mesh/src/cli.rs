@@ -214,11 +214,13 @@ struct TunnelArgs {
     /// Round trips measured per path.
     #[arg(long, default_value_t = 2000)]
     samples: usize,
-    /// Paths to run, comma-separated.
+    /// Paths to run, comma-separated: tailnet (direct UDP between two of
+    /// our nodes), tailnet-derp (the same through the embedded
+    /// coordinator's DERP relay), wireguard-go, onetun, tailnet-wireguard-go.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tailnet,wireguard-go,onetun,tailnet-wireguard-go"
+        default_value = "tailnet,tailnet-derp,wireguard-go,onetun,tailnet-wireguard-go"
     )]
     paths: Vec<String>,
     /// Tunnel MTU of our nodes.
