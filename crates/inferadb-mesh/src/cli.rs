@@ -13,8 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tailnet::{Node, PrivateKey};
 
-#[path = "ping_cmd.rs"]
-pub mod ping_cmd;
+use crate::ping_cmd;
 
 /// InferaDB's embedded tailnet node: userspace WireGuard and TCP/IP in one
 /// process, with no TUN device, no sidecar and no NET_ADMIN.

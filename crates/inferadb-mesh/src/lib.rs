@@ -13,6 +13,7 @@ pub mod demo;
 pub mod dns_cmd;
 pub mod forward;
 pub mod localapi;
+pub mod ping_cmd;
 pub mod roles;
 pub mod services;
 pub mod static_node;

@@ -237,14 +237,16 @@ impl Drop for LocalApiHandle {
 /// is not a socket is left alone (`AlreadyExists`). The socket is made mode
 /// 0600. Must be called inside a tokio runtime.
 pub async fn serve(path: &Path, source: StatusSource) -> io::Result<LocalApiHandle> {
-    serve_with_dns(path, source, None).await
+    serve_with_dns(path, source, None, None).await
 }
 
-/// [`serve`], also answering [`DNS_PATH`] with `dns`.
+/// [`serve`], also answering [`DNS_PATH`] with `dns` and [`PING_PATH`]
+/// with disco pings from `node`.
 pub async fn serve_with_dns(
     path: &Path,
     source: StatusSource,
     dns: Option<DnsSource>,
+    node: Option<tailnet::Node>,
 ) -> io::Result<LocalApiHandle> {
     check_len(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     match std::fs::symlink_metadata(path) {
@@ -309,7 +311,7 @@ pub async fn serve_with_dns(
             ));
         }
     };
-    let task = tokio::spawn(accept_loop(listener, source, dns));
+    let task = tokio::spawn(accept_loop(listener, source, dns, node));
     tracing::debug!(socket = %path.display(), "local API listening");
     Ok(LocalApiHandle {
         path: path.to_path_buf(),
@@ -318,7 +320,12 @@ pub async fn serve_with_dns(
     })
 }
 
-async fn accept_loop(listener: UnixListener, source: StatusSource, dns: Option<DnsSource>) {
+async fn accept_loop(
+    listener: UnixListener,
+    source: StatusSource,
+    dns: Option<DnsSource>,
+    node: Option<tailnet::Node>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -331,14 +338,16 @@ async fn accept_loop(listener: UnixListener, source: StatusSource, dns: Option<D
         };
         let source = source.clone();
         let dns = dns.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let source = source.clone();
                 let dns = dns.clone();
+                let node = node.clone();
                 async move {
                     let resp = match (&dns, req.uri().path()) {
                         (Some(dns), DNS_PATH) => handle_dns(&req, dns).await,
-                        (_, PING_PATH) => handle_ping(&req, &source).await,
+                        (_, PING_PATH) => handle_ping(&req, &source, node.as_ref()).await,
                         _ => handle(&req, &source),
                     };
                     Ok::<_, std::convert::Infallible>(resp)
@@ -478,7 +487,11 @@ async fn ping_target(
     }
 }
 
-async fn handle_ping(req: &Request<Incoming>, source: &StatusSource) -> Response<Full<Bytes>> {
+async fn handle_ping(
+    req: &Request<Incoming>,
+    source: &StatusSource,
+    node: Option<&tailnet::Node>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
@@ -490,19 +503,13 @@ async fn handle_ping(req: &Request<Incoming>, source: &StatusSource) -> Response
         .map_or(Duration::from_secs(5), Duration::from_millis)
         .min(MAX_PING_TIMEOUT);
     let status = source();
-    let node = status
-        .self_
-        .public_key
-        .parse()
-        .ok()
-        .and_then(|k| tailnet::Node::find_running(&k));
     let Some(node) = node else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node cannot send pings (not running in this process)",
         );
     };
-    let ip = match ping_target(&node, &status, &target).await {
+    let ip = match ping_target(node, &status, &target).await {
         Ok(ip) => ip,
         Err(e) => return text(StatusCode::NOT_FOUND, &e),
     };

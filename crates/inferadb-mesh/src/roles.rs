@@ -125,7 +125,8 @@ async fn local_api(mesh: &MeshConfig, node: &Node) -> Option<crate::localapi::Lo
     let dir = mesh.state_dir.as_ref()?;
     let path = crate::localapi::socket_path(dir);
     let n = node.clone();
-    match crate::localapi::serve(&path, Arc::new(move || n.status())).await {
+    let source: crate::localapi::StatusSource = Arc::new(move || n.status());
+    match crate::localapi::serve_with_dns(&path, source, None, Some(node.clone())).await {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(socket = %path.display(), error = %e, "no local API: `inferadb-mesh status` will not reach this node");

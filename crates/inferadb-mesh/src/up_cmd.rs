@@ -161,9 +161,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             serde_json::to_vec(&crate::dns_cmd::DnsReply::from(r)).map_err(|e| e.to_string())
         })
     });
-    let _api = localapi::serve_with_dns(&socket, Arc::new(move || source_node.status()), Some(dns))
-        .await
-        .with_context(|| format!("local API socket {}", socket.display()))?;
+    let _api = localapi::serve_with_dns(
+        &socket,
+        Arc::new(move || source_node.status()),
+        Some(dns),
+        Some(node.clone()),
+    )
+    .await
+    .with_context(|| format!("local API socket {}", socket.display()))?;
     let status = node.status();
     let ready = UpReady {
         state: "Running",

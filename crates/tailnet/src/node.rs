@@ -97,10 +97,6 @@ pub(crate) struct ControlState {
     pub(crate) control_url: String,
 }
 
-/// The nodes running in this process, so a process-local service that
-/// knows a node only by its key (the local API) can reach it.
-static RUNNING: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
-
 /// A handle that does not keep the node alive (for its own tasks).
 #[derive(Clone)]
 pub(crate) struct WeakNode(Weak<Inner>);
@@ -250,7 +246,7 @@ impl Node {
             peers = config.peers.len(),
             "node started"
         );
-        let node = Node {
+        Ok(Node {
             inner: Arc::new(Inner {
                 public_key,
                 disco_public,
@@ -266,22 +262,7 @@ impl Node {
                 helpers: Mutex::new(Vec::new()),
                 dns: Mutex::new(None),
             }),
-        };
-        let mut running = RUNNING.lock();
-        running.retain(|w| w.strong_count() > 0);
-        running.push(Arc::downgrade(&node.inner));
-        drop(running);
-        Ok(node)
-    }
-
-    /// The running node of this process with node key `key`, if any.
-    pub fn find_running(key: &PublicKey) -> Option<Node> {
-        RUNNING
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|inner| inner.public_key == *key)
-            .map(|inner| Node { inner })
+        })
     }
 
     /// The node's WireGuard public key (its node key).
