@@ -802,3 +802,224 @@ async fn our_node_and_caddy_go_through_our_relay_without_direct_udp() {
     coord.handle.shutdown().await;
     drop(net);
 }
+
+/// The policy of [`acl_with_caddy_allows_and_denies_ports_both_ways`]:
+/// our node (`tag:rust`) may open TCP to Caddy (`tag:caddy`) on port 80
+/// and on the two reverse-proxy sites 8090 and 8092, not on 8081; Caddy
+/// may open TCP to our node on 8080 only.
+const CADDY_ACL: &str = r#"{
+  "tagOwners": { "tag:rust": [], "tag:caddy": [] },
+  "acls": [
+    { "action": "accept", "proto": "tcp", "src": ["tag:rust"],
+      "dst": ["tag:caddy:80", "tag:caddy:8090", "tag:caddy:8092"] },
+    { "action": "accept", "proto": "tcp", "src": ["tag:caddy"], "dst": ["tag:rust:8080"] },
+  ],
+}"#;
+
+/// A single-use auth key that tags its node with `tag`.
+fn tagged_key(c: &Coordinator, tag: &str) -> String {
+    let args = AuthKeyCreateArgs {
+        tags: vec![tag.into()],
+        expiry: Some("1h".into()),
+        ..AuthKeyCreateArgs::default()
+    };
+    authkey_create(c.handle.store(), &args, SystemTime::now())
+        .expect("tagged auth key")
+        .key
+}
+
+/// One `GET /` from `node` to `addr`, connect and answer within `limit`:
+/// `Ok(response)`, or `Err` saying how it failed.
+async fn get_once(
+    node: &tailnet::Node,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(limit, async {
+        let mut s = node
+            .tcp_connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: acl\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+}
+
+/// The ACL test (tests/acl.rs) with Caddy on one side: the coordinator's
+/// policy is enforced by Go's filter for our node's connections to Caddy
+/// and by ours for Caddy's connections to our node. Allowed ports connect,
+/// denied ones do not, in both directions.
+///
+/// Caddy's `transport tailscale` has no dial timeout (it is tsnet's
+/// `HTTPClient`, a plain `http.Transport` dialing with `Server.Dial`), so
+/// when our filter drops its SYNs Caddy keeps retrying the dial until our
+/// request gives up; the denied direction is then "no page within the
+/// bound" (or a 5xx, should Caddy give up first) and our filter's
+/// `filter_no_rule` counter growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_with_caddy_allows_and_denies_ports_both_ways() {
+    const TEST: &str = "acl_with_caddy_allows_and_denies_ports_both_ways";
+    if caddy_binary(TEST).is_none() {
+        return;
+    }
+    let _links = HOST_LINKS.read().await;
+    let started = Instant::now();
+    let coord = Coordinator::start(None).await;
+    coord.handle.set_policy(Arc::new(
+        coordinator::policy::Policy::parse(CADDY_ACL).expect("policy parses"),
+    ));
+    let state = tempfile::tempdir().expect("tempdir");
+    let ours = tailnet::Node::builder()
+        .control_url(coord.url())
+        .auth_key(tagged_key(&coord, "tag:rust"))
+        .hostname("rust3")
+        .state_dir(state.path())
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .up()
+        .await
+        .expect("our node joins");
+    let our_ip = ours.ipv4().expect("our IPv4");
+    serve_hello(&ours, 8080, "hello from rust3");
+    serve_hello(&ours, 8082, "rust3:8082 must not be reached");
+
+    let name = "acl1";
+    let proxy = |port: u16, upstream: u16| {
+        format!(
+            ":{port} {{\n\tbind tailscale/{name}\n\treverse_proxy http://{our_ip}:{upstream} {{\n\
+             \t\ttransport tailscale {name}\n\t}}\n}}\n"
+        )
+    };
+    let mut opts = CaddyOptions::new(&coord.url(), &tagged_key(&coord, "tag:caddy"), name);
+    opts.sites = vec![
+        format!(":8081 {{\n\tbind tailscale/{name}\n\trespond \"{name}:8081 must not be reached\"\n}}\n"),
+        proxy(8090, 8080),
+        proxy(8092, 8082),
+    ];
+    let Some(mut web) = Caddy::start(opts).expect("caddy spawns") else {
+        return;
+    };
+    web.wait_running(RUNNING_WITHIN)
+        .await
+        .expect("acl1 Running");
+    let peer = wait_for_peer_where(&ours, name, |p| {
+        !p.endpoints.is_empty() && !p.disco_key.is_zero()
+    })
+    .await;
+    let ip = peer.addresses.first().expect("an address").addr();
+    // Our filter admits Caddy's address (recomputed when Caddy joined).
+    let caddy_ip = ip.to_string();
+    let mut rx = ours.watch_netmap().expect("joined through control");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let has = rx.borrow().packet_filter().is_some_and(|rules| {
+                rules
+                    .iter()
+                    .any(|r| r.src_ips.iter().any(|s| *s == caddy_ip))
+            });
+            if has {
+                return;
+            }
+            rx.changed().await.expect("netmap watch closed");
+        }
+    })
+    .await
+    .expect("our filter names Caddy's address within 30 s");
+    eprintln!(
+        "acl1 ({ip}) in our netmap and filter after {:?}",
+        started.elapsed()
+    );
+
+    let limit = Duration::from_secs(60);
+    // Our node → Caddy:80: allowed by Caddy's (Go's) filter.
+    let t = Instant::now();
+    let page = get_page(&ours, SocketAddr::new(ip, 80), name, limit, &web).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("hello from acl1"), "{page}");
+    eprintln!("allowed: rust3 → acl1:80 200 in {:?}", t.elapsed());
+
+    // Our node → Caddy:8081: Caddy serves a site there, but Go's filter
+    // drops our SYNs.
+    let t = Instant::now();
+    let denied = get_once(&ours, SocketAddr::new(ip, 8081), Duration::from_secs(3)).await;
+    assert!(
+        denied.is_err(),
+        "acl1:8081 must not connect: {denied:?}; caddy log tail:\n{}",
+        web.log_tail(40)
+    );
+    eprintln!(
+        "denied: rust3 → acl1:8081 {} after {:?}",
+        denied.unwrap_err(),
+        t.elapsed()
+    );
+
+    // Go's filter logs the drop (rate-limited; the first one shows).
+    let line = web
+        .wait_for_log(&format!(" > {ip}:8081}} "), Duration::from_secs(5))
+        .await
+        .expect("Go's filter logs our dropped SYN to 8081");
+    assert!(
+        line.contains("Drop: TCP{") && line.contains("no rules matched"),
+        "{line}"
+    );
+    eprintln!("tsnet: {line}");
+
+    // Caddy → our node:8080: allowed by our filter (Caddy's 8090 site
+    // reverse-proxies there through tsnet).
+    let t = Instant::now();
+    let page = get_page(&ours, SocketAddr::new(ip, 8090), name, limit, &web).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("hello from rust3"),
+        "proxied to our node: {page}"
+    );
+    eprintln!(
+        "allowed: acl1 → rust3:8080 (via acl1:8090) 200 in {:?}",
+        t.elapsed()
+    );
+
+    // Caddy → our node:8082: our filter drops Caddy's SYNs.
+    let before = ours.stats().drops;
+    let t = Instant::now();
+    let denied = get_once(&ours, SocketAddr::new(ip, 8092), Duration::from_secs(5)).await;
+    let after = ours.stats().drops;
+    match &denied {
+        Err(e) => eprintln!(
+            "denied: acl1 → rust3:8082 (via acl1:8092): {e} after {:?}",
+            t.elapsed()
+        ),
+        Ok(page) => {
+            assert!(
+                page.starts_with("HTTP/1.1 5"),
+                "acl1 must not reach rust3:8082: {page}"
+            );
+            eprintln!(
+                "denied: acl1 → rust3:8082 (via acl1:8092): {} after {:?}",
+                page.lines().next().unwrap_or(""),
+                t.elapsed()
+            );
+        }
+    }
+    assert!(
+        after.filter_no_rule > before.filter_no_rule,
+        "our filter counted Caddy's dropped SYNs: {before:?} → {after:?}"
+    );
+    eprintln!(
+        "our drops {before:?} → {after:?}; whole test {:?}",
+        started.elapsed()
+    );
+    assert!(web.exited().is_none(), "caddy exited");
+    assert_stayed_local(&web);
+    drop(rx);
+    drop(web);
+    ours.shutdown().await;
+    coord.handle.shutdown().await;
+}

@@ -118,6 +118,8 @@ pub struct CaddyOptions {
     /// Run Caddy inside this network namespace (`ip netns exec NS caddy …`;
     /// `ip` execs in place, so the child's pid is Caddy's).
     pub netns: Option<String>,
+    /// More Caddyfile site blocks, appended verbatim.
+    pub sites: Vec<String>,
 }
 
 impl CaddyOptions {
@@ -131,6 +133,7 @@ impl CaddyOptions {
             env: Vec::new(),
             proxy: None,
             netns: None,
+            sites: Vec::new(),
         }
     }
 }
@@ -166,6 +169,10 @@ pub fn caddyfile(opts: &CaddyOptions, state_dir: &Path) -> String {
              \t\ttransport tailscale {name}\n\t}}\n}}\n",
             name = opts.name,
         ));
+    }
+    for site in &opts.sites {
+        s.push('\n');
+        s.push_str(site);
     }
     s
 }
