@@ -923,7 +923,7 @@ async fn acl_with_caddy_allows_and_denies_ports_both_ways() {
             let has = rx.borrow().packet_filter().is_some_and(|rules| {
                 rules
                     .iter()
-                    .any(|r| r.src_ips.iter().any(|s| *s == caddy_ip))
+                    .any(|r| r.src_ips.contains(&caddy_ip))
             });
             if has {
                 return;
