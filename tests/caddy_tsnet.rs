@@ -920,11 +920,10 @@ async fn acl_with_caddy_allows_and_denies_ports_both_ways() {
     let mut rx = ours.watch_netmap().expect("joined through control");
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let has = rx.borrow().packet_filter().is_some_and(|rules| {
-                rules
-                    .iter()
-                    .any(|r| r.src_ips.contains(&caddy_ip))
-            });
+            let has = rx
+                .borrow()
+                .packet_filter()
+                .is_some_and(|rules| rules.iter().any(|r| r.src_ips.contains(&caddy_ip)));
             if has {
                 return;
             }
