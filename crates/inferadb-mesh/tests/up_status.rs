@@ -1,7 +1,7 @@
 //! The commands a user types, as separate processes: `coordinator serve`,
 //! `coordinator authkey create`, two `up`s, `status` (table and the seed's
 //! jq fields), `coordinator nodes list`, and a wrong key failing in one
-//! line.
+//! line; `up --forward/--expose` and `ping` the same way.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -376,4 +376,99 @@ fn forward_and_expose_carry_local_programs_over_the_tailnet() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `inferadb-mesh ping` between two `up` nodes, as `tailscale ping`: a
+/// direct pong by name and by address, and an unknown name failing in one
+/// line.
+#[test]
+fn ping_a_peer_by_name_and_an_unknown_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_c, url, key) = coordinator_with_key(dir.path());
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let up = |name: &str, state: &Path| {
+        spawn_until(
+            &[
+                "up",
+                "--control-url",
+                &url,
+                "--auth-key",
+                &key,
+                "--hostname",
+                name,
+                "--state-dir",
+                path(state),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "\"state\":\"Running\"",
+        )
+    };
+    let (_a, _) = up("inferadb-engine-0", &a_dir);
+    let (_b, _) = up("inferadb-engine-1", &b_dir);
+
+    // Wait for A to see B in its netmap.
+    let mut b_ip = String::new();
+    for _ in 0..100 {
+        let out = run(&["status", "--json", "--state-dir", path(&a_dir)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(p) = st["Peer"].as_object().and_then(|m| m.values().next()) {
+            b_ip = p["TailscaleIPs"][0].as_str().unwrap().to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!b_ip.is_empty(), "A never saw B");
+
+    // The first pongs may come through the relay while the direct path is
+    // unproven; the direct one wins as soon as it answers.
+    let mut direct = false;
+    let mut last = String::new();
+    for _ in 0..10 {
+        let out = run(&[
+            "ping",
+            "inferadb-engine-1",
+            "--state-dir",
+            path(&a_dir),
+            "-c",
+            "2",
+        ]);
+        last = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{last}");
+        let want = format!("pong from inferadb-engine-1 ({b_ip}) via 127.0.0.1:");
+        if text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with(&want) && l.ends_with("ms"))
+        {
+            direct = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(direct, "no direct pong: {last}");
+
+    // By address too.
+    let out = run(&["ping", &b_ip, "--state-dir", path(&a_dir), "-c", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("pong from inferadb-engine-1 ("),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // An unknown name fails in one clear line.
+    let out = run(&[
+        "ping",
+        "nobody",
+        "--state-dir",
+        path(&a_dir),
+        "--timeout",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("unknown peer \"nobody\""), "{err}");
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
 }
