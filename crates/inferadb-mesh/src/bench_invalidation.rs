@@ -28,9 +28,6 @@ use crate::config::{ControlConfig, EngineConfig};
 use crate::roles::{start_control, start_engine, Role};
 use anyhow::{bail, Context};
 use clap::Args;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use inferadb_discovery::{Discovery, DiscoveryConfig};
 use inferadb_invalidation::{
     Invalidation, Receiver, ReceiverConfig, ReceiverHandle, ReceiverMetrics, Recorder, Secret,
@@ -39,7 +36,6 @@ use inferadb_invalidation::{
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -408,36 +404,6 @@ fn control_yaml() -> String {
     s
 }
 
-/// One HTTP/1.1 request on a fresh loopback connection.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: String,
-) -> anyhow::Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = sender
-        .send_request(b.body(Full::new(Bytes::from(body)))?)
-        .await?;
-    let status = resp.status().as_u16();
-    let text = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&text).into_owned()))
-}
-
 /// Waits until every recorder has applied `n` events (within the round's
 /// limit); the time since `t0` when the last one had, or the index of the
 /// first engine that had not.
@@ -779,7 +745,8 @@ async fn tunnel_roles(
     let mut hop = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let (status, _) = http(control_addr, "GET", "/healthz", None, String::new()).await?;
+        let (status, _) =
+            crate::demo::http(control_addr, "GET", "/healthz", None, String::new()).await?;
         if status != 200 {
             bail!("control's /healthz answered {status}");
         }
@@ -791,7 +758,7 @@ async fn tunnel_roles(
         a.rounds, a.warmup
     ));
     let r = run_rounds(&recorders, &labels, a.warmup, a.rounds, |i| async move {
-        let (status, body) = http(
+        let (status, body) = crate::demo::http(
             control_addr,
             "POST",
             "/v1/vaults",

@@ -128,16 +128,19 @@ fn control_yaml(region: &str) -> String {
     s
 }
 
-async fn http(
+/// One HTTP/1.1 request to a role's loopback port (JSON body, optional
+/// bearer token); the status and body. Also used by `bench invalidation`.
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
-    body: &'static str,
+    body: impl Into<Bytes>,
 ) -> anyhow::Result<(u16, String)> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let mut b = hyper::Request::builder()
@@ -148,9 +151,7 @@ async fn http(
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
-    let resp = sender
-        .send_request(b.body(Full::new(Bytes::from(body)))?)
-        .await?;
+    let resp = sender.send_request(b.body(Full::new(body.into()))?).await?;
     let status = resp.status().as_u16();
     let text = resp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&text).into_owned()))
