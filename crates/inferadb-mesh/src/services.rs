@@ -25,7 +25,21 @@ pub enum ServiceKind {
     Source,
     /// UDP: sends every datagram back to its sender.
     UdpEcho,
+    /// HTTP/1.1 with keep-alive: `GET` [`HTTP_BULK_PATH`] answers
+    /// [`HTTP_BULK_LEN`] zero bytes (what a web server sends for a sparse
+    /// file of that size), any other `GET` [`HTTP_SMALL_LEN`] zero bytes;
+    /// other methods and requests with a body get `405` and a close.
+    Http,
 }
+
+/// The path of the large body of [`ServiceKind::Http`].
+pub const HTTP_BULK_PATH: &str = "/bulk";
+/// The length of that body: 1 TiB, more than any benchmark window reads.
+pub const HTTP_BULK_LEN: u64 = 1 << 40;
+/// The path benchmarks GET for small answers.
+pub const HTTP_SMALL_PATH: &str = "/small";
+/// The length of every other answer of [`ServiceKind::Http`].
+pub const HTTP_SMALL_LEN: usize = 64;
 
 /// A service on a port, written `KIND:PORT` on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +62,10 @@ impl FromStr for Service {
             "sha256" => ServiceKind::Sha256,
             "source" => ServiceKind::Source,
             "udp-echo" => ServiceKind::UdpEcho,
+            "http" => ServiceKind::Http,
             other => {
                 return Err(format!(
-                    "unknown service {other:?}: use echo, discard, sha256, source or udp-echo"
+                    "unknown service {other:?}: use echo, discard, sha256, source, udp-echo or http"
                 ))
             }
         };
@@ -69,6 +84,7 @@ impl fmt::Display for Service {
             ServiceKind::Sha256 => "sha256",
             ServiceKind::Source => "source",
             ServiceKind::UdpEcho => "udp-echo",
+            ServiceKind::Http => "http",
         };
         write!(f, "{k}:{}", self.port)
     }
@@ -196,6 +212,89 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             s.shutdown().await
         }
         ServiceKind::UdpEcho => Ok(()),
+        ServiceKind::Http => serve_http(s, buf).await,
+    }
+}
+
+/// [`ServiceKind::Http`] on one connection; `buf` holds what has been
+/// read and not yet handled.
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    mut buf: Vec<u8>,
+) -> std::io::Result<()> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut have = 0;
+    let mut zeros = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(i) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if have == buf.len() {
+                return Err(bad("HTTP request head too large"));
+            }
+            let n = s.read(&mut buf[have..]).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            have += n;
+        };
+        let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("HTTP head not UTF-8"))?;
+        let mut lines = head.split("\r\n");
+        let mut request = lines.next().unwrap_or("").split(' ');
+        let (method, path, version) = (
+            request.next().unwrap_or(""),
+            request.next().unwrap_or(""),
+            request.next().unwrap_or(""),
+        );
+        let (mut close, mut body) = (version != "HTTP/1.1", false);
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+                close = true;
+            }
+            body |= name.eq_ignore_ascii_case("transfer-encoding")
+                || (name.eq_ignore_ascii_case("content-length") && value != "0");
+        }
+        let get = method == "GET" || method == "HEAD";
+        if !get || body {
+            s.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await?;
+            return s.shutdown().await;
+        }
+        let len = if path == HTTP_BULK_PATH {
+            HTTP_BULK_LEN
+        } else {
+            HTTP_SMALL_LEN as u64
+        };
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .into_bytes();
+        let mut left = if method == "GET" { len } else { 0 };
+        // A small answer goes out in one write (one segment, as a web
+        // server's buffered writer sends it).
+        if left <= HTTP_SMALL_LEN as u64 {
+            answer.resize(answer.len() + left as usize, 0);
+            left = 0;
+        }
+        s.write_all(&answer).await?;
+        if left > 0 && zeros.is_empty() {
+            zeros = vec![0u8; 256 * 1024];
+        }
+        while left > 0 {
+            let n = (left as usize).min(zeros.len());
+            s.write_all(&zeros[..n]).await?;
+            left -= n as u64;
+        }
+        buf.copy_within(end..have, 0);
+        have -= end;
+        if close {
+            return s.shutdown().await;
+        }
     }
 }
 
