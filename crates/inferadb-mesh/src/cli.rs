@@ -53,7 +53,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// Serve a test service on the tailnet: echo:PORT, discard:PORT,
-        /// sha256:PORT, source:PORT or udp-echo:PORT (repeatable).
+        /// sha256:PORT, source:PORT, udp-echo:PORT or http:PORT (repeatable).
         #[arg(long = "serve", value_name = "KIND:PORT")]
         serve: Vec<Service>,
     },

@@ -72,7 +72,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "0.0.0.0:0")]
     listen: SocketAddr,
     /// Serve a test service on the tailnet: echo:PORT, discard:PORT,
-    /// sha256:PORT, source:PORT or udp-echo:PORT (repeatable).
+    /// sha256:PORT, source:PORT, udp-echo:PORT or http:PORT (repeatable).
     #[arg(long = "serve", value_name = "KIND:PORT")]
     serve: Vec<Service>,
     /// Also serve MagicDNS (UDP and TCP) on this OS address, e.g.
