@@ -789,8 +789,8 @@ async fn measure_http<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// A directory with what Caddy's `file_server` serves: `bulk`, a sparse
-/// file of [`HTTP_BULK_LEN`] zero bytes, and `small`, 64 zero bytes: the
-/// same bodies as our HTTP service.
+/// file of [`HTTP_BULK_LEN`] zero bytes, the body of our HTTP service's
+/// [`HTTP_BULK_PATH`].
 fn http_files() -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
         .prefix("inferadb-mesh-bench-files-")
@@ -798,11 +798,19 @@ fn http_files() -> anyhow::Result<tempfile::TempDir> {
     let bulk = std::fs::File::create(dir.path().join(HTTP_BULK_PATH.trim_start_matches('/')))?;
     bulk.set_len(HTTP_BULK_LEN)
         .context("a sparse file for Caddy to serve")?;
-    std::fs::write(
-        dir.path().join(HTTP_SMALL_PATH.trim_start_matches('/')),
-        [0u8; crate::services::HTTP_SMALL_LEN],
-    )?;
     Ok(dir)
+}
+
+/// The Caddy site with our HTTP service's answers: tsnet node `name`
+/// answers [`HTTP_SMALL_PATH`] with the same 64 bytes from memory
+/// (`respond`, no file system) and serves [`http_files`] from `root`.
+fn http_site(name: &str, root: &Path) -> String {
+    let small = String::from_utf8_lossy(&crate::services::HTTP_SMALL_BODY);
+    format!(
+        ":80 {{\n\tbind tailscale/{name}\n\trespond {HTTP_SMALL_PATH} \"{small}\" 200\n\
+         \troot * {root}\n\tfile_server\n}}\n",
+        root = root.display()
+    )
 }
 
 /// The server end of an HTTP row.
@@ -831,7 +839,7 @@ async fn http_path(
         let server = match caddy.filter(|_| go_server) {
             Some(bin) => {
                 let files = http_files()?;
-                let sites = [control::file_site(HTTP_SERVER, files.path())];
+                let sites = [http_site(HTTP_SERVER, files.path())];
                 let (c, _) = spawn_caddy(bin, &coord, &sites).await?;
                 HttpServer::Caddy(c, files)
             }
@@ -1442,5 +1450,17 @@ mod tests {
             ]
         );
         assert!(is_http_path("tsnet-tailnet") && !is_http_path("tailnet-derp"));
+    }
+
+    #[test]
+    fn caddy_answers_what_our_http_service_answers() {
+        let site = http_site("srv", Path::new("/files"));
+        let small = format!("respond /small \"{}\" 200", "x".repeat(64));
+        assert!(site.contains(&small), "{site}");
+        assert!(site.contains("bind tailscale/srv") && site.contains("root * /files"));
+        assert_eq!(
+            &crate::services::HTTP_SMALL_BODY[..],
+            "x".repeat(64).as_bytes()
+        );
     }
 }

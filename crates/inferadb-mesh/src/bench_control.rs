@@ -1106,15 +1106,6 @@ pub(crate) fn hello_site(name: &str) -> String {
     format!(":80 {{\n\tbind tailscale/{name}\n\trespond \"hello from {name}\"\n}}\n")
 }
 
-/// A site: tsnet node `name` serves the files in `root` on port 80 of its
-/// tailnet address.
-pub(crate) fn file_site(name: &str, root: &Path) -> String {
-    format!(
-        ":80 {{\n\tbind tailscale/{name}\n\troot * {root}\n\tfile_server\n}}\n",
-        root = root.display()
-    )
-}
-
 /// A site: `127.0.0.1:port` on the kernel's TCP, reverse-proxied to
 /// `upstream` (a tailnet address) dialed through tsnet node `name`.
 pub(crate) fn proxy_site(port: u16, upstream: SocketAddr, name: &str) -> String {

@@ -27,7 +27,7 @@ pub enum ServiceKind {
     UdpEcho,
     /// HTTP/1.1 with keep-alive: `GET` [`HTTP_BULK_PATH`] answers
     /// [`HTTP_BULK_LEN`] zero bytes (what a web server sends for a sparse
-    /// file of that size), any other `GET` [`HTTP_SMALL_LEN`] zero bytes;
+    /// file of that size), any other `GET` [`HTTP_SMALL_BODY`];
     /// other methods and requests with a body get `405` and a close.
     Http,
 }
@@ -38,8 +38,8 @@ pub const HTTP_BULK_PATH: &str = "/bulk";
 pub const HTTP_BULK_LEN: u64 = 1 << 40;
 /// The path benchmarks GET for small answers.
 pub const HTTP_SMALL_PATH: &str = "/small";
-/// The length of every other answer of [`ServiceKind::Http`].
-pub const HTTP_SMALL_LEN: usize = 64;
+/// The body of every other answer of [`ServiceKind::Http`]: 64 bytes.
+pub const HTTP_SMALL_BODY: [u8; 64] = [b'x'; 64];
 
 /// A service on a port, written `KIND:PORT` on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,23 +265,23 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                 .await?;
             return s.shutdown().await;
         }
-        let len = if path == HTTP_BULK_PATH {
+        let bulk = path == HTTP_BULK_PATH;
+        let len = if bulk {
             HTTP_BULK_LEN
         } else {
-            HTTP_SMALL_LEN as u64
+            HTTP_SMALL_BODY.len() as u64
         };
         let mut answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
         )
         .into_bytes();
-        let mut left = if method == "GET" { len } else { 0 };
         // A small answer goes out in one write (one segment, as a web
         // server's buffered writer sends it).
-        if left <= HTTP_SMALL_LEN as u64 {
-            answer.resize(answer.len() + left as usize, 0);
-            left = 0;
+        if method == "GET" && !bulk {
+            answer.extend_from_slice(&HTTP_SMALL_BODY);
         }
         s.write_all(&answer).await?;
+        let mut left = if method == "GET" && bulk { len } else { 0 };
         if left > 0 && zeros.is_empty() {
             zeros = vec![0u8; 256 * 1024];
         }
