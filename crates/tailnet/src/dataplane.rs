@@ -42,7 +42,7 @@ use tailnet_netstack::Netstack;
 use tailnet_wire::disco::{self, DatagramKind, DiscoBox, Message};
 use tailnet_wire::filter::{Filter, Rules, Verdict};
 use tailnet_wire::path::{Action, PeerPath, PongOutcome, Route};
-use tailnet_wire::{classify, IpPacket, PrefixTable, PrivateKey, PublicKey, WgKind};
+use tailnet_wire::{classify, stun, IpPacket, PrefixTable, PrivateKey, PublicKey, WgKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -107,6 +107,12 @@ pub(crate) enum Command {
         ip: IpAddr,
         reply: oneshot::Sender<Result<Pong, PingError>>,
     },
+    /// A STUN binding request to `server` from our socket; the mapped
+    /// address in its response answers `reply`.
+    Stun {
+        server: SocketAddr,
+        reply: oneshot::Sender<SocketAddr>,
+    },
     Shutdown,
 }
 
@@ -139,6 +145,19 @@ struct PendingPing {
     sent: std::time::Instant,
     reply: oneshot::Sender<Result<Pong, PingError>>,
 }
+
+/// A STUN binding request of ours awaiting its response.
+struct PendingStun {
+    tx_id: stun::TxId,
+    server: SocketAddr,
+    sent: std::time::Instant,
+    reply: oneshot::Sender<SocketAddr>,
+}
+
+/// STUN requests awaiting a response; the oldest is forgotten first.
+const MAX_PENDING_STUN: usize = 8;
+/// A STUN request unanswered this long is forgotten.
+const STUN_EXPIRY: Duration = Duration::from_secs(5);
 
 /// Pings awaiting a pong; the oldest is forgotten first.
 const MAX_PENDING_PINGS: usize = 64;
@@ -232,6 +251,8 @@ struct Tunnels {
     actions: Vec<Action>,
     /// `tailscale ping`s awaiting their pong.
     pings: Vec<PendingPing>,
+    /// STUN requests awaiting their response.
+    stuns: Vec<PendingStun>,
     rate_limiter: Arc<RateLimiter>,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<PublicKey, u32>,
@@ -292,6 +313,7 @@ impl DataPlane {
                 blocked: HashSet::new(),
                 actions: Vec::new(),
                 pings: Vec::new(),
+                stuns: Vec::new(),
                 secret,
                 public,
                 peers: HashMap::new(),
@@ -341,6 +363,10 @@ impl DataPlane {
                     Some(Command::BlockUdp(addrs)) => self.tunnels.blocked = addrs,
                     Some(Command::Ping { ip, reply }) => {
                         self.tunnels.ping(ip, reply);
+                        self.flush().await;
+                    }
+                    Some(Command::Stun { server, reply }) => {
+                        self.tunnels.stun(server, reply);
                         self.flush().await;
                     }
                     Some(Command::Shutdown) | None => break,
@@ -486,6 +512,9 @@ impl DataPlane {
         let now = now.into_std();
         self.tunnels.pings.retain(|p| {
             now.saturating_duration_since(p.sent) < PING_EXPIRY && !p.reply.is_closed()
+        });
+        self.tunnels.stuns.retain(|p| {
+            now.saturating_duration_since(p.sent) < STUN_EXPIRY && !p.reply.is_closed()
         });
         self.tunnels.run_timers(now);
     }
@@ -667,8 +696,9 @@ impl Tunnels {
         match disco::classify_datagram(data) {
             DatagramKind::WireGuard => self.on_wireguard(Src::Udp(from), data),
             DatagramKind::Disco => self.on_disco(Src::Udp(from), data),
-            // We send no STUN and speak no Geneve.
-            DatagramKind::Stun | DatagramKind::Geneve => {
+            DatagramKind::Stun => self.on_stun(from, data),
+            // We speak no Geneve (peer relays).
+            DatagramKind::Geneve => {
                 self.drops.malformed.fetch_add(1, Relaxed);
             }
         }
@@ -905,6 +935,44 @@ impl Tunnels {
             sent: now,
             reply,
         });
+    }
+
+    /// Sends a STUN binding request to `server`; its response answers
+    /// `reply` with the address the server saw us at.
+    fn stun(&mut self, server: SocketAddr, reply: oneshot::Sender<SocketAddr>) {
+        let mut tx_id = [0u8; 12];
+        let _ = getrandom::fill(&mut tx_id);
+        self.out.push(server, &stun::binding_request(tx_id));
+        if self.stuns.len() >= MAX_PENDING_STUN {
+            self.stuns.remove(0);
+        }
+        self.stuns.push(PendingStun {
+            tx_id,
+            server,
+            sent: std::time::Instant::now(),
+            reply,
+        });
+    }
+
+    /// A STUN datagram: the response to one of our requests (from the
+    /// server we asked, with its transaction ID), else dropped and counted
+    /// as malformed.
+    fn on_stun(&mut self, from: SocketAddr, data: &[u8]) {
+        let found = self.stuns.iter().enumerate().find_map(|(i, p)| {
+            if p.server != from {
+                return None;
+            }
+            stun::parse_binding_response(data, &p.tx_id).map(|mapped| (i, mapped))
+        });
+        match found {
+            Some((i, mapped)) => {
+                let p = self.stuns.swap_remove(i);
+                let _ = p.reply.send(mapped);
+            }
+            None => {
+                self.drops.malformed.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// A disco packet from `src`: only from a peer's disco key, only if

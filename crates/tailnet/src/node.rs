@@ -412,6 +412,23 @@ impl Node {
         })
     }
 
+    /// Asks the STUN server at `server` which address our UDP socket has
+    /// as seen from there (our endpoint behind a NAT). `None` if no answer
+    /// came within `timeout`.
+    pub async fn stun(
+        &self,
+        server: SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Option<SocketAddr> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Stun { server, reply: tx })
+            .await
+            .ok()?;
+        tokio::time::timeout(timeout, rx).await.ok()?.ok()
+    }
+
     /// A snapshot of every counter.
     pub fn stats(&self) -> NodeStats {
         NodeStats {
