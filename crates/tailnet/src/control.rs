@@ -269,7 +269,9 @@ impl NodeBuilder {
             home_derp: Default::default(),
         });
         let conn = session.connect_and_register().await?;
-        let mut stream = conn.map_stream(&session.map_request(true, &[])).await?;
+        let mut stream = conn
+            .map_stream(&session.map_request(true, &Endpoints::default()))
+            .await?;
         let mut netmap = Netmap::new();
         loop {
             let msg = stream.next().await?.ok_or_else(|| {
@@ -315,7 +317,10 @@ impl NodeBuilder {
         let node = Node::start_filtered(config, Some(Arc::new(rules))).await?;
 
         let relay = update_relay(&session, &netmap, &node, None).await;
-        let endpoints = local_endpoints(node.listen_addr());
+        let endpoints = Endpoints {
+            local: local_endpoints(node.listen_addr()),
+            stun: Vec::new(),
+        };
         if let Err(e) = conn
             .lite_update(&session.map_request(false, &endpoints))
             .await
@@ -423,7 +428,8 @@ impl Session {
         }
     }
 
-    fn map_request(&self, stream: bool, endpoints: &[SocketAddr]) -> MapRequest {
+    fn map_request(&self, stream: bool, endpoints: &Endpoints) -> MapRequest {
+        let (endpoints, endpoint_types) = endpoints.typed();
         MapRequest {
             version: CAPABILITY_VERSION,
             compress: "zstd".to_string(),
@@ -433,11 +439,8 @@ impl Session {
             stream,
             omit_peers: !stream,
             hostinfo: Some(self.hostinfo()),
-            endpoint_types: endpoints
-                .iter()
-                .map(|_| tailnet_wire::control::messages::endpoint_type::LOCAL)
-                .collect(),
-            endpoints: endpoints.to_vec(),
+            endpoint_types,
+            endpoints,
             ..MapRequest::default()
         }
     }
@@ -627,12 +630,45 @@ pub fn local_endpoints(bound: SocketAddr) -> Vec<SocketAddr> {
     out
 }
 
+/// Our UDP endpoints as control and peers learn them: the socket's
+/// interface addresses, then the addresses STUN servers saw us at (behind
+/// a NAT, the only ones a peer elsewhere can reach).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Endpoints {
+    local: Vec<SocketAddr>,
+    stun: Vec<SocketAddr>,
+}
+
+impl Endpoints {
+    /// Every endpoint once, interface addresses first.
+    fn all(&self) -> Vec<SocketAddr> {
+        self.typed().0
+    }
+
+    /// Every endpoint once with its `EndpointTypes` entry.
+    fn typed(&self) -> (Vec<SocketAddr>, Vec<i32>) {
+        use tailnet_wire::control::messages::endpoint_type::{LOCAL, STUN};
+        let mut eps = self.local.clone();
+        let mut types = vec![LOCAL; eps.len()];
+        for s in &self.stun {
+            if !eps.contains(s) {
+                eps.push(*s);
+                types.push(STUN);
+            }
+        }
+        (eps, types)
+    }
+}
+
+/// A STUN probe under way (see [`crate::stun::probe`]).
+type StunProbe = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<SocketAddr>> + Send>>;
+
 struct Runner {
     session: Arc<Session>,
     node: WeakNode,
     netmap: Netmap,
     netmap_tx: watch::Sender<Arc<Netmap>>,
-    endpoints: Vec<SocketAddr>,
+    endpoints: Endpoints,
     /// The DERP client of our home region, bridged to the data plane.
     relay: Option<Relay>,
 }
@@ -726,8 +762,25 @@ impl Runner {
         let mut tick = tokio::time::interval(ENDPOINT_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        // Ask STUN at once (the first netmap brought the DERP map), then
+        // with every endpoint check, which also keeps a NAT's mapping for
+        // our socket alive.
+        let mut probe = self.stun_probe();
         loop {
             tokio::select! {
+                seen = async { probe.as_mut().expect("guarded by is_some").await }, if probe.is_some() => {
+                    probe = None;
+                    let Some(node) = self.node.upgrade() else {
+                        return UpError::Node(NodeError::Stopped);
+                    };
+                    // No answer keeps what STUN said last (a lost datagram
+                    // must not make peers forget our NAT's address).
+                    let stun = if seen.is_empty() { self.endpoints.stun.clone() } else { seen };
+                    let now = Endpoints { local: local_endpoints(node.listen_addr()), stun };
+                    if let Err(e) = self.report_endpoints(conn, &node, now).await {
+                        return e;
+                    }
+                }
                 msg = tokio::time::timeout(MAP_SILENCE_LIMIT, stream.next()) => {
                     let msg = match msg {
                         Err(_) => return UpError::Protocol(format!("map stream silent for {MAP_SILENCE_LIMIT:?}")),
@@ -774,18 +827,53 @@ impl Runner {
                     let Some(node) = self.node.upgrade() else {
                         return UpError::Node(NodeError::Stopped);
                     };
-                    let now = local_endpoints(node.listen_addr());
-                    if now != self.endpoints {
-                        tracing::info!(endpoints = ?now, "UDP endpoints changed; telling control");
-                        if let Err(e) = conn.lite_update(&self.session.map_request(false, &now)).await {
-                            return e.into();
-                        }
-                        let _ = node.set_endpoints(now.clone()).await;
-                        self.endpoints = now;
+                    let local = local_endpoints(node.listen_addr());
+                    // STUN answers are about this set of interfaces; a new
+                    // one (another network) waits for a fresh answer.
+                    let stun = if local == self.endpoints.local { self.endpoints.stun.clone() } else { Vec::new() };
+                    if let Err(e) = self.report_endpoints(conn, &node, Endpoints { local, stun }).await {
+                        return e;
+                    }
+                    if probe.is_none() {
+                        probe = self.stun_probe();
                     }
                 }
             }
         }
+    }
+
+    /// A STUN probe of the DERP map's servers (home region first), or
+    /// `None` when the map names none.
+    fn stun_probe(&self) -> Option<StunProbe> {
+        let node = self.node.upgrade()?;
+        let home = self
+            .session
+            .home_derp
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let targets = crate::stun::targets(self.netmap.derp_map()?, home);
+        if targets.is_empty() {
+            return None;
+        }
+        Some(Box::pin(crate::stun::probe(node, targets)))
+    }
+
+    /// Tells control and the data plane (CallMeMaybe) `now` if it differs
+    /// from what they have.
+    async fn report_endpoints(
+        &mut self,
+        conn: &ControlConn,
+        node: &Node,
+        now: Endpoints,
+    ) -> Result<(), UpError> {
+        if now == self.endpoints {
+            return Ok(());
+        }
+        tracing::info!(local = ?now.local, stun = ?now.stun, "UDP endpoints changed; telling control");
+        conn.lite_update(&self.session.map_request(false, &now))
+            .await?;
+        let _ = node.set_endpoints(now.all()).await;
+        self.endpoints = now;
+        Ok(())
     }
 }
 

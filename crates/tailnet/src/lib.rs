@@ -34,6 +34,7 @@ mod relay;
 pub mod state;
 mod stats;
 pub mod status;
+mod stun;
 mod udp;
 
 #[cfg(feature = "mock-time")]
