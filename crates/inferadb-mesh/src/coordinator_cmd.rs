@@ -15,9 +15,11 @@ Examples:
   # A loopback coordinator for tests (plain HTTP; clients use http://127.0.0.1:8080):
   inferadb-mesh coordinator serve --listen 127.0.0.1:8080 --state-dir /tmp/coord
 
-  # A real one, with TLS, a policy file and the cluster's MagicDNS domain:
+  # A real one, with TLS, a policy file and the cluster's MagicDNS domain
+  # (nodes reach its DERP relay and STUN at coord.example.com):
   inferadb-mesh coordinator serve --listen 0.0.0.0:443 --state-dir /var/lib/coord \\
       --tls-cert /etc/coord/cert.pem --tls-key /etc/coord/key.pem \\
+      --derp-host coord.example.com \\
       --policy /etc/coord/policy.hujson --base-domain us-west-1.ts.net
 
   # Then let nodes join:
@@ -47,6 +49,12 @@ pub struct ServeArgs {
     /// default is the stored one, else tailnet.internal).
     #[arg(long)]
     pub base_domain: Option<BaseDomain>,
+    /// Where nodes reach this server's DERP relay (TCP) and STUN (UDP),
+    /// both on the --listen port: an IP address, or a DNS name matching the
+    /// TLS certificate. Default: the --listen address, or 127.0.0.1 when
+    /// that is 0.0.0.0 (only nodes on this machine can use the relay then).
+    #[arg(long, value_name = "HOST")]
+    pub derp_host: Option<String>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -59,6 +67,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(d) = args.base_domain {
         builder = builder.base_domain(d);
+    }
+    match &args.derp_host {
+        Some(h)
+            if h.trim().is_empty()
+                || h.contains(['/', ' '])
+                || (h.contains(':') && h.parse::<std::net::IpAddr>().is_err()) =>
+        {
+            anyhow::bail!(
+                "--derp-host {h:?}: give a host name or an IP address (no scheme, no port)"
+            )
+        }
+        Some(h) => builder = builder.derp_host(h.clone()),
+        None if args.listen.ip().is_unspecified() => {
+            tracing::warn!(
+                listen = %args.listen,
+                "the DERP map points nodes at 127.0.0.1: nodes on other machines cannot use the relay or STUN; pass --derp-host"
+            );
+        }
+        None => {}
     }
     let scheme = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {

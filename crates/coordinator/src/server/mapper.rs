@@ -39,29 +39,40 @@ pub struct MapContext {
 /// The default DERP map: one region, [`DEFAULT_DERP_REGION`], code
 /// `inferadb`, whose one node is the coordinator itself on loopback at
 /// `port` over self-signed TLS (`InsecureForTests`; `derp.md` loopback
-/// recipe). STUN is off (`STUNPort: -1`); see [`default_derp_map_with_stun`].
+/// recipe). STUN is off (`STUNPort: -1`); see [`default_derp_map_on`].
 pub fn default_derp_map(port: u16) -> DerpMap {
-    default_derp_map_with_stun(port, None)
+    default_derp_map_on("127.0.0.1", port, None)
 }
 
-/// [`default_derp_map`] with STUN on UDP `stun_port` of 127.0.0.1 when
-/// given (`STUNTestIP` makes Go's netcheck probe it even where interfaces
-/// report no address).
-pub fn default_derp_map_with_stun(port: u16, stun_port: Option<u16>) -> DerpMap {
+/// [`default_derp_map`] with its node at `host` (an IP address, or a DNS
+/// name the nodes resolve) and STUN on UDP `stun_port` of it when given.
+///
+/// An IP host is dialled as given, with `InsecureForTests` (a certificate
+/// for an IP address is rare: a TLS relay there is not verified) and as
+/// the `STUNTestIP`, which makes Go's netcheck probe it even where its
+/// interfaces report no address. A DNS name is the TLS server name and is
+/// verified against the system's roots.
+pub fn default_derp_map_on(host: &str, port: u16, stun_port: Option<u16>) -> DerpMap {
+    let ip = host.parse::<std::net::IpAddr>().ok();
+    let (ipv4, ipv6) = match ip {
+        Some(std::net::IpAddr::V4(v4)) => (v4.to_string(), "none".to_string()),
+        Some(std::net::IpAddr::V6(v6)) => ("none".to_string(), v6.to_string()),
+        // A name: the client resolves it.
+        None => (String::new(), String::new()),
+    };
     let node = DerpNode {
         name: format!("{DEFAULT_DERP_REGION}a"),
         region_id: DEFAULT_DERP_REGION,
-        host_name: "127.0.0.1".into(),
-        ipv4: "127.0.0.1".into(),
-        ipv6: "none".into(),
+        host_name: host.to_string(),
+        ipv4,
+        ipv6,
         stun_port: stun_port.map_or(-1, i32::from),
-        stun_test_ip: if stun_port.is_some() {
-            "127.0.0.1".into()
-        } else {
-            String::new()
+        stun_test_ip: match (ip, stun_port) {
+            (Some(ip), Some(_)) => ip.to_string(),
+            _ => String::new(),
         },
         derp_port: i32::from(port),
-        insecure_for_tests: true,
+        insecure_for_tests: ip.is_some(),
         ..DerpNode::default()
     };
     let region = DerpRegion {
@@ -289,6 +300,44 @@ pub fn self_changed(node: &Node, base: &BaseDomain) -> MapResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_derp_node_is_where_nodes_can_dial_it() {
+        let only = |m: DerpMap| m.regions.unwrap()[&DEFAULT_DERP_REGION].nodes[0].clone();
+        let n = only(default_derp_map(8080));
+        assert_eq!(
+            (n.host_name.as_str(), n.ipv4.as_str(), n.ipv6.as_str()),
+            ("127.0.0.1", "127.0.0.1", "none")
+        );
+        assert_eq!((n.stun_port, n.stun_test_ip.as_str()), (-1, ""));
+        assert!(n.insecure_for_tests);
+
+        let n = only(default_derp_map_on("198.51.100.1", 443, Some(443)));
+        assert_eq!(
+            (n.ipv4.as_str(), n.ipv6.as_str(), n.derp_port),
+            ("198.51.100.1", "none", 443)
+        );
+        assert_eq!(
+            (n.stun_port, n.stun_test_ip.as_str()),
+            (443, "198.51.100.1")
+        );
+        assert!(
+            n.insecure_for_tests,
+            "no certificate name to check for an IP"
+        );
+
+        let n = only(default_derp_map_on("2001:db8::1", 443, None));
+        assert_eq!((n.ipv4.as_str(), n.ipv6.as_str()), ("none", "2001:db8::1"));
+
+        // A name is resolved by the client and its certificate verified.
+        let n = only(default_derp_map_on("coord.example.com", 443, Some(443)));
+        assert_eq!(
+            (n.host_name.as_str(), n.ipv4.as_str(), n.ipv6.as_str()),
+            ("coord.example.com", "", "")
+        );
+        assert_eq!((n.stun_port, n.stun_test_ip.as_str()), (443, ""));
+        assert!(!n.insecure_for_tests);
+    }
 
     #[test]
     fn merged_deltas_mean_what_the_sequence_meant() {

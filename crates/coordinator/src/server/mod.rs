@@ -30,7 +30,7 @@ pub mod stun;
 
 pub use control::map_update;
 pub use hub::{Hub, HubEvent};
-pub use mapper::{default_derp_map, MapContext};
+pub use mapper::{default_derp_map, default_derp_map_on, MapContext};
 
 use crate::http::{serve_inner, ControlKey, NoiseConn};
 use crate::names::BaseDomain;
@@ -247,6 +247,7 @@ impl Server {
             config: ServerConfig::default(),
             derp_map: None,
             derp_port: None,
+            derp_host: None,
             policy: Arc::new(AllowAll),
             base_domain: None,
             dns_resolvers: Vec::new(),
@@ -263,6 +264,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     derp_map: Option<DerpMap>,
     derp_port: Option<u16>,
+    derp_host: Option<String>,
     policy: Arc<dyn PacketFilterPolicy>,
     base_domain: Option<BaseDomain>,
     dns_resolvers: Vec<Resolver>,
@@ -286,6 +288,15 @@ impl ServerBuilder {
     /// listener); STUN stays on the server's own port.
     pub fn derp_port(mut self, port: u16) -> Self {
         self.derp_port = Some(port);
+        self
+    }
+
+    /// The host nodes dial for the default DERP map's relay and STUN: an
+    /// IP address, or a DNS name (then a TLS relay's certificate must be
+    /// for it). Default: the listen address when it is a specific IP, else
+    /// 127.0.0.1, which only nodes on this machine can use.
+    pub fn derp_host(mut self, host: impl Into<String>) -> Self {
+        self.derp_host = Some(host.into());
         self
     }
 
@@ -423,7 +434,16 @@ impl ServerBuilder {
             ctx: MapContext {
                 base_domain,
                 derp_map: self.derp_map.unwrap_or_else(|| {
-                    mapper::default_derp_map_with_stun(
+                    let host = self.derp_host.unwrap_or_else(|| {
+                        let ip = local_addr.ip();
+                        if ip.is_unspecified() {
+                            "127.0.0.1".to_string()
+                        } else {
+                            ip.to_string()
+                        }
+                    });
+                    mapper::default_derp_map_on(
+                        &host,
                         self.derp_port.unwrap_or(local_addr.port()),
                         stun_port,
                     )
