@@ -11,7 +11,7 @@
 set -euo pipefail
 
 need=()
-for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping dig:bind9-dnsutils promtool:prometheus; do
+for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping dig:bind9-dnsutils promtool:prometheus nft:nftables; do
   tool=${pair%%:*}
   pkg=${pair#*:}
   command -v "$tool" >/dev/null 2>&1 || need+=("$pkg")

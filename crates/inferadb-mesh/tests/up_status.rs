@@ -3,103 +3,12 @@
 //! jq fields), `coordinator nodes list`, and a wrong key failing in one
 //! line; `up --forward/--expose` and `ping` the same way.
 
+mod common;
+
+use common::{coordinator_with_key, path, run, spawn_until, text};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
-
-const EXE: &str = env!("CARGO_BIN_EXE_inferadb-mesh");
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `args` and returns it with its first stdout line that contains
-/// `marker` (within 30 s).
-fn spawn_until(args: &[&str], marker: &str) -> (Proc, String) {
-    let mut child = Command::new(EXE)
-        .args(args)
-        .env("INFERADB_MESH_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn inferadb-mesh");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let marker = marker.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(&marker) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let proc = Proc(child);
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{args:?} printed no {:?} line in 30 s", ""));
-    (proc, line)
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(EXE)
-        .args(args)
-        .output()
-        .expect("run inferadb-mesh")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `coordinator serve` in `dir/coord` and a reusable us-west-1 key made
-/// with `coordinator authkey create`.
-fn coordinator_with_key(dir: &Path) -> (Proc, String, String) {
-    let coord = dir.join("coord");
-    let (c, line) = spawn_until(
-        &[
-            "coordinator",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            path(&coord),
-        ],
-        "coordinator listening on",
-    );
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("URL in the listening line")
-        .to_string();
-
-    let out = run(&[
-        "coordinator",
-        "authkey",
-        "create",
-        "--state-dir",
-        path(&coord),
-        "--reusable",
-        "--tags",
-        "tag:inferadb-us-west-1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let key = text(&out.stdout).trim().to_string();
-    assert!(key.starts_with("tskey-auth-"), "{key}");
-    (c, url, key)
-}
 
 #[test]
 fn serve_up_status_as_a_user_would() {
