@@ -699,19 +699,24 @@ impl NatLab {
         v
     }
 
-    /// Puts UDP `port` of site `i` behind a NAT with an endpoint-
+    /// Puts UDP `port` of site `i` (every UDP port when `None`: for a
+    /// program whose port is random) behind a NAT with an endpoint-
     /// independent mapping to `mapped` (what a STUN server sees, from
     /// anywhere) and a stateful firewall: nothing new comes in, to any
     /// port; only replies to what the site sent (so a peer gets through
     /// once the site has sent to it: hole punching). The site's own
-    /// address:`port` is then unreachable from outside.
-    pub fn nat_udp(&self, i: usize, port: u16, mapped: u16) {
+    /// address and port are then unreachable from outside.
+    pub fn nat_udp(&self, i: usize, port: Option<u16>, mapped: u16) {
         let site = &self.sites[i];
+        let sport = match port {
+            Some(p) => format!("udp sport {p}"),
+            None => "meta l4proto udp".to_string(),
+        };
         let rules = format!(
             "table ip nat {{\n\
              \tchain pre {{ type nat hook prerouting priority -100; }}\n\
              \tchain post {{ type nat hook postrouting priority 100; \
-             oifname \"s{i}\" udp sport {port} snat to {ip}:{mapped}; }}\n\
+             oifname \"s{i}\" {sport} snat to {ip}:{mapped}; }}\n\
              }}\n\
              table ip filter {{\n\
              \tchain input {{ type filter hook input priority 0; policy drop; \

@@ -1,13 +1,13 @@
-//! Two nodes behind two NATs find a direct path: each learns its public
-//! endpoint from the coordinator's STUN server, reports it to control,
-//! and disco punches through both NATs (a CallMeMaybe over the relay makes
-//! both sides ping at once). Everything runs as the user runs it: the
-//! coordinator, two `up`s, `status`, `ping`, curl through `--forward` /
-//! `--expose`, each in network namespaces of the test's own
-//! (`tailnet_tests::netns::NatLab`).
+//! Nodes behind NATs find a direct path: each learns its public endpoint
+//! from the coordinator's STUN server, reports it to control, and disco
+//! punches through both NATs (a CallMeMaybe over the relay makes both
+//! sides ping at once). Everything runs as the user runs it: the
+//! coordinator, `up`, `status`, `ping`, curl through `--forward` /
+//! `--expose`, and Go tsnet (Caddy), each in network namespaces of the
+//! test's own (`tailnet_tests::netns::NatLab`).
 //!
-//! Each site's NAT maps UDP 41641 to another port and admits nothing new
-//! from outside, so a node's own address (what it finds on its
+//! Each site's NAT maps its node's UDP port to another port and admits
+//! nothing new from outside, so a node's own address (what it finds on its
 //! interfaces) is useless to the other: the only direct path is between
 //! the two STUN-learned addresses.
 
@@ -15,160 +15,168 @@ mod common;
 
 use common::{authkey, path, run, spawn_in, text, Proc};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tailnet_tests::caddy::{caddy_binary, Caddy, CaddyOptions};
 use tailnet_tests::netns::{nat_ready, NatLab};
 
 const NODE_PORT: u16 = 41641;
-/// What each site's NAT maps [`NODE_PORT`] to.
+/// What each site's NAT maps the node's port to.
 const MAPPED: [u16; 2] = [50000, 50001];
+/// How long a direct path may take once traffic flows.
+const DIRECT_WITHIN: Duration = Duration::from_secs(30);
+
+/// A [`NatLab`] with the coordinator (control, DERP, STUN) on its
+/// "internet": the router, at its address on site 0's link, which site 1
+/// reaches through the router. Its DERP map names that address (the
+/// listen address is the default `--derp-host`).
+struct World {
+    lab: NatLab,
+    dir: tempfile::TempDir,
+    url: String,
+    key: String,
+    _coord: Proc,
+}
+
+impl World {
+    fn start(tag: char) -> World {
+        let lab = NatLab::create(tag);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coord = dir.path().join("coord");
+        let key = authkey(&coord, "tag:inferadb-us-west-1");
+        let listen = format!("{}:8080", lab.sites[0].gateway);
+        let (c, _) = spawn_in(
+            Some(&lab.router),
+            &[
+                "coordinator",
+                "serve",
+                "--listen",
+                &listen,
+                "--state-dir",
+                path(&coord),
+            ],
+            "coordinator listening on",
+        );
+        World {
+            lab,
+            dir,
+            url: format!("http://{listen}"),
+            key,
+            _coord: c,
+        }
+    }
+
+    fn state(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `up` as `name` in site `i` on [`NODE_PORT`]; its ready line.
+    fn up(&self, i: usize, name: &str, extra: &[&str]) -> (Proc, Value) {
+        let state = self.state(name);
+        let listen = format!("0.0.0.0:{NODE_PORT}");
+        let mut args = vec![
+            "up",
+            "--control-url",
+            &self.url,
+            "--auth-key",
+            &self.key,
+            "--hostname",
+            name,
+            "--state-dir",
+            path(&state),
+            "--listen",
+            &listen,
+        ];
+        args.extend_from_slice(extra);
+        let (p, line) = spawn_in(Some(&self.lab.sites[i].ns), &args, "\"state\":\"Running\"");
+        (p, serde_json::from_str(&line).expect("ready line JSON"))
+    }
+
+    /// A file server on 127.0.0.1:8000 of site `i`, serving `blob`.
+    fn serve_file(&self, i: usize, blob: &[u8]) -> Proc {
+        let www = self.dir.path().join(format!("www{i}"));
+        std::fs::create_dir_all(&www).expect("mkdir");
+        std::fs::write(www.join("blob"), blob).expect("write blob");
+        Proc(
+            Command::new("ip")
+                .args(["netns", "exec", &self.lab.sites[i].ns])
+                .args([
+                    "python3",
+                    "-m",
+                    "http.server",
+                    "8000",
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .arg("--directory")
+                .arg(&www)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 http.server"),
+        )
+    }
+
+    /// Curl inside site `i` fetching `url`; the body.
+    fn curl(&self, i: usize, url: &str) -> Vec<u8> {
+        let ns = &self.lab.sites[i].ns;
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "60",
+                url,
+            ])
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl {url} in {ns}: {}",
+            text(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Where site `i`'s NAT maps its node's port: the only address at
+    /// which anything outside reaches it.
+    fn public(&self, i: usize) -> String {
+        format!("{}:{}", self.lab.sites[i].ip, MAPPED[i])
+    }
+}
 
 /// `status --json` of the node in `state`: the peer named `name`.
-fn peer(state: &Path, name: &str) -> Option<Value> {
+fn peer(state: &Path, name: &str) -> Value {
     let out = run(&["status", "--json", "--state-dir", path(state)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let st: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     st["Peer"]
-        .as_object()?
-        .values()
-        .find(|p| {
-            p["HostName"] == name || p["DNSName"].as_str().is_some_and(|d| d.starts_with(name))
-        })
-        .cloned()
+        .as_object()
+        .and_then(|m| m.values().find(|p| p["HostName"] == name).cloned())
+        .unwrap_or(Value::Null)
 }
 
-/// Curl inside `ns` fetching `url` into `out`; the bytes.
-fn curl_in(ns: &str, url: &str, out: &Path) -> Vec<u8> {
-    let st = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "60",
-            "-o",
-        ])
-        .arg(out)
-        .arg(url)
-        .status()
-        .expect("run curl");
-    assert!(st.success(), "curl {url} in {ns}: {st}");
-    std::fs::read(out).expect("curl output")
-}
-
-#[test]
-fn two_nodes_behind_nats_go_direct_through_stun_endpoints() {
-    const TEST: &str = "two_nodes_behind_nats_go_direct_through_stun_endpoints";
-    if !nat_ready(TEST) {
-        return;
-    }
-    let lab = NatLab::create('s');
-    for (i, mapped) in MAPPED.iter().enumerate() {
-        lab.nat_udp(i, NODE_PORT, *mapped);
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let coord = dir.path().join("coord");
-    let key = authkey(&coord, "tag:inferadb-us-west-1");
-    // The coordinator (control, DERP, STUN) sits on the "internet": the
-    // router, at its address on site 0's link, which site 1 reaches
-    // through the router. Its DERP map names that address (the listen
-    // address is the default --derp-host).
-    let listen = format!("{}:8080", lab.sites[0].gateway);
-    let (_coord, _) = spawn_in(
-        Some(&lab.router),
-        &[
-            "coordinator",
-            "serve",
-            "--listen",
-            &listen,
-            "--state-dir",
-            path(&coord),
-        ],
-        "coordinator listening on",
-    );
-    let url = format!("http://{listen}");
-
-    // Site 1 serves a file on loopback, exposed on its node's port 8080.
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www).expect("mkdir");
-    let blob: Vec<u8> = (0..8u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(www.join("blob"), &blob).expect("write blob");
-    let _web = Proc(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.sites[1].ns,
-                "python3",
-                "-m",
-                "http.server",
-                "8000",
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(&www)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 http.server"),
-    );
-
-    let states = [dir.path().join("a"), dir.path().join("b")];
-    let names = ["nat-a", "nat-b"];
-    let node_listen = format!("0.0.0.0:{NODE_PORT}");
-    let up = |i: usize, extra: &[&str]| {
-        let mut args = vec![
-            "up",
-            "--control-url",
-            &url,
-            "--auth-key",
-            &key,
-            "--hostname",
-            names[i],
-            "--state-dir",
-            path(&states[i]),
-            "--listen",
-            &node_listen,
-        ];
-        args.extend_from_slice(extra);
-        spawn_in(Some(&lab.sites[i].ns), &args, "\"state\":\"Running\"").0
-    };
-    let _b = up(1, &["--expose", "8080:127.0.0.1:8000"]);
-    let _a = up(0, &["--forward", "127.0.0.1:9000:nat-b:8080"]);
-
-    // Each node reaches the other's site only at the NAT's mapping.
-    let public = |i: usize| format!("{}:{}", lab.sites[i].ip, MAPPED[i]);
-    let fetched = dir.path().join("fetched");
-    // Traffic starts path discovery; the first bytes may go through the
-    // relay while the NATs are being punched.
-    let got = curl_in(&lab.sites[0].ns, "http://127.0.0.1:9000/blob", &fetched);
-    assert!(
-        got == blob,
-        "the first transfer arrived intact ({} bytes)",
-        got.len()
-    );
-
+/// Polls the node in `state` until its path to `name` is direct at `want`
+/// (or [`DIRECT_WITHIN`] passes), pinging it meanwhile so discovery has
+/// traffic to run on; the peer's status.
+fn wait_direct(state: &Path, name: &str, want: &str) -> Value {
     let start = Instant::now();
-    let (mut a_to_b, mut b_to_a) = (Value::Null, Value::Null);
-    while start.elapsed() < Duration::from_secs(30) {
-        a_to_b = peer(&states[0], names[1]).unwrap_or(Value::Null);
-        b_to_a = peer(&states[1], names[0]).unwrap_or(Value::Null);
-        if a_to_b["CurAddr"] == public(1).as_str() && b_to_a["CurAddr"] == public(0).as_str() {
-            break;
+    loop {
+        let p = peer(state, name);
+        if p["CurAddr"] == want || start.elapsed() > DIRECT_WITHIN {
+            eprintln!("after {:?}: {name}: {p}", start.elapsed());
+            return p;
         }
-        // Keep traffic flowing so discovery keeps going.
         let _ = run(&[
             "ping",
-            names[1],
+            name,
             "--state-dir",
-            path(&states[0]),
+            path(state),
             "-c",
             "1",
             "--timeout",
@@ -176,30 +184,122 @@ fn two_nodes_behind_nats_go_direct_through_stun_endpoints() {
         ]);
         std::thread::sleep(Duration::from_millis(250));
     }
-    eprintln!("after {:?}: A→B {a_to_b}\nB→A {b_to_a}", start.elapsed());
-    assert_eq!(
-        a_to_b["CurAddr"],
-        public(1).as_str(),
-        "A goes direct to B's STUN endpoint: {a_to_b}"
+}
+
+fn assert_direct(p: &Value, want: &str) {
+    assert_eq!(p["CurAddr"], want, "direct at the STUN endpoint: {p}");
+    assert_eq!(p["Relay"], "", "not relayed: {p}");
+}
+
+/// 8 MiB that no two offsets of which look alike.
+fn blob() -> Vec<u8> {
+    (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn two_nodes_behind_nats_go_direct_through_stun_endpoints() {
+    if !nat_ready("two_nodes_behind_nats_go_direct_through_stun_endpoints") {
+        return;
+    }
+    let w = World::start('s');
+    for (i, mapped) in MAPPED.iter().enumerate() {
+        w.lab.nat_udp(i, Some(NODE_PORT), *mapped);
+    }
+    let blob = blob();
+    let _web = w.serve_file(1, &blob);
+    let _b = w.up(1, "nat-b", &["--expose", "8080:127.0.0.1:8000"]);
+    let _a = w.up(0, "nat-a", &["--forward", "127.0.0.1:9000:nat-b:8080"]);
+    let (a, b) = (w.state("nat-a"), w.state("nat-b"));
+
+    // Traffic starts path discovery; the first bytes may go through the
+    // relay while the NATs are being punched.
+    let got = w.curl(0, "http://127.0.0.1:9000/blob");
+    assert!(
+        got == blob,
+        "the first transfer arrived intact ({} bytes)",
+        got.len()
     );
-    assert_eq!(a_to_b["Relay"], "", "{a_to_b}");
-    assert_eq!(
-        b_to_a["CurAddr"],
-        public(0).as_str(),
-        "B goes direct to A's STUN endpoint: {b_to_a}"
-    );
-    assert_eq!(b_to_a["Relay"], "", "{b_to_a}");
+    assert_direct(&wait_direct(&a, "nat-b", &w.public(1)), &w.public(1));
+    assert_direct(&wait_direct(&b, "nat-a", &w.public(0)), &w.public(0));
 
     // `ping` says so, like `tailscale ping`.
-    let out = run(&["ping", names[1], "--state-dir", path(&states[0]), "-c", "1"]);
+    let out = run(&["ping", "nat-b", "--state-dir", path(&a), "-c", "1"]);
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    assert!(said.contains(&format!("via {}", public(1))), "{said}");
+    assert!(said.contains(&format!("via {}", w.public(1))), "{said}");
 
     // A second transfer over the punched path, and the path holds.
-    let got = curl_in(&lab.sites[0].ns, "http://127.0.0.1:9000/blob", &fetched);
+    let got = w.curl(0, "http://127.0.0.1:9000/blob");
     assert!(got == blob, "the second transfer arrived intact");
-    let after = peer(&states[0], names[1]).expect("B in A's status");
-    assert_eq!(after["CurAddr"], public(1).as_str(), "{after}");
-    assert_eq!(after["Relay"], "", "{after}");
+    assert_direct(&peer(&a, "nat-b"), &w.public(1));
+}
+
+/// Go tsnet (Caddy) behind one NAT, our node behind the other: Go's
+/// netcheck asks our STUN server, ours asks it too, and the two disco
+/// implementations punch through both NATs. Then our node GETs Caddy's
+/// page, and Caddy reverse-proxies over the tailnet to a server exposed
+/// on our node, both on the direct path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_node_and_go_tsnet_behind_nats_go_direct() {
+    const TEST: &str = "our_node_and_go_tsnet_behind_nats_go_direct";
+    if !nat_ready(TEST) || caddy_binary(TEST).is_none() {
+        return;
+    }
+    let w = World::start('g');
+    w.lab.nat_udp(0, Some(NODE_PORT), MAPPED[0]);
+    // tsnet binds a random UDP port: map every UDP port of its site.
+    w.lab.nat_udp(1, None, MAPPED[1]);
+    let blob = blob();
+    let _files = w.serve_file(0, &blob);
+    let (_a, ready) = w.up(
+        0,
+        "nat-a",
+        &[
+            "--expose",
+            "8081:127.0.0.1:8000",
+            "--forward",
+            "127.0.0.1:9000:web:80",
+            "--forward",
+            "127.0.0.1:9001:web:8080",
+        ],
+    );
+    let our_ip = ready["addresses"][0]
+        .as_str()
+        .expect("our tailnet address")
+        .parse()
+        .expect("an IP");
+    let mut opts = CaddyOptions::new(&w.url, &w.key, "web");
+    opts.netns = Some(w.lab.sites[1].ns.clone());
+    opts.proxy = Some((8080, std::net::SocketAddr::new(our_ip, 8081)));
+    let Some(mut web) = Caddy::start(opts).expect("caddy spawns") else {
+        return;
+    };
+    web.wait_running(Duration::from_secs(60))
+        .await
+        .expect("Caddy's tsnet joins from behind its NAT");
+    let a = w.state("nat-a");
+
+    // Our node → Go: Caddy's page, then the path.
+    let page = tokio::task::block_in_place(|| w.curl(0, "http://127.0.0.1:9000/"));
+    assert_eq!(text(&page), "hello from web");
+    let p = tokio::task::block_in_place(|| wait_direct(&a, "web", &w.public(1)));
+    assert_direct(&p, &w.public(1));
+    // Go → our node: tsnet says it uses our STUN endpoint.
+    let line = web
+        .wait_for_log(&format!("now using {}", w.public(0)), DIRECT_WITHIN)
+        .await
+        .expect("tsnet goes direct to our NAT's mapping");
+    eprintln!("tsnet: {line}");
+
+    // Caddy reverse-proxies through tsnet to the server on our node.
+    let got = tokio::task::block_in_place(|| w.curl(0, "http://127.0.0.1:9001/blob"));
+    assert!(
+        got == blob,
+        "8 MiB through Caddy's proxy arrived intact ({} bytes)",
+        got.len()
+    );
+    let p = tokio::task::block_in_place(|| peer(&a, "web"));
+    assert_direct(&p, &w.public(1));
 }
