@@ -219,7 +219,7 @@ async fn a_transfer_survives_its_direct_path_being_cut_and_the_path_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_only_peers_keep_a_tcp_stream_up_past_the_read_deadline() {
+async fn relay_only_peers_keep_a_tcp_stream_up_for_minutes_idle() {
     let dir = tempfile::tempdir().unwrap();
     let server = coordinator(dir.path()).await;
     let url = format!("http://{}", server.local_addr());
@@ -249,15 +249,22 @@ async fn relay_only_peers_keep_a_tcp_stream_up_past_the_read_deadline() {
     })
     .await;
 
-    // Idle past the DERP client's 120 s read deadline and the relay's
-    // 60 s keep-alive: nothing reconnects, the stream still works.
+    // Idle for 200 s: past the DERP client's 120 s read deadline, three
+    // of the relay's 60 s keep-alives, and WireGuard's 180 s session
+    // lifetime: nothing reconnects, the stream still works, and the
+    // write after it needs a fresh handshake, which crosses the relay.
     let connects = (a.stats().relay.connects, b.stats().relay.connects);
-    tokio::time::sleep(Duration::from_secs(130)).await;
+    let handshakes = a.peer_stats(&b.public_key()).unwrap().handshakes;
+    tokio::time::sleep(Duration::from_secs(200)).await;
     s.write_all(b"again").await.unwrap();
-    within(LIMIT, "echo after 130 s idle", s.read_exact(&mut buf))
+    within(LIMIT, "echo after 200 s idle", s.read_exact(&mut buf))
         .await
         .unwrap();
     assert_eq!(&buf, b"again");
+    assert!(
+        a.peer_stats(&b.public_key()).unwrap().handshakes > handshakes,
+        "a new WireGuard session after the old one expired"
+    );
     assert_eq!(
         (a.stats().relay.connects, b.stats().relay.connects),
         connects,
