@@ -6,18 +6,18 @@
 //! `CADDY_KEEP_LOGS=1` keeps each Caddy's log in the temp directory.
 
 use coordinator::admin::{authkey_create, nodes_list, AuthKeyCreateArgs, NodeRow};
-use coordinator::server::{default_derp_map, Server, ServerHandle};
+use coordinator::server::{Server, ServerHandle, TlsFiles};
 use coordinator::Store;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tailnet_tests::caddy::{caddy_binary, Caddy, CaddyOptions};
 use tailnet_tests::netns::{netns_ready, VethNs};
-use tailnet_wire::control::DerpMap;
 
 /// A coordinator on 127.0.0.1 with a fresh state directory.
 struct Coordinator {
     handle: ServerHandle,
+    tls: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -26,12 +26,13 @@ impl Coordinator {
         Coordinator::start_on("127.0.0.1:0".parse().expect("addr"), derp_port, None).await
     }
 
-    /// On `addr`, with the default DERP map's relay on `derp_port` or with
-    /// `derp_map` instead of the default.
+    /// On `addr` (which the default DERP map then names), with the
+    /// relay on `derp_port` instead of the listener's, over TLS with
+    /// `tls`.
     async fn start_on(
         addr: SocketAddr,
         derp_port: Option<u16>,
-        derp_map: Option<DerpMap>,
+        tls: Option<TlsFiles>,
     ) -> Coordinator {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(dir.path()).expect("store opens"));
@@ -41,15 +42,21 @@ impl Coordinator {
             // port, so netcheck sees UDP and never probes outside.
             b = b.derp_port(port);
         }
-        if let Some(map) = derp_map {
-            b = b.derp_map(map);
+        let with_tls = tls.is_some();
+        if let Some(files) = tls {
+            b = b.tls(files);
         }
         let handle = b.bind(addr).await.expect("coordinator binds");
-        Coordinator { handle, _dir: dir }
+        Coordinator {
+            handle,
+            tls: with_tls,
+            _dir: dir,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.handle.local_addr())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.handle.local_addr())
     }
 
     fn auth_key(&self) -> String {
@@ -180,6 +187,121 @@ async fn two_caddies_join_and_run() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    coord.handle.shutdown().await;
+}
+
+/// A self-signed certificate for 127.0.0.1 (an IP SAN, which Go checks)
+/// from the openssl command.
+fn self_signed_for_loopback(dir: &std::path::Path) -> TlsFiles {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    TlsFiles { cert, key }
+}
+
+/// What a real deployment does: TLS everywhere, no debug switches. The
+/// coordinator serves HTTPS with a certificate Go trusts (`SSL_CERT_FILE`),
+/// so tsnet's control client speaks ts2021 over TLS, and its DERP client
+/// dials our relay over TLS as Go always does without
+/// `TS_DEBUG_USE_DERP_HTTP` (the map's node is an IP with
+/// `InsecureForTests`). Two Caddies connect, and a packet one sends to the
+/// other through the relay arrives: tsnet pings its peer over DERP first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_clients_use_our_relay_over_tls() {
+    use std::sync::atomic::Ordering::Relaxed;
+    if caddy_binary("go_clients_use_our_relay_over_tls").is_none() {
+        return;
+    }
+    let _links = HOST_LINKS.read().await;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let files = self_signed_for_loopback(certs.path());
+    let cert = files.cert.clone();
+    let coord =
+        Coordinator::start_on("127.0.0.1:0".parse().expect("addr"), None, Some(files)).await;
+    assert!(coord.url().starts_with("https://"));
+    let key = coord.auth_key();
+    // tls2 serves its page; tls1 also proxies a loopback port to it
+    // through tsnet, so a plain GET makes Go-to-Go tailnet traffic.
+    let local = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut webs = Vec::new();
+    let mut tls2_ip = String::new();
+    for name in ["tls2", "tls1"] {
+        let mut opts = CaddyOptions::new(&coord.url(), &key, name);
+        opts.derp_http = false;
+        opts.env
+            .push(("SSL_CERT_FILE".into(), cert.display().to_string()));
+        if name == "tls1" {
+            opts.sites.push(format!(
+                "http://{local} {{\n\treverse_proxy http://{tls2_ip}:80 {{\n\t\ttransport tailscale tls1\n\t}}\n}}\n"
+            ));
+        }
+        let Some(mut web) = Caddy::start(opts).expect("caddy spawns") else {
+            return;
+        };
+        web.wait_running(RUNNING_WITHIN)
+            .await
+            .expect("Running over TLS");
+        web.wait_for_log("magicsock: derp-900 connected", Duration::from_secs(30))
+            .await
+            .expect("Go's DERP client completes TLS and the handshake with our relay");
+        webs.push(web);
+        if name == "tls2" {
+            tls2_ip = coord
+                .wait_online(&["tls2"], RUNNING_WITHIN)
+                .await
+                .into_iter()
+                .find(|r| r.hostname == "tls2")
+                .map(|r| r.ipv4)
+                .expect("tls2 listed");
+        }
+    }
+    let c = coord.handle.derp_counters();
+    assert_eq!(c.handshake_failed.load(Relaxed), 0);
+    assert_eq!(c.closed_malformed.load(Relaxed), 0);
+    assert_eq!(coord.handle.derp().clients(), 2);
+    // Go sends to DERP until a pong proves a direct path, so the first
+    // packets of tls1's request cross our relay.
+    let page = fetch_page(
+        || tokio::net::TcpStream::connect(local),
+        local,
+        &local.to_string(),
+        Duration::from_secs(30),
+        || format!("tls1 log tail:\n{}", webs[1].log_tail(60)),
+    )
+    .await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("hello from tls2"), "{page}");
+    assert!(
+        c.packets_forwarded.load(Relaxed) > 0,
+        "the relay carried the first packets"
+    );
+    eprintln!(
+        "relay over TLS: {} packets forwarded",
+        c.packets_forwarded.load(Relaxed)
+    );
+    drop(webs);
     coord.handle.shutdown().await;
 }
 
@@ -543,12 +665,42 @@ async fn get_page(
     limit: Duration,
     web: &Caddy,
 ) -> String {
+    fetch_page(
+        || node.tcp_connect(addr),
+        addr,
+        host,
+        limit,
+        || {
+            format!(
+                "our drops {:?}; caddy log tail:\n{}",
+                node.stats().drops,
+                web.log_tail(60)
+            )
+        },
+    )
+    .await
+}
+
+/// `GET /` over a stream from `connect`, retried as [`get_page`] says;
+/// panics with `diagnose()` when `limit` passes.
+async fn fetch_page<S, C, F>(
+    connect: C,
+    addr: SocketAddr,
+    host: &str,
+    limit: Duration,
+    diagnose: impl Fn() -> String,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    C: Fn() -> F,
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let started = Instant::now();
     let page = tokio::time::timeout(limit, async {
         loop {
             let attempt = tokio::time::timeout(Duration::from_secs(15), async {
-                let mut s = node.tcp_connect(addr).await.map_err(|e| e.to_string())?;
+                let mut s = connect().await.map_err(|e| e.to_string())?;
                 let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
                 s.write_all(req.as_bytes())
                     .await
@@ -568,13 +720,7 @@ async fn get_page(
         }
     })
     .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "no page from {addr} within {limit:?}; our drops {:?}; caddy log tail:\n{}",
-            node.stats().drops,
-            web.log_tail(60)
-        )
-    });
+    .unwrap_or_else(|_| panic!("no page from {addr} within {limit:?}; {}", diagnose()));
     eprintln!("GET http://{addr}/ answered after {:?}", started.elapsed());
     page
 }
@@ -684,24 +830,9 @@ async fn our_node_and_caddy_go_through_our_relay_without_direct_udp() {
     let _links = HOST_LINKS.write().await;
     // Dropped last but one (locals drop in reverse): Caddy is gone by then.
     let net = VethNs::create('c');
-    let host_ip = net.host_ip.to_string();
-    // A port free on the host end a moment ago: the DERP map needs it
-    // before the coordinator binds.
-    let port = {
-        let l = TcpListener::bind((net.host_ip, 0)).expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut map = default_derp_map(port);
-    for region in map.regions.as_mut().expect("regions").values_mut() {
-        for node in &mut region.nodes {
-            node.host_name = host_ip.clone();
-            node.ipv4 = host_ip.clone();
-            node.stun_port = i32::from(port);
-            node.stun_test_ip = host_ip.clone();
-        }
-    }
-    let coord =
-        Coordinator::start_on(SocketAddr::new(net.host_ip.into(), port), None, Some(map)).await;
+    // Its default DERP map names the address it listens on (relay and
+    // STUN on its port), which the namespace reaches.
+    let coord = Coordinator::start_on(SocketAddr::new(net.host_ip.into(), 0), None, None).await;
     let key = coord.auth_key();
     let state = tempfile::tempdir().expect("tempdir");
     let ours = tailnet::Node::builder()
