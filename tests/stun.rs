@@ -62,14 +62,7 @@ async fn only_the_asked_servers_answer_to_our_transaction_counts() {
     )
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while node.stats().drops.malformed < before + 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "both forgeries counted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    malformed_reaches(&node, before + 2, "both forgeries counted").await;
     assert!(!asked.is_finished(), "no forgery answered the request");
     fake.send_to(&stun::binding_response(tx, claimed), node.listen_addr())
         .await
@@ -80,13 +73,15 @@ async fn only_the_asked_servers_answer_to_our_transaction_counts() {
     fake.send_to(&stun::binding_response(tx, claimed), node.listen_addr())
         .await
         .unwrap();
+    malformed_reaches(&node, before + 3, "a late answer is counted").await;
+    node.shutdown().await;
+}
+
+/// Waits (2 s at most) for the node's malformed-drop count to reach `n`.
+async fn malformed_reaches(node: &Node, n: u64, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while node.stats().drops.malformed < before + 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a late answer is counted"
-        );
+    while node.stats().drops.malformed < n {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    node.shutdown().await;
 }
