@@ -190,34 +190,6 @@ async fn two_caddies_join_and_run() {
     coord.handle.shutdown().await;
 }
 
-/// A self-signed certificate for 127.0.0.1 (an IP SAN, which Go checks)
-/// from the openssl command.
-fn self_signed_for_loopback(dir: &std::path::Path) -> TlsFiles {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    TlsFiles { cert, key }
-}
-
 /// What a real deployment does: TLS everywhere, no debug switches. The
 /// coordinator serves HTTPS with a certificate Go trusts (`SSL_CERT_FILE`),
 /// so tsnet's control client speaks ts2021 over TLS, and its DERP client
@@ -233,7 +205,7 @@ async fn go_clients_use_our_relay_over_tls() {
     }
     let _links = HOST_LINKS.read().await;
     let certs = tempfile::tempdir().expect("tempdir");
-    let files = self_signed_for_loopback(certs.path());
+    let files = coordinator::testing::self_signed(certs.path(), IpAddr::from([127, 0, 0, 1]));
     let cert = files.cert.clone();
     let coord =
         Coordinator::start_on("127.0.0.1:0".parse().expect("addr"), None, Some(files)).await;

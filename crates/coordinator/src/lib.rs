@@ -46,6 +46,7 @@ mod nodes;
 pub mod policy;
 pub mod server;
 mod store;
+pub mod testing;
 pub mod time;
 
 pub use authkey::{

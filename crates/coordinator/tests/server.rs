@@ -526,30 +526,6 @@ async fn tls_files_that_do_not_load_are_named_errors() {
     assert!(!text.contains("c2VjcmV0"), "{text}");
 }
 
-/// A self-signed certificate from the openssl command, if it is installed.
-fn self_signed(dir: &std::path::Path) -> Option<coordinator::server::TlsFiles> {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(coordinator::server::TlsFiles { cert, key })
-}
-
 #[derive(Debug)]
 struct AcceptAny;
 
@@ -591,10 +567,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 async fn tls_serves_key_over_https() {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(files) = self_signed(dir.path()) else {
-        eprintln!("openssl not installed: TLS round trip skipped");
-        return;
-    };
+    let files = coordinator::testing::self_signed(dir.path(), std::net::Ipv4Addr::LOCALHOST.into());
     let h = Harness::start_with(|b| b.tls(files)).await;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

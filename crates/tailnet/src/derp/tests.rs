@@ -157,36 +157,10 @@ async fn two_clients_relay_through_the_coordinator_and_survive_its_restart() {
     server.shutdown().await;
 }
 
-/// A self-signed certificate from the openssl command, if it is installed.
-fn self_signed(dir: &Path) -> Option<coordinator::server::TlsFiles> {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(coordinator::server::TlsFiles { cert, key })
-}
-
 #[tokio::test]
 async fn relaying_over_the_coordinators_tls_listener() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(files) = self_signed(dir.path()) else {
-        eprintln!("openssl not installed: DERP over TLS skipped");
-        return;
-    };
+    let files = coordinator::testing::self_signed(dir.path(), std::net::Ipv4Addr::LOCALHOST.into());
     let server = start_coordinator(
         &dir.path().join("state"),
         "127.0.0.1:0".parse().unwrap(),
