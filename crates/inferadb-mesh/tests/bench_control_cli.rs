@@ -3,36 +3,25 @@
 //! the argument errors. The slow parts (join against Caddy, 1,000 map
 //! streams) are measured by hand, not tested.
 
-use std::process::Command;
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"))
-}
+use common::{bin, run_json};
 
 #[test]
 fn scale_apply_for_ten_peers_prints_json_of_the_documented_shape() {
-    let out = bin()
-        .args([
-            "bench",
-            "control",
-            "--parts",
-            "scale-apply",
-            "--peers",
-            "10",
-            "--samples",
-            "1",
-            "--idle-secs",
-            "0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&[
+        "bench",
+        "control",
+        "--parts",
+        "scale-apply",
+        "--peers",
+        "10",
+        "--samples",
+        "1",
+        "--idle-secs",
+        "0",
+        "--json",
+    ]);
     for key in ["cases", "scale_apply", "scale_push", "notes"] {
         assert!(v[key].is_array(), "{key} missing: {v}");
     }

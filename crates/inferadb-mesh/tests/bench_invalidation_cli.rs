@@ -3,12 +3,10 @@
 //! discovery refresh of 3 clusters × 2 endpoints. The figures themselves
 //! are measured by hand in release (docs/benchmarks.md), not tested.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"))
-}
+use common::{bin, run_json};
+use std::time::{Duration, Instant};
 
 fn positive_ms(v: &serde_json::Value, what: &str) {
     for key in ["p50_ms", "p99_ms", "max_ms", "mean_ms"] {
@@ -25,30 +23,21 @@ fn positive_ms(v: &serde_json::Value, what: &str) {
 #[test]
 fn three_engines_both_paths_and_discovery_as_json() {
     let t = Instant::now();
-    let out = bin()
-        .args([
-            "bench",
-            "invalidation",
-            "--engines",
-            "3",
-            "--rounds",
-            "3",
-            "--warmup",
-            "1",
-            "--endpoints",
-            "2",
-            "--refreshes",
-            "5",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&[
+        "bench",
+        "invalidation",
+        "--engines",
+        "3",
+        "--rounds",
+        "3",
+        "--warmup",
+        "1",
+        "--endpoints",
+        "2",
+        "--refreshes",
+        "5",
+        "--json",
+    ]);
     assert_eq!(
         (v["rounds"].as_u64(), v["warmup"].as_u64()),
         (Some(3), Some(1))

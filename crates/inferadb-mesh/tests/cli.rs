@@ -1,10 +1,8 @@
 //! The command line as a user meets it.
 
-use std::process::Command;
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_inferadb-mesh"))
-}
+use common::{bin, run_json};
 
 #[test]
 fn help_lists_the_commands() {
@@ -136,26 +134,17 @@ fn demo_moves_data_and_exits_zero() {
 
 #[test]
 fn bench_tunnel_json_has_our_path_with_figures() {
-    let out = bin()
-        .args([
-            "bench",
-            "tunnel",
-            "--paths",
-            "tailnet",
-            "--duration",
-            "1",
-            "--samples",
-            "200",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&[
+        "bench",
+        "tunnel",
+        "--paths",
+        "tailnet",
+        "--duration",
+        "1",
+        "--samples",
+        "200",
+        "--json",
+    ]);
     let p = &v["paths"][0];
     assert_eq!(p["name"], "tailnet");
     assert!(p["gbit_per_s"].as_f64().unwrap() > 0.0);
@@ -172,26 +161,17 @@ fn bench_tunnel_json_has_our_path_with_figures() {
 #[test]
 fn bench_tunnel_http_rows_run_over_a_direct_path() {
     let caddy = tailnet_tests::caddy::caddy_binary("bench_tunnel_http_rows_run_over_a_direct_path");
-    let out = bin()
-        .args([
-            "bench",
-            "tunnel",
-            "--paths",
-            "tailnet-http,tailnet-tsnet",
-            "--duration",
-            "1",
-            "--samples",
-            "100",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&[
+        "bench",
+        "tunnel",
+        "--paths",
+        "tailnet-http,tailnet-tsnet",
+        "--duration",
+        "1",
+        "--samples",
+        "100",
+        "--json",
+    ]);
     let rows = v["paths"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{v}");
     for p in rows {

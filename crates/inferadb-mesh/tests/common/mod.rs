@@ -62,12 +62,23 @@ pub fn spawn_in(ns: Option<&str>, args: &[&str], marker: &str) -> (Proc, String)
     (proc, line)
 }
 
+/// The binary, to add arguments and I/O to.
+pub fn bin() -> Command {
+    Command::new(EXE)
+}
+
 /// Runs `inferadb-mesh args` to completion.
 pub fn run(args: &[&str]) -> std::process::Output {
-    Command::new(EXE)
-        .args(args)
-        .output()
-        .expect("run inferadb-mesh")
+    bin().args(args).output().expect("run inferadb-mesh")
+}
+
+/// Runs `inferadb-mesh args` (a `--json` command), which must succeed;
+/// what it printed, parsed.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", text(&out.stdout)))
 }
 
 pub fn text(b: &[u8]) -> String {
