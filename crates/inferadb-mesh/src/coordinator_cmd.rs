@@ -53,8 +53,16 @@ pub struct ServeArgs {
     /// both on the --listen port: an IP address, or a DNS name matching the
     /// TLS certificate. Default: the --listen address, or 127.0.0.1 when
     /// that is 0.0.0.0 (only nodes on this machine can use the relay then).
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", conflicts_with = "derp_map")]
     pub derp_host: Option<String>,
+    /// Send nodes this DERP map (Tailscale's DERPMap JSON: regions of
+    /// relays and STUN servers, e.g. one `derper` per cloud region)
+    /// instead of one region for this server's own relay. List this
+    /// server in it to keep using its relay. Nodes home at the region
+    /// with the lowest STUN latency and reach a peer through the peer's
+    /// home region.
+    #[arg(long, value_name = "FILE")]
+    pub derp_map: Option<PathBuf>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -68,6 +76,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = args.base_domain {
         builder = builder.base_domain(d);
     }
+    if let Some(path) = &args.derp_map {
+        let map = coordinator::server::load_derp_map(path)?;
+        let regions = map.regions.as_ref().map_or(0, |r| r.len());
+        tracing::info!(path = %path.display(), regions, "DERP map loaded");
+        builder = builder.derp_map(map);
+    }
     match &args.derp_host {
         Some(h)
             if h.trim().is_empty()
@@ -79,7 +93,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }
         Some(h) => builder = builder.derp_host(h.clone()),
-        None if args.listen.ip().is_unspecified() => {
+        None if args.listen.ip().is_unspecified() && args.derp_map.is_none() => {
             tracing::warn!(
                 listen = %args.listen,
                 "the DERP map points nodes at 127.0.0.1: nodes on other machines cannot use the relay or STUN; pass --derp-host"

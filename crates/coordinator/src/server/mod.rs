@@ -22,6 +22,7 @@
 
 mod control;
 pub mod derp;
+mod derp_map;
 pub mod hub;
 pub mod mapper;
 pub mod register;
@@ -29,6 +30,7 @@ mod session;
 pub mod stun;
 
 pub use control::map_update;
+pub use derp_map::{load_derp_map, parse_derp_map, DerpMapError};
 pub use hub::{Hub, HubEvent};
 pub use mapper::{default_derp_map, default_derp_map_on, MapContext};
 
