@@ -310,13 +310,14 @@ impl NodeBuilder {
         // The data plane seals disco with the key control advertises.
         config.disco_key = Some(session.keys.disco.clone());
         config.peers = peers_of(&netmap, &session.node_public);
+        let routes = routes_of(&config.peers);
         // The packet filter is in force from the first packet; a netmap
         // without one (control never sent it) admits no new inbound flow,
         // like the Go client.
         let rules = crate::node::compile_rules(netmap.packet_filter().unwrap_or_default());
         let node = Node::start_filtered(config, Some(Arc::new(rules))).await?;
 
-        let relay = update_relay(&session, &netmap, &node, None).await;
+        let relay = update_relay(&session, &netmap, &node, None, 0, &routes).await;
         let endpoints = Endpoints {
             local: local_endpoints(node.listen_addr()),
             stun: Vec::new(),
@@ -365,6 +366,7 @@ impl NodeBuilder {
             netmap_tx,
             endpoints,
             relay,
+            routes,
         };
         let task = tokio::spawn(runner.run(conn, stream));
         node.attach_task(task);
@@ -661,7 +663,7 @@ impl Endpoints {
 }
 
 /// A STUN probe under way (see [`crate::stun::probe`]).
-type StunProbe = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<SocketAddr>> + Send>>;
+type StunProbe = std::pin::Pin<Box<dyn std::future::Future<Output = crate::stun::Probe> + Send>>;
 
 struct Runner {
     session: Arc<Session>,
@@ -669,30 +671,60 @@ struct Runner {
     netmap: Netmap,
     netmap_tx: watch::Sender<Arc<Netmap>>,
     endpoints: Endpoints,
-    /// The DERP client of our home region, bridged to the data plane.
+    /// The DERP clients (home region and peers' regions), bridged to the
+    /// data plane.
     relay: Option<Relay>,
+    /// Each peer's home region, for the relay.
+    routes: crate::relay::Routes,
 }
 
-/// Starts, keeps or replaces the relay for the netmap's DERP map: one
-/// client, to the home region ([`crate::relay::home_region`]), attached to
-/// the data plane. Records the home region in the session so the next map
-/// request reports it.
+/// The peers' home regions, for the relay to reach each through its own.
+fn routes_of(peers: &[PeerConfig]) -> crate::relay::Routes {
+    Arc::new(
+        peers
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.public_key,
+                    u16::try_from(p.home_derp).ok().filter(|r| *r > 0)?,
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// Starts, keeps or replaces the relays for the netmap's DERP map, homed
+/// at `home` when the map has it (else the fallback region,
+/// [`crate::relay::fallback_home`]), attached to the data plane. Records
+/// the home region in the session so the next map request reports it.
 async fn update_relay(
     session: &Session,
     netmap: &Netmap,
     node: &Node,
     current: Option<Relay>,
+    home: u16,
+    routes: &crate::relay::Routes,
 ) -> Option<Relay> {
     let tls = session.url.is_tls();
-    let Some((region, derp_node)) = netmap
-        .derp_map()
-        .and_then(|m| crate::relay::home_region(m, tls))
+    let Some(map) = netmap.derp_map() else {
+        return current;
+    };
+    let in_map = |r: u16| {
+        r != 0
+            && map
+                .regions
+                .as_ref()
+                .is_some_and(|m| m.contains_key(&i32::from(r)))
+    };
+    let Some(region) = Some(home)
+        .filter(|h| in_map(*h))
+        .or_else(|| crate::relay::fallback_home(map, tls))
     else {
         // No usable region (yet): keep what we have.
         return current;
     };
     if let Some(r) = &current {
-        if r.serves(region, &derp_node) {
+        if r.serves(region, map) {
             return current;
         }
     }
@@ -704,16 +736,17 @@ async fn update_relay(
         .store(region, std::sync::atomic::Ordering::Relaxed);
     let (relay, link) = Relay::start(
         region,
-        &derp_node,
+        map,
         tls,
         *session.keys.node.as_bytes(),
         node.relay_counters(),
+        routes.clone(),
     )?;
     if node.set_relay(Some(link)).await.is_err() {
         relay.shutdown().await;
         return None;
     }
-    tracing::debug!(region, host = %derp_node.host_name, "DERP home region chosen");
+    tracing::info!(region, "DERP home region");
     Some(relay)
 }
 
@@ -773,9 +806,12 @@ impl Runner {
                     let Some(node) = self.node.upgrade() else {
                         return UpError::Node(NodeError::Stopped);
                     };
+                    if let Err(e) = self.rehome(conn, &node, &seen.latencies).await {
+                        return e;
+                    }
                     // No answer keeps what STUN said last (a lost datagram
                     // must not make peers forget our NAT's address).
-                    let stun = if seen.is_empty() { self.endpoints.stun.clone() } else { seen };
+                    let stun = if seen.endpoints.is_empty() { self.endpoints.stun.clone() } else { seen.endpoints };
                     let now = Endpoints { local: local_endpoints(node.listen_addr()), stun };
                     if let Err(e) = self.report_endpoints(conn, &node, now).await {
                         return e;
@@ -801,17 +837,18 @@ impl Runner {
                     if changes.peers() {
                         let peers = peers_of(&self.netmap, &self.session.node_public);
                         tracing::debug!(peers = peers.len(), "netmap peers changed");
+                        self.routes = routes_of(&peers);
+                        if let Some(r) = &self.relay {
+                            r.set_routes(self.routes.clone());
+                        }
                         if node.set_peers(peers).await.is_err() {
                             return UpError::Node(NodeError::Stopped);
                         }
                     }
                     if changes.derp_map {
-                        let before = self.session.home_derp.load(std::sync::atomic::Ordering::Relaxed);
-                        self.relay = update_relay(&self.session, &self.netmap, &node, self.relay.take()).await;
-                        if self.session.home_derp.load(std::sync::atomic::Ordering::Relaxed) != before {
-                            if let Err(e) = conn.lite_update(&self.session.map_request(false, &self.endpoints)).await {
-                                return e.into();
-                            }
+                        let home = self.session.home_derp.load(std::sync::atomic::Ordering::Relaxed);
+                        if let Err(e) = self.restart_relay(conn, &node, home).await {
+                            return e;
                         }
                     }
                     if changes.packet_filter {
@@ -842,15 +879,72 @@ impl Runner {
         }
     }
 
-    /// A STUN probe of the DERP map's servers (home region first), or
-    /// `None` when the map names none.
-    fn stun_probe(&self) -> Option<StunProbe> {
-        let node = self.node.upgrade()?;
-        let home = self
+    /// (Re)starts the relays homed at `home` (or the fallback region) and
+    /// tells control when the home region changed.
+    async fn restart_relay(
+        &mut self,
+        conn: &ControlConn,
+        node: &Node,
+        home: u16,
+    ) -> Result<(), UpError> {
+        let before = self
             .session
             .home_derp
             .load(std::sync::atomic::Ordering::Relaxed);
-        let targets = crate::stun::targets(self.netmap.derp_map()?, home);
+        self.relay = update_relay(
+            &self.session,
+            &self.netmap,
+            node,
+            self.relay.take(),
+            home,
+            &self.routes,
+        )
+        .await;
+        if self
+            .session
+            .home_derp
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != before
+        {
+            conn.lite_update(&self.session.map_request(false, &self.endpoints))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves home to the region STUN found nearest, if it is clearly
+    /// nearer than the current one ([`crate::relay::choose_home`]).
+    async fn rehome(
+        &mut self,
+        conn: &ControlConn,
+        node: &Node,
+        latencies: &[(u16, Duration)],
+    ) -> Result<(), UpError> {
+        let Some(map) = self.netmap.derp_map() else {
+            return Ok(());
+        };
+        let current = self
+            .session
+            .home_derp
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let best = crate::relay::choose_home(map, self.session.url.is_tls(), current, latencies);
+        if best == current {
+            return Ok(());
+        }
+        tracing::info!(
+            from = current,
+            to = best,
+            ?latencies,
+            "DERP home region moves to the nearest by STUN"
+        );
+        self.restart_relay(conn, node, best).await
+    }
+
+    /// A STUN probe of the DERP map's servers (one per region), or `None`
+    /// when the map names none.
+    fn stun_probe(&self) -> Option<StunProbe> {
+        let node = self.node.upgrade()?;
+        let targets = crate::stun::targets(self.netmap.derp_map()?);
         if targets.is_empty() {
             return None;
         }

@@ -53,6 +53,14 @@ pub(crate) fn build(node: &Node) -> Status {
                 .map(|r| r.region_code.clone())
                 .filter(|c| !c.is_empty())
         };
+        // Our home region, as `tailscale status --json` shows in Self.
+        if let Some(code) = i32::try_from(stats.relay.region)
+            .ok()
+            .filter(|r| *r != 0)
+            .and_then(region_code)
+        {
+            st.self_.relay = code;
+        }
         for p in netmap.peers() {
             let mut ps = PeerStatus::from_control_node(p);
             if let Some(s) = find(&p.key.key()) {

@@ -1,115 +1,162 @@
-//! The node's relay: a DERP client to its home region, bridged to the data
-//! plane's [`RelayLink`].
+//! The node's relays: DERP clients bridged to the data plane's
+//! [`RelayLink`], one to our home region, always, and one to each peer's
+//! home region we send to, opened on demand.
 //!
 //! ```text
-//! netmap DERPMap ─▶ home_region() ─▶ spawn_derp ─▶ DerpHandle
-//!   data plane ─RelayLink.outbound─▶ bridge ─▶ DerpHandle::send (SendPacket)
-//!   DerpEvent::Packet ─▶ bridge ─RelayLink.inbound─▶ data plane
+//! netmap DERPMap ─▶ home (fallback_home, then STUN latency) ─▶ Relay::start
+//!   data plane ─RelayLink.outbound (key, pkt)─▶ bridge: the key's home region
+//!     (routes, from the netmap's HomeDERP) ─▶ that region's DerpHandle
+//!     (spawned on first use; closed after 60 s unused) ─▶ SendPacket
+//!   every client's DerpEvent::Packet ─▶ bridge ─RelayLink.inbound─▶ data plane
 //! ```
 //!
-//! The home region is the lowest-numbered region with a node we can dial
-//! (our coordinator sends one region; Go picks by STUN latency, and falls
-//! back to a fixed choice when it cannot measure). It is reported to
-//! control as `Hostinfo.NetInfo.PreferredDERP`, which peers see as our
-//! `HomeDERP`. We keep one connection, to the home region: a peer whose
-//! home is another region is reached through ours only if that relay
-//! knows it (Go connects to the peer's region on demand; not yet here).
+//! A DERP server forwards only between clients connected to it (Tailscale
+//! meshes the servers of one region, not regions), so a packet for a peer
+//! must go to the peer's home region, where that peer is connected: this
+//! is what Go's magicsock does (`derp.md`: it connects on demand to a
+//! peer's home region and closes idle non-home connections after 60 s).
+//! Peers send to us through our home region, which we report to control
+//! as `Hostinfo.NetInfo.PreferredDERP` and peers see as our `HomeDERP`.
+//!
+//! The home region: before any measurement, the lowest-numbered region
+//! with a node we can dial ([`fallback_home`]); then the region whose STUN
+//! server answered fastest ([`choose_home`], as Go's netcheck does), kept
+//! unless another is clearly faster.
 
 use crate::dataplane::RelayLink;
 use crate::derp::{spawn_derp, DerpEvent, DerpHandle, DerpTarget};
 use crate::stats::RelayCounters;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use tailnet_wire::control::{DerpMap, DerpNode};
-use tokio::sync::mpsc;
+use tailnet_wire::PublicKey;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-/// Packets buffered between the data plane and the DERP client, each way.
+/// Packets buffered between the data plane and the DERP clients, each way.
 const LINK_QUEUE: usize = 1024;
+/// A connection to a region other than home is closed after this long
+/// without a packet sent through it (Go's `derpInactiveCleanupTime`).
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// How often idle connections are looked for (Go: every 15 s).
+const IDLE_CHECK: Duration = Duration::from_secs(15);
+/// A measured home is replaced only by a region this much faster.
+const HOME_HYSTERESIS: f64 = 1.5;
 
-/// The home region of `map`: its ID and the first node of it we can dial.
-pub(crate) fn home_region(map: &DerpMap, tls: bool) -> Option<(u16, DerpNode)> {
-    map.regions.as_ref()?.iter().find_map(|(id, region)| {
-        let id = u16::try_from(*id).ok().filter(|i| *i > 0)?;
-        let node = region
-            .nodes
-            .iter()
-            .find(|n| DerpTarget::from_node(n, tls).is_some())?;
-        Some((id, node.clone()))
-    })
+/// Node key → the peer's home region (its `HomeDERP`; absent or 0: none).
+pub(crate) type Routes = Arc<HashMap<PublicKey, u16>>;
+
+/// The first node of `region` in `map` we can dial.
+fn dialable(map: &DerpMap, region: u16, tls: bool) -> Option<DerpNode> {
+    let r = map.regions.as_ref()?.get(&i32::from(region))?;
+    r.nodes
+        .iter()
+        .find(|n| DerpTarget::from_node(n, tls).is_some())
+        .cloned()
 }
 
-/// A running relay: the DERP client and the task that bridges it to the
-/// data plane.
+/// The home region before any measurement: the lowest-numbered region
+/// with a node we can dial, skipping `NoMeasureNoHome` and `Avoid` regions
+/// unless nothing else is left.
+pub(crate) fn fallback_home(map: &DerpMap, tls: bool) -> Option<u16> {
+    let regions = map.regions.as_ref()?;
+    let usable = |avoid_ok: bool| {
+        regions.iter().find_map(|(id, r)| {
+            let id = u16::try_from(*id).ok().filter(|i| *i > 0)?;
+            if !avoid_ok && (r.no_measure_no_home || r.avoid) {
+                return None;
+            }
+            dialable(map, id, tls).map(|_| id)
+        })
+    };
+    usable(false).or_else(|| usable(true))
+}
+
+/// The home region after a STUN round that measured `latencies` (region,
+/// round trip): the fastest region we can dial and may home at, unless
+/// `current` answered within [`HOME_HYSTERESIS`] of it (a home that flaps
+/// makes every peer's packets to us change relay). No answers keep
+/// `current`.
+pub(crate) fn choose_home(
+    map: &DerpMap,
+    tls: bool,
+    current: u16,
+    latencies: &[(u16, Duration)],
+) -> u16 {
+    let may_home = |id: u16| {
+        map.regions
+            .as_ref()
+            .and_then(|r| r.get(&i32::from(id)))
+            .is_some_and(|r| !r.no_measure_no_home && !r.avoid)
+            && dialable(map, id, tls).is_some()
+    };
+    let Some(&(best, best_rtt)) = latencies
+        .iter()
+        .filter(|(id, _)| may_home(*id))
+        .min_by_key(|(_, rtt)| *rtt)
+    else {
+        return current;
+    };
+    let current_rtt = latencies
+        .iter()
+        .find(|(id, _)| *id == current)
+        .map(|(_, rtt)| *rtt);
+    match current_rtt {
+        Some(rtt)
+            if may_home(current)
+                && rtt.as_secs_f64() <= best_rtt.as_secs_f64() * HOME_HYSTERESIS =>
+        {
+            current
+        }
+        _ => best,
+    }
+}
+
+/// The running relays: the bridge task and what it was started for.
 pub(crate) struct Relay {
-    region: u16,
-    node: DerpNode,
-    handle: DerpHandle,
+    home: u16,
+    map: DerpMap,
+    routes: watch::Sender<Routes>,
     bridge: JoinHandle<()>,
 }
 
 impl Relay {
-    /// Connects to `node` of `region` and returns the link to hand the data
-    /// plane. `None` if the node has nothing to dial.
+    /// Starts the bridge with a connection to `home` (a region of `map`)
+    /// and returns the link to hand the data plane. `None` if `home` has
+    /// nothing to dial.
     pub(crate) fn start(
-        region: u16,
-        node: &DerpNode,
+        home: u16,
+        map: &DerpMap,
         tls: bool,
         node_private: [u8; 32],
         counters: Arc<RelayCounters>,
+        routes: Routes,
     ) -> Option<(Relay, RelayLink)> {
-        let target = DerpTarget::from_node(node, tls)?;
-        let (events_tx, mut events) = mpsc::channel(LINK_QUEUE);
-        let handle = spawn_derp(region, &target, node_private, events_tx);
-        let (out_tx, mut out_rx) = mpsc::channel::<(tailnet_wire::PublicKey, Vec<u8>)>(LINK_QUEUE);
+        let (events_tx, events) = mpsc::channel(LINK_QUEUE);
+        let mut bridge = Bridge {
+            home,
+            map: map.clone(),
+            tls,
+            node_private,
+            counters,
+            events_tx,
+            clients: HashMap::new(),
+        };
+        bridge.client(home)?;
+        bridge.counters.region.store(u32::from(home), Relaxed);
+        let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(LINK_QUEUE);
-        let h = handle.clone();
-        counters.region.store(u32::from(region), Relaxed);
-        let bridge = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    out = out_rx.recv() => match out {
-                        Some((dst, data)) => {
-                            if h.send(dst, data) {
-                                counters.tx_packets.fetch_add(1, Relaxed);
-                            } else {
-                                counters.tx_dropped.fetch_add(1, Relaxed);
-                            }
-                        }
-                        // The data plane stopped.
-                        None => break,
-                    },
-                    ev = events.recv() => match ev {
-                        Some(DerpEvent::Packet { src, data }) => {
-                            counters.rx_packets.fetch_add(1, Relaxed);
-                            if in_tx.send((src, data)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Some(DerpEvent::Connected { region }) => {
-                            counters.connected.store(true, Relaxed);
-                            counters.connects.fetch_add(1, Relaxed);
-                            tracing::info!(region, "DERP relay connected");
-                        }
-                        Some(DerpEvent::Disconnected { region, error }) => {
-                            counters.connected.store(false, Relaxed);
-                            tracing::warn!(region, %error, "DERP relay connection lost; reconnecting");
-                        }
-                        Some(DerpEvent::PeerGone { key, not_here }) => {
-                            tracing::debug!(peer = %key.short(), not_here, "relay says peer is gone");
-                        }
-                        None => break,
-                    },
-                }
-            }
-            counters.connected.store(false, Relaxed);
-        });
+        let (routes_tx, routes_rx) = watch::channel(routes);
+        let task = tokio::spawn(bridge.run(out_rx, events, in_tx, routes_rx));
         Some((
             Relay {
-                region,
-                node: node.clone(),
-                handle,
-                bridge,
+                home,
+                map: map.clone(),
+                routes: routes_tx,
+                bridge: task,
             },
             RelayLink {
                 outbound: out_tx,
@@ -118,14 +165,244 @@ impl Relay {
         ))
     }
 
-    /// Whether this relay already serves `region` through `node`.
-    pub(crate) fn serves(&self, region: u16, node: &DerpNode) -> bool {
-        self.region == region && self.node == *node
+    /// Whether this relay was started for `home` in `map`.
+    pub(crate) fn serves(&self, home: u16, map: &DerpMap) -> bool {
+        self.home == home && self.map == *map
     }
 
-    /// Closes the DERP connection and stops the bridge.
+    /// The peers' home regions changed (a netmap).
+    pub(crate) fn set_routes(&self, routes: Routes) {
+        self.routes.send_replace(routes);
+    }
+
+    /// Closes every DERP connection and stops the bridge.
     pub(crate) async fn shutdown(self) {
         self.bridge.abort();
-        self.handle.shutdown().await;
+        // The aborted task dropped its handles; their tasks end when they
+        // see the handles gone (each client stops on its own shutdown
+        // signal or when its event receiver closes).
+        let _ = self.bridge.await;
+    }
+}
+
+/// One region's DERP client.
+struct Client {
+    handle: DerpHandle,
+    last_send: Instant,
+}
+
+/// The bridge task's state.
+struct Bridge {
+    home: u16,
+    map: DerpMap,
+    tls: bool,
+    node_private: [u8; 32],
+    counters: Arc<RelayCounters>,
+    events_tx: mpsc::Sender<DerpEvent>,
+    clients: HashMap<u16, Client>,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        for (_, c) in self.clients.drain() {
+            let h = c.handle;
+            // Shutting down waits for the client task; do it off this
+            // (possibly aborted) task.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { h.shutdown().await });
+            }
+        }
+        self.counters.connected.store(false, Relaxed);
+        self.counters.regions_open.store(0, Relaxed);
+    }
+}
+
+impl Bridge {
+    /// The client of `region`, connecting to it first if needed. `None`
+    /// when the map has no node of it to dial.
+    fn client(&mut self, region: u16) -> Option<&mut Client> {
+        if !self.clients.contains_key(&region) {
+            let node = dialable(&self.map, region, self.tls)?;
+            let mut target = DerpTarget::from_node(&node, self.tls)?;
+            target.home = region == self.home;
+            let handle = spawn_derp(region, &target, self.node_private, self.events_tx.clone());
+            if region != self.home {
+                tracing::debug!(region, host = %node.host_name, "DERP: connecting to a peer's home region");
+            }
+            self.clients.insert(
+                region,
+                Client {
+                    handle,
+                    last_send: Instant::now(),
+                },
+            );
+            self.counters
+                .regions_open
+                .store(self.clients.len() as u32, Relaxed);
+        }
+        self.clients.get_mut(&region)
+    }
+
+    /// Sends `data` to `dst` through its home region (ours when it has
+    /// none or the map lacks it).
+    fn send(&mut self, routes: &Routes, dst: PublicKey, data: Vec<u8>) {
+        let region = routes
+            .get(&dst)
+            .copied()
+            .filter(|r| *r != 0 && dialable(&self.map, *r, self.tls).is_some())
+            .unwrap_or(self.home);
+        let sent = match self.client(region) {
+            Some(c) => {
+                c.last_send = Instant::now();
+                c.handle.send(dst, data)
+            }
+            None => false,
+        };
+        if sent {
+            self.counters.tx_packets.fetch_add(1, Relaxed);
+        } else {
+            self.counters.tx_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Closes connections other than home's unused for [`IDLE_CLOSE`].
+    fn close_idle(&mut self, now: Instant) {
+        let home = self.home;
+        let idle: Vec<u16> = self
+            .clients
+            .iter()
+            .filter(|(r, c)| {
+                **r != home && now.saturating_duration_since(c.last_send) >= IDLE_CLOSE
+            })
+            .map(|(r, _)| *r)
+            .collect();
+        for region in idle {
+            if let Some(c) = self.clients.remove(&region) {
+                tracing::debug!(
+                    region,
+                    "DERP: closing an idle connection to a peer's region"
+                );
+                tokio::spawn(async move { c.handle.shutdown().await });
+            }
+        }
+        self.counters
+            .regions_open
+            .store(self.clients.len() as u32, Relaxed);
+    }
+
+    async fn run(
+        mut self,
+        mut out_rx: mpsc::Receiver<(PublicKey, Vec<u8>)>,
+        mut events: mpsc::Receiver<DerpEvent>,
+        in_tx: mpsc::Sender<(PublicKey, Vec<u8>)>,
+        routes: watch::Receiver<Routes>,
+    ) {
+        let mut idle = tokio::time::interval(IDLE_CHECK);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = out_rx.recv() => match out {
+                    Some((dst, data)) => {
+                        let r = routes.borrow().clone();
+                        self.send(&r, dst, data);
+                    }
+                    // The data plane stopped.
+                    None => break,
+                },
+                ev = events.recv() => match ev {
+                    Some(DerpEvent::Packet { src, data }) => {
+                        self.counters.rx_packets.fetch_add(1, Relaxed);
+                        if in_tx.send((src, data)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(DerpEvent::Connected { region }) => {
+                        if region == self.home {
+                            self.counters.connected.store(true, Relaxed);
+                            self.counters.connects.fetch_add(1, Relaxed);
+                        }
+                        tracing::info!(region, home = region == self.home, "DERP relay connected");
+                    }
+                    Some(DerpEvent::Disconnected { region, error }) => {
+                        if region == self.home {
+                            self.counters.connected.store(false, Relaxed);
+                        }
+                        tracing::warn!(region, %error, "DERP relay connection lost; reconnecting");
+                    }
+                    Some(DerpEvent::PeerGone { key, not_here }) => {
+                        tracing::debug!(peer = %key.short(), not_here, "relay says peer is gone");
+                    }
+                    None => break,
+                },
+                _ = idle.tick() => self.close_idle(Instant::now()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tailnet_wire::control::DerpRegion;
+
+    fn map(regions: &[(i32, bool)]) -> DerpMap {
+        DerpMap {
+            regions: Some(
+                regions
+                    .iter()
+                    .map(|(id, no_home)| {
+                        (
+                            *id,
+                            DerpRegion {
+                                region_id: *id,
+                                no_measure_no_home: *no_home,
+                                nodes: vec![DerpNode {
+                                    name: format!("{id}a"),
+                                    region_id: *id,
+                                    host_name: "127.0.0.1".into(),
+                                    ipv4: "127.0.0.1".into(),
+                                    ..DerpNode::default()
+                                }],
+                                ..DerpRegion::default()
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            ..DerpMap::default()
+        }
+    }
+
+    #[test]
+    fn fallback_is_the_lowest_region_that_may_be_home() {
+        assert_eq!(
+            fallback_home(&map(&[(3, false), (1, false)]), false),
+            Some(1)
+        );
+        assert_eq!(
+            fallback_home(&map(&[(1, true), (2, false)]), false),
+            Some(2)
+        );
+        assert_eq!(fallback_home(&map(&[(1, true)]), false), Some(1));
+        assert_eq!(fallback_home(&DerpMap::default(), false), None);
+    }
+
+    #[test]
+    fn the_fastest_region_wins_but_a_close_home_stays() {
+        let m = map(&[(1, false), (2, false), (3, true)]);
+        let ms = Duration::from_millis;
+        // Region 3 is fastest but may not be home.
+        assert_eq!(
+            choose_home(&m, false, 1, &[(1, ms(30)), (2, ms(10)), (3, ms(1))]),
+            2
+        );
+        // Within 1.5x: the current home stays.
+        assert_eq!(choose_home(&m, false, 1, &[(1, ms(14)), (2, ms(10))]), 1);
+        // The current home did not answer: the fastest that did.
+        assert_eq!(choose_home(&m, false, 1, &[(2, ms(40))]), 2);
+        // Nothing answered: no change.
+        assert_eq!(choose_home(&m, false, 1, &[]), 1);
+        // A region not in the map is not a home.
+        assert_eq!(choose_home(&m, false, 1, &[(9, ms(1)), (1, ms(50))]), 1);
     }
 }

@@ -195,6 +195,9 @@ pub struct RelayStats {
     pub tx_dropped: u64,
     /// Packets received through the relay.
     pub rx_packets: u64,
+    /// Relay connections open: the home region's and those to peers'
+    /// home regions, opened on demand and closed after 60 s unused.
+    pub regions_open: u32,
 }
 
 #[derive(Debug, Default)]
@@ -205,6 +208,7 @@ pub(crate) struct RelayCounters {
     pub(crate) tx_packets: AtomicU64,
     pub(crate) tx_dropped: AtomicU64,
     pub(crate) rx_packets: AtomicU64,
+    pub(crate) regions_open: AtomicU32,
 }
 
 impl RelayCounters {
@@ -216,6 +220,7 @@ impl RelayCounters {
             tx_packets: self.tx_packets.load(Relaxed),
             tx_dropped: self.tx_dropped.load(Relaxed),
             rx_packets: self.rx_packets.load(Relaxed),
+            regions_open: self.regions_open.load(Relaxed),
         }
     }
 }

@@ -11,17 +11,17 @@
 //!
 //! The request leaves from the node's one UDP socket, so the mapping a NAT
 //! creates for it is the one WireGuard and disco use (Go's netcheck does
-//! the same through magicsock's socket). Go also asks every region to
-//! measure latency; we ask only for our address: the home region's STUN
-//! nodes first, then the others, a few at once.
+//! the same through magicsock's socket). Like Go's netcheck we ask one
+//! STUN node of every region at once, so the round trips also say which
+//! region is nearest: that becomes our home ([`crate::relay::choose_home`]).
 
 use crate::node::Node;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tailnet_wire::control::DerpMap;
 
-/// Servers asked per probe.
-const MAX_SERVERS: usize = 3;
+/// Regions asked per probe (Tailscale's map has about 30).
+const MAX_SERVERS: usize = 32;
 /// How long one server has to answer.
 pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 /// A whole probe, host name lookups included.
@@ -30,25 +30,38 @@ const PROBE_LIMIT: Duration = Duration::from_secs(5);
 const DEFAULT_STUN_PORT: u16 = 3478;
 
 /// A STUN server named by the DERP map: a host (an IP literal, or a name
-/// to resolve) and a port.
+/// to resolve) and a port, and its region.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
+    pub(crate) region: u16,
     pub(crate) host: String,
     pub(crate) port: u16,
 }
 
-/// The STUN servers of `map`, the home region's first: every node whose
-/// `STUNPort` is not -1, at its `STUNTestIP`, else its IPv4 address, else
-/// its host name (0 means port 3478).
-pub(crate) fn targets(map: &DerpMap, home: u16) -> Vec<Target> {
+/// What a probe learned: the distinct addresses the servers saw us at,
+/// and each answering region's round trip.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Probe {
+    pub(crate) endpoints: Vec<SocketAddr>,
+    pub(crate) latencies: Vec<(u16, Duration)>,
+}
+
+/// One STUN server per region of `map`, by region ID: the first node
+/// whose `STUNPort` is not -1, at its `STUNTestIP`, else its IPv4
+/// address, else its host name (0 means port 3478). `NoMeasureNoHome`
+/// regions are not asked.
+pub(crate) fn targets(map: &DerpMap) -> Vec<Target> {
     let Some(regions) = map.regions.as_ref() else {
         return Vec::new();
     };
-    let mut ordered: Vec<_> = regions.iter().collect();
-    // Home first, then by region ID (the map is keyed by ID already).
-    ordered.sort_by_key(|(id, _)| (**id != i32::from(home), **id));
     let mut out = Vec::new();
-    for (_, region) in ordered {
+    for (id, region) in regions {
+        let Some(region_id) = u16::try_from(*id).ok().filter(|r| *r > 0) else {
+            continue;
+        };
+        if region.no_measure_no_home {
+            continue;
+        }
         for node in &region.nodes {
             let port = match node.stun_port {
                 0 => DEFAULT_STUN_PORT,
@@ -67,21 +80,22 @@ pub(crate) fn targets(map: &DerpMap, home: u16) -> Vec<Target> {
             } else {
                 continue;
             };
-            let t = Target { host, port };
-            if !out.contains(&t) {
-                out.push(t);
-            }
+            out.push(Target {
+                region: region_id,
+                host,
+                port,
+            });
+            break;
         }
     }
     out
 }
 
 /// Asks up to [`MAX_SERVERS`] of `targets` at once through `node`'s
-/// socket and returns the distinct addresses they saw us at (empty if
-/// none answered). Servers on loopback are skipped: they can only tell a
-/// node its loopback address, which no peer elsewhere can use. Only
-/// servers of the socket's address family are asked.
-pub(crate) async fn probe(node: Node, targets: Vec<Target>) -> Vec<SocketAddr> {
+/// socket. Servers on loopback are skipped: they can only tell a node its
+/// loopback address, which no peer elsewhere can use. Only servers of the
+/// socket's address family are asked.
+pub(crate) async fn probe(node: Node, targets: Vec<Target>) -> Probe {
     let v6 = node.listen_addr().is_ipv6();
     let run = async {
         let mut servers = Vec::new();
@@ -97,27 +111,33 @@ pub(crate) async fn probe(node: Node, targets: Vec<Target>) -> Vec<SocketAddr> {
                 .into_iter()
                 .find(|a| a.is_ipv6() == v6 && !a.ip().is_loopback())
             {
-                servers.push(a);
+                servers.push((t.region, a));
             }
         }
         let mut asks = tokio::task::JoinSet::new();
-        for server in servers {
+        for (region, server) in servers {
             let node = node.clone();
-            asks.spawn(async move { (server, node.stun(server, ANSWER_WITHIN).await) });
+            asks.spawn(async move {
+                let sent = tokio::time::Instant::now();
+                let answer = node.stun(server, ANSWER_WITHIN).await;
+                (region, server, answer, sent.elapsed())
+            });
         }
-        let mut seen = Vec::new();
-        while let Some(Ok((server, answer))) = asks.join_next().await {
+        let mut out = Probe::default();
+        while let Some(Ok((region, server, answer, rtt))) = asks.join_next().await {
             match answer {
                 Some(a) => {
-                    tracing::trace!(%server, endpoint = %a, "STUN answered");
-                    if !seen.contains(&a) {
-                        seen.push(a);
+                    tracing::trace!(region, %server, endpoint = %a, ?rtt, "STUN answered");
+                    if !out.endpoints.contains(&a) {
+                        out.endpoints.push(a);
                     }
+                    out.latencies.push((region, rtt));
                 }
-                None => tracing::debug!(%server, "no STUN answer"),
+                None => tracing::debug!(region, %server, "no STUN answer"),
             }
         }
-        seen
+        out.latencies.sort();
+        out
     };
     tokio::time::timeout(PROBE_LIMIT, run)
         .await
@@ -134,6 +154,7 @@ mod tests {
             id,
             DerpRegion {
                 region_id: id,
+                no_measure_no_home: id == 5,
                 nodes,
                 ..DerpRegion::default()
             },
@@ -151,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn home_region_first_and_the_maps_rules_for_ports_and_hosts() {
+    fn one_server_per_region_by_the_maps_rules_for_ports_and_hosts() {
         let map = DerpMap {
             regions: Some(
                 [
@@ -165,27 +186,29 @@ mod tests {
                         ],
                     ),
                     region(9, vec![node("", "derp9.example", 0, "")]),
+                    region(5, vec![node("192.0.2.5", "", 0, "")]),
                 ]
                 .into_iter()
                 .collect(),
             ),
             ..DerpMap::default()
         };
-        let t = |h: &str, p| Target {
+        let t = |region, h: &str, p| Target {
+            region,
             host: h.into(),
             port: p,
         };
         assert_eq!(
-            targets(&map, 7),
+            targets(&map),
             vec![
+                t(1, "192.0.2.1", 3478),
                 // "none" disables IPv4 and names no host to resolve instead;
-                // -1 is no STUN; STUNTestIP wins over IPv4.
-                t("203.0.113.9", 9),
-                t("192.0.2.1", 3478),
-                t("derp9.example", 3478),
+                // -1 is no STUN; STUNTestIP wins over IPv4. Region 5 is
+                // NoMeasureNoHome.
+                t(7, "203.0.113.9", 9),
+                t(9, "derp9.example", 3478),
             ]
         );
-        assert_eq!(targets(&map, 1)[0], t("192.0.2.1", 3478));
-        assert!(targets(&DerpMap::default(), 1).is_empty());
+        assert!(targets(&DerpMap::default()).is_empty());
     }
 }
