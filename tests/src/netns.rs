@@ -724,10 +724,15 @@ impl NatLab {
              }}\n",
             ip = site.ip,
         );
-        let path = std::env::temp_dir().join(format!("{}.nft", site.ns));
+        self.nft(&site.ns, &rules);
+    }
+
+    /// Loads nftables `rules` (`nft -f` syntax) into namespace `ns`.
+    pub fn nft(&self, ns: &str, rules: &str) {
+        let path = std::env::temp_dir().join(format!("{ns}-{}.nft", std::process::id()));
         std::fs::write(&path, rules).expect("write nft rules");
         let file = path.to_str().expect("utf-8 path");
-        run(&["ip", "netns", "exec", &site.ns, "nft", "-f", file]);
+        run(&["ip", "netns", "exec", ns, "nft", "-f", file]);
         let _ = std::fs::remove_file(&path);
     }
 }

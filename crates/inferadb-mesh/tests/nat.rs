@@ -41,23 +41,31 @@ struct World {
 
 impl World {
     fn start(tag: char) -> World {
+        World::start_with(tag, None)
+    }
+
+    /// [`World::start`], the coordinator sending `derp_map` (JSON) instead
+    /// of its own one-region map.
+    fn start_with(tag: char, derp_map: Option<&str>) -> World {
         let lab = NatLab::create(tag);
         let dir = tempfile::tempdir().expect("tempdir");
         let coord = dir.path().join("coord");
         let key = authkey(&coord, "tag:inferadb-us-west-1");
         let listen = format!("{}:8080", lab.sites[0].gateway);
-        let (c, _) = spawn_in(
-            Some(&lab.router),
-            &[
-                "coordinator",
-                "serve",
-                "--listen",
-                &listen,
-                "--state-dir",
-                path(&coord),
-            ],
-            "coordinator listening on",
-        );
+        let map_file = dir.path().join("derp-map.json");
+        let mut args = vec![
+            "coordinator",
+            "serve",
+            "--listen",
+            &listen,
+            "--state-dir",
+            path(&coord),
+        ];
+        if let Some(map) = derp_map {
+            std::fs::write(&map_file, map).expect("write the DERP map");
+            args.extend(["--derp-map", path(&map_file)]);
+        }
+        let (c, _) = spawn_in(Some(&lab.router), &args, "coordinator listening on");
         World {
             lab,
             dir,
@@ -150,12 +158,16 @@ impl World {
     }
 }
 
-/// `status --json` of the node in `state`: the peer named `name`.
-fn peer(state: &Path, name: &str) -> Value {
+/// `status --json` of the node in `state`.
+fn status(state: &Path) -> Value {
     let out = run(&["status", "--json", "--state-dir", path(state)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let st: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    st["Peer"]
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+/// `status --json` of the node in `state`: the peer named `name`.
+fn peer(state: &Path, name: &str) -> Value {
+    status(state)["Peer"]
         .as_object()
         .and_then(|m| m.values().find(|p| p["HostName"] == name).cloned())
         .unwrap_or(Value::Null)
@@ -302,4 +314,96 @@ async fn our_node_and_go_tsnet_behind_nats_go_direct() {
     );
     let p = tokio::task::block_in_place(|| peer(&a, "web"));
     assert_direct(&p, &w.public(1));
+}
+
+/// Two DERP regions (two relays on the "internet"), each site nearer one:
+/// its STUN answers only from there, so A homes at region 900 and B at
+/// 901, and no UDP passes between the sites. A packet for a peer must go
+/// to the peer's home region, the only relay it is connected to: A opens
+/// a second DERP connection to 901 on demand, B one to 900, and an 8 MiB
+/// transfer crosses both relays intact. `status` shows each node's home
+/// (`Self.Relay`) and the region each peer is reached through.
+#[test]
+fn peers_homed_in_different_regions_relay_through_each_others_home() {
+    if !nat_ready("peers_homed_in_different_regions_relay_through_each_others_home") {
+        return;
+    }
+    let map = r#"{"Regions":{
+        "900":{"RegionID":900,"RegionCode":"near0","RegionName":"Site 0's relay","Nodes":[
+            {"Name":"900a","RegionID":900,"HostName":"198.51.100.1","IPv4":"198.51.100.1","IPv6":"none",
+             "DERPPort":8080,"STUNPort":8080,"InsecureForTests":true}]},
+        "901":{"RegionID":901,"RegionCode":"near1","RegionName":"Site 1's relay","Nodes":[
+            {"Name":"901a","RegionID":901,"HostName":"203.0.113.1","IPv4":"203.0.113.1","IPv6":"none",
+             "DERPPort":8080,"STUNPort":8080,"InsecureForTests":true}]}
+    }}"#;
+    let w = World::start_with('m', Some(map));
+    // Region 901's relay: another coordinator, used only for its DERP
+    // relay and STUN.
+    let relay2 = w.dir.path().join("relay2");
+    let (_relay2, _) = spawn_in(
+        Some(&w.lab.router),
+        &[
+            "coordinator",
+            "serve",
+            "--listen",
+            "203.0.113.1:8080",
+            "--state-dir",
+            path(&relay2),
+        ],
+        "coordinator listening on",
+    );
+    w.lab.nft(
+        &w.lab.router,
+        "table inet sites {\n\tchain between { type filter hook forward priority 0; meta l4proto udp drop; }\n}\n",
+    );
+    for (i, other) in [(0, "203.0.113.1"), (1, "198.51.100.1")] {
+        w.lab.nft(
+            &w.lab.sites[i].ns,
+            &format!(
+                "table ip far {{\n\tchain out {{ type filter hook output priority 0; \
+                 ip daddr {other} udp dport 8080 drop; }}\n}}\n"
+            ),
+        );
+    }
+    let blob = blob();
+    let _files = w.serve_file(1, &blob);
+    let _b = w.up(1, "far-b", &["--expose", "8080:127.0.0.1:8000"]);
+    let _a = w.up(0, "far-a", &["--forward", "127.0.0.1:9000:far-b:8080"]);
+    let (a, b) = (w.state("far-a"), w.state("far-b"));
+
+    // Both start at the lowest region; the first STUN round moves B.
+    let start = Instant::now();
+    let homes = loop {
+        let homes = (
+            status(&a)["Self"]["Relay"].clone(),
+            status(&b)["Self"]["Relay"].clone(),
+        );
+        if (homes.0 == "near0" && homes.1 == "near1") || start.elapsed() > Duration::from_secs(15) {
+            break homes;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        homes,
+        (Value::from("near0"), Value::from("near1")),
+        "homes by STUN latency"
+    );
+
+    let got = w.curl(0, "http://127.0.0.1:9000/blob");
+    assert!(
+        got == blob,
+        "8 MiB across two relays arrived intact ({} bytes)",
+        got.len()
+    );
+    let (to_b, to_a) = (peer(&a, "far-b"), peer(&b, "far-a"));
+    assert_eq!(
+        (&to_b["Relay"], &to_b["CurAddr"]),
+        (&Value::from("near1"), &Value::from("")),
+        "A reaches B through B's home: {to_b}"
+    );
+    assert_eq!(
+        (&to_a["Relay"], &to_a["CurAddr"]),
+        (&Value::from("near0"), &Value::from("")),
+        "B reaches A through A's home: {to_a}"
+    );
 }
