@@ -110,6 +110,12 @@ put("disco", "pong", b"\x02\x00" + b"\x03" * 12 + bytes(10) + b"\xff\xff" + byte
 put("disco", "call-me-maybe", b"\x03\x00" + (bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 1]) + struct.pack("!H", 1)) * 2)
 put("disco", "packet", b"TS\xf0\x9f\x92\xac" + b"\x11" * 32 + b"\x07" * 24 + bytes(16) + b"\x01\x00" + bytes(12))
 
+# derp_map: `coordinator serve --derp-map` files
+put("derp_map", "two-regions", b'{"Regions":{"900":{"RegionCode":"a","Nodes":[{"Name":"900a","HostName":"198.51.100.1",'
+    b'"IPv4":"198.51.100.1","IPv6":"none","DERPPort":8080,"STUNPort":8080,"InsecureForTests":true}]},'
+    b'"901":{"RegionID":901,"Nodes":[{"Name":"901a","RegionID":901,"HostName":"derp.example","STUNPort":-1}]}}}')
+put("derp_map", "bad-region", b'{"Regions":{"1":{"RegionID":2,"Nodes":[]}}}')
+
 # signature_header: X-InferaDB-Signature values (t=unix seconds, v1=hex
 # HMAC-SHA256); the target verifies at t=1700000000.
 MAC = "5c" * 32
