@@ -19,6 +19,7 @@
 //! | `inferadb_tailnet_derp_connects_total` | counter | none |
 //! | `inferadb_tailnet_derp_packets_total` | counter | `direction` (`tx`, `rx`) |
 //! | `inferadb_tailnet_derp_dropped_total` | counter | none |
+//! | `inferadb_tailnet_derp_regions_open` | gauge | none (home plus peers' home regions in use) |
 //!
 //! The DERP metrics describe the node's connection to its home relay
 //! region (`Node::stats().relay`) and are absent while it has none (a
@@ -59,6 +60,7 @@ struct Set {
     derp_connects: IntCounter,
     derp_packets: IntCounterVec,
     derp_dropped: IntCounter,
+    derp_regions: IntGauge,
 }
 
 impl Set {
@@ -145,10 +147,15 @@ impl Set {
                 "Packets the DERP relay connection could not take (down, queue full).",
             )
             .expect("valid metric"),
+            derp_regions: IntGauge::new(
+                "inferadb_tailnet_derp_regions_open",
+                "DERP relay connections open: the home region's and those to peers' home regions in use.",
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 15] {
+    fn collectors(&self) -> [&dyn Collector; 16] {
         [
             &self.peers,
             &self.rx,
@@ -165,6 +172,7 @@ impl Set {
             &self.derp_connects,
             &self.derp_packets,
             &self.derp_dropped,
+            &self.derp_regions,
         ]
     }
 }
@@ -306,6 +314,7 @@ impl Collector for TailnetCollector {
                 .with_label_values(&["rx"])
                 .inc_by(r.rx_packets);
             m.derp_dropped.inc_by(r.tx_dropped);
+            m.derp_regions.set(i64::from(r.regions_open));
             families.extend(m.collectors()[11..].iter().flat_map(|c| c.collect()));
         }
         families

@@ -248,6 +248,8 @@ async fn three_clusters_over_magicdns() {
         "inferadb_tailnet_peer_path{node_key=",
         "inferadb_tailnet_packet_filter_drops_total{reason=\"no_rule\"}",
         "inferadb_tailnet_dns_queries_total{result=\"answered_locally\"}",
+        "inferadb_tailnet_derp_connected{region=\"900\"} 1",
+        "inferadb_tailnet_derp_regions_open 1",
     ] {
         assert!(text.contains(needle), "{needle} in\n{text}");
     }
