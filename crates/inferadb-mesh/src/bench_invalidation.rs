@@ -26,6 +26,7 @@
 
 use crate::config::{ControlConfig, EngineConfig};
 use crate::roles::{start_control, start_engine, Role};
+use crate::seed_yaml::{self, Discovery as DiscoveryYaml};
 use anyhow::{bail, Context};
 use clap::Args;
 use inferadb_discovery::{Discovery, DiscoveryConfig};
@@ -358,50 +359,40 @@ async fn coordinator(
     Ok((server, url, keys))
 }
 
-fn mesh_yaml(url: &str, key: &str, host: &str, state: &Path) -> String {
-    format!(
-        "mesh:\n  control_url: {url}\n  auth_key: {key}\n  hostname: {host}\n  state_dir: {}\n  listen: 127.0.0.1:0\n  ephemeral: true\n  timeout_seconds: 30\nhttp:\n  listen: 127.0.0.1:0\n",
-        state.display()
-    )
-}
-
 /// An engine's `auth.discovery`: control, which runs in us-west-1 only.
 fn engine_yaml(region: &str) -> String {
-    let mut s = format!(
-        "auth:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: {region}\n"
-    );
-    if region == REGIONS[0] {
-        s.push_str(&format!(
-            "      local: {{type: tailscale, service_name: inferadb-control, port: {CONTROL_PORT}}}\n"
-        ));
+    let control = (REGIONS[0], "inferadb-control", CONTROL_PORT);
+    let discovery = if region == REGIONS[0] {
+        DiscoveryYaml {
+            local_cluster: region,
+            local: Some(format!(
+                "{{type: tailscale, service_name: inferadb-control, port: {CONTROL_PORT}}}"
+            )),
+            ..DiscoveryYaml::default()
+        }
     } else {
-        s.push_str(&format!(
-            "      local: {{type: none}}\n      remote_clusters:\n        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-control, port: {CONTROL_PORT}}}\n",
-            r = REGIONS[0]
-        ));
-    }
-    s.push_str(&format!(
-        "cache_invalidation:\n  webhook_secret: {SECRET}\n"
-    ));
-    s
+        DiscoveryYaml {
+            local_cluster: region,
+            local: Some("{type: none}".into()),
+            remotes: vec![control],
+            health_check: None,
+        }
+    };
+    seed_yaml::engine_yaml(&discovery, SECRET)
 }
 
 /// Control's `cache_invalidation`: the engines of all three regions, no
 /// health checks (the seed's default).
 fn control_yaml() -> String {
-    let mut s = format!(
-        "api:\n  token: {TOKEN}\ncache_invalidation:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: {}\n      remote_clusters:\n",
-        REGIONS[0]
-    );
-    for r in &REGIONS[1..] {
-        s.push_str(&format!(
-            "        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-engine, port: {ENGINE_PORT}}}\n"
-        ));
-    }
-    s.push_str(&format!(
-        "  timeout_ms: {TIMEOUT_MS}\n  retry_attempts: {RETRIES}\n  webhook_secret: {SECRET}\n"
-    ));
-    s
+    let discovery = DiscoveryYaml {
+        local_cluster: REGIONS[0],
+        remotes: REGIONS[1..]
+            .iter()
+            .map(|r| (*r, "inferadb-engine", ENGINE_PORT))
+            .collect(),
+        ..DiscoveryYaml::default()
+    };
+    seed_yaml::control_yaml(&discovery, TOKEN, TIMEOUT_MS, RETRIES, SECRET)
 }
 
 /// Waits until every recorder has applied `n` events (within the round's
@@ -640,7 +631,7 @@ async fn tunnel_roles(
         &file,
         format!(
             "{}{}",
-            mesh_yaml(url, &keys[0], "inferadb-control-0", &dir.join("c")),
+            seed_yaml::mesh_yaml(url, &keys[0], "inferadb-control-0", &dir.join("c"), true),
             control_yaml()
         ),
     )
@@ -665,7 +656,7 @@ async fn tunnel_roles(
             &file,
             format!(
                 "{}{}",
-                mesh_yaml(url, region_key, &host, &dir.join(format!("e{i}"))),
+                seed_yaml::mesh_yaml(url, region_key, &host, &dir.join(format!("e{i}")), true),
                 engine_yaml(region)
             ),
         )
@@ -1181,7 +1172,13 @@ mod tests {
                 &f,
                 format!(
                     "{}{}",
-                    mesh_yaml("http://127.0.0.1:1", "k", "inferadb-engine-0", &state),
+                    seed_yaml::mesh_yaml(
+                        "http://127.0.0.1:1",
+                        "k",
+                        "inferadb-engine-0",
+                        &state,
+                        true
+                    ),
                     engine_yaml(region)
                 ),
             )
@@ -1193,7 +1190,13 @@ mod tests {
             &f,
             format!(
                 "{}{}",
-                mesh_yaml("http://127.0.0.1:1", "k", "inferadb-control-0", &state),
+                seed_yaml::mesh_yaml(
+                    "http://127.0.0.1:1",
+                    "k",
+                    "inferadb-control-0",
+                    &state,
+                    true
+                ),
                 control_yaml()
             ),
         )

@@ -14,6 +14,7 @@
 
 use crate::config::{ControlConfig, EngineConfig};
 use crate::roles::{start_control, start_engine, Role};
+use crate::seed_yaml::{self, Discovery};
 use crate::services::{self, hex, Service, ServiceKind};
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
@@ -79,53 +80,35 @@ impl Member {
     }
 }
 
-fn mesh_yaml(url: &str, key: &str, host: &str, state: &Path) -> String {
-    format!(
-        "mesh:\n  control_url: {url}\n  auth_key: {key}\n  hostname: {host}\n  state_dir: {}\n  listen: 127.0.0.1:0\n  ephemeral: true\n  timeout_seconds: 30\nhttp:\n  listen: 127.0.0.1:0\n",
-        state.display()
-    )
-}
-
 /// The engine's `auth.discovery`: control in the other regions that run
 /// one (and in its own, if it does).
 fn engine_yaml(region: &str, local_control: bool) -> String {
-    let mut s = format!(
-        "auth:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: {region}\n"
-    );
-    if !local_control {
-        s.push_str("      local: {type: none}\n");
-    }
-    s.push_str("      remote_clusters:\n");
-    for (r, _, control) in REGIONS {
-        if control && r != region {
-            s.push_str(&format!(
-                "        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-control, port: {CONTROL_PORT}}}\n"
-            ));
-        }
-    }
-    s.push_str(&format!(
-        "cache_invalidation:\n  webhook_secret: {SECRET}\n"
-    ));
-    s
+    let discovery = Discovery {
+        local_cluster: region,
+        local: (!local_control).then(|| "{type: none}".to_string()),
+        remotes: REGIONS
+            .iter()
+            .filter(|(r, _, control)| *control && *r != region)
+            .map(|(r, _, _)| (*r, "inferadb-control", CONTROL_PORT))
+            .collect(),
+        health_check: None,
+    };
+    seed_yaml::engine_yaml(&discovery, SECRET)
 }
 
 /// Control's `cache_invalidation`: the engines of its own region and of
 /// every other.
 fn control_yaml(region: &str) -> String {
-    let mut s = format!(
-        "api:\n  token: {TOKEN}\ncache_invalidation:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: {region}\n      remote_clusters:\n"
-    );
-    for (r, _, _) in REGIONS {
-        if r != region {
-            s.push_str(&format!(
-                "        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-engine, port: {ENGINE_PORT}}}\n"
-            ));
-        }
-    }
-    s.push_str(&format!(
-        "  timeout_ms: 5000\n  retry_attempts: 2\n  webhook_secret: {SECRET}\n"
-    ));
-    s
+    let discovery = Discovery {
+        local_cluster: region,
+        remotes: REGIONS
+            .iter()
+            .filter(|(r, _, _)| *r != region)
+            .map(|(r, _, _)| (*r, "inferadb-engine", ENGINE_PORT))
+            .collect(),
+        ..Discovery::default()
+    };
+    seed_yaml::control_yaml(&discovery, TOKEN, 5000, 2, SECRET)
 }
 
 /// One HTTP/1.1 request to a role's loopback port (JSON body, optional
@@ -277,7 +260,7 @@ async fn scenario(
             let is_control = host.starts_with("inferadb-control");
             let yaml = format!(
                 "{}{}",
-                mesh_yaml(url, key, &host, &node_dir),
+                seed_yaml::mesh_yaml(url, key, &host, &node_dir, true),
                 if is_control {
                     control_yaml(region)
                 } else {

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod localapi;
 pub mod ping_cmd;
 pub mod roles;
+pub mod seed_yaml;
 pub mod services;
 pub mod static_node;
 pub mod status_cmd;

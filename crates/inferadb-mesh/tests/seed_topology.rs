@@ -35,6 +35,7 @@ use coordinator::Store;
 use inferadb_discovery::{Discovery, EndpointSet};
 use inferadb_mesh::config::{ControlConfig, EngineConfig};
 use inferadb_mesh::roles::{start_control, start_engine, Role};
+use inferadb_mesh::seed_yaml::{self, Discovery as DiscoveryYaml};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -205,51 +206,36 @@ fn key(store: &Store, region: &str) -> String {
     authkey_create(store, &args, SystemTime::now()).unwrap().key
 }
 
-fn mesh_yaml(url: &str, key: &str, host: &str, state: &Path, ephemeral: bool) -> String {
-    format!(
-        "mesh:\n  control_url: {url}\n  auth_key: {key}\n  hostname: {host}\n  state_dir: {}\n  listen: 127.0.0.1:0\n  ephemeral: {ephemeral}\n  timeout_seconds: 30\nhttp:\n  listen: 127.0.0.1:0\n",
-        state.display()
-    )
-}
-
 /// The engine's `auth.discovery`: control of its own region (if it has
 /// one) and of the others that run one.
 fn engine_yaml(region: &str, local_control: bool) -> String {
-    let mut s = format!(
-        "auth:\n  discovery:\n    health_check: {ENGINE_HEALTH}\n    mode:\n      type: tailscale\n      local_cluster: {region}\n"
-    );
-    if !local_control {
-        s.push_str("      local: {type: none}\n");
-    }
-    s.push_str("      remote_clusters:\n");
-    for (r, _, control) in REGIONS {
-        if control && r != region {
-            s.push_str(&format!(
-                "        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-control, port: {CONTROL_PORT}}}\n"
-            ));
-        }
-    }
-    s.push_str(&format!(
-        "cache_invalidation:\n  webhook_secret: {SECRET}\n"
-    ));
-    s
+    let discovery = DiscoveryYaml {
+        local_cluster: region,
+        local: (!local_control).then(|| "{type: none}".to_string()),
+        remotes: REGIONS
+            .iter()
+            .filter(|(r, _, control)| *control && *r != region)
+            .map(|(r, _, _)| (*r, "inferadb-control", CONTROL_PORT))
+            .collect(),
+        health_check: Some(ENGINE_HEALTH),
+    };
+    seed_yaml::engine_yaml(&discovery, SECRET)
 }
 
 /// Control's `cache_invalidation.discovery`: the engines of every region,
 /// health-checked.
 fn control_yaml(region: &str) -> String {
-    let mut s = format!(
-        "api:\n  token: {TOKEN}\ncache_invalidation:\n  discovery:\n    health_check: {CONTROL_HEALTH}\n    mode:\n      type: tailscale\n      local_cluster: {region}\n      remote_clusters:\n"
-    );
-    for (r, _, _) in REGIONS {
-        if r != region {
-            s.push_str(&format!(
-                "        - {{name: {r}, tailscale_domain: {r}.ts.net, service_name: inferadb-engine, port: {ENGINE_PORT}}}\n"
-            ));
-        }
-    }
-    s.push_str(&format!("  webhook_secret: {SECRET}\n"));
-    s
+    let discovery = DiscoveryYaml {
+        local_cluster: region,
+        local: None,
+        remotes: REGIONS
+            .iter()
+            .filter(|(r, _, _)| *r != region)
+            .map(|(r, _, _)| (*r, "inferadb-engine", ENGINE_PORT))
+            .collect(),
+        health_check: Some(CONTROL_HEALTH),
+    };
+    seed_yaml::control_yaml(&discovery, TOKEN, 5000, 2, SECRET)
 }
 
 /// One role: where its YAML is, and the role once started.
@@ -294,7 +280,7 @@ fn member(
     local_control: bool,
 ) -> Member {
     let ephemeral = (region, host) != VICTIM;
-    let mesh = mesh_yaml(
+    let mesh = seed_yaml::mesh_yaml(
         url,
         key,
         host,
