@@ -14,7 +14,7 @@
 
 use crate::config::{ControlConfig, EngineConfig};
 use crate::roles::{start_control, start_engine, Role};
-use crate::seed_yaml::{self, Discovery};
+use crate::seed_yaml;
 use crate::services::{self, hex, Service, ServiceKind};
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
@@ -44,8 +44,6 @@ const REGIONS: [(&str, usize, bool); 3] = [
 ];
 const SECRET: &str = "demo webhook secret, shared by control and the engines";
 const TOKEN: &str = "demo-bearer-token";
-const ENGINE_PORT: u16 = 8080;
-const CONTROL_PORT: u16 = 9090;
 const BULK_PORT: u16 = 5001;
 
 fn step(msg: &str) {
@@ -80,35 +78,15 @@ impl Member {
     }
 }
 
-/// The engine's `auth.discovery`: control in the other regions that run
-/// one (and in its own, if it does).
-fn engine_yaml(region: &str, local_control: bool) -> String {
-    let discovery = Discovery {
-        local_cluster: region,
-        local: (!local_control).then(|| "{type: none}".to_string()),
-        remotes: REGIONS
-            .iter()
-            .filter(|(r, _, control)| *control && *r != region)
-            .map(|(r, _, _)| (*r, "inferadb-control", CONTROL_PORT))
-            .collect(),
-        health_check: None,
-    };
-    seed_yaml::engine_yaml(&discovery, SECRET)
+/// The engine's `auth.discovery` in the demo's regions.
+fn engine_yaml(region: &str) -> String {
+    seed_yaml::engine_yaml(&seed_yaml::engine_discovery(&REGIONS, region), SECRET)
 }
 
-/// Control's `cache_invalidation`: the engines of its own region and of
-/// every other.
+/// Control's `cache_invalidation` in the demo's regions.
 fn control_yaml(region: &str) -> String {
-    let discovery = Discovery {
-        local_cluster: region,
-        remotes: REGIONS
-            .iter()
-            .filter(|(r, _, _)| *r != region)
-            .map(|(r, _, _)| (*r, "inferadb-engine", ENGINE_PORT))
-            .collect(),
-        ..Discovery::default()
-    };
-    seed_yaml::control_yaml(&discovery, TOKEN, 5000, 2, SECRET)
+    let d = seed_yaml::control_discovery(&REGIONS, region);
+    seed_yaml::control_yaml(&d, TOKEN, 5000, 2, SECRET)
 }
 
 /// One HTTP/1.1 request to a role's loopback port (JSON body, optional
@@ -264,7 +242,7 @@ async fn scenario(
                 if is_control {
                     control_yaml(region)
                 } else {
-                    engine_yaml(region, control)
+                    engine_yaml(region)
                 }
             );
             tryd!(

@@ -55,6 +55,47 @@ impl Discovery<'_> {
     }
 }
 
+/// The seed's topology: each region's name, engine count, and whether it
+/// runs control.
+pub type Regions<'a> = [(&'a str, usize, bool)];
+
+/// An engine's discovery in `regions`: control of every other region that
+/// runs one, and its own region's through MagicDNS if it runs one (else
+/// `local: {type: none}`).
+pub fn engine_discovery<'a>(regions: &Regions<'a>, region: &'a str) -> Discovery<'a> {
+    let local_control = regions.iter().any(|(r, _, c)| *r == region && *c);
+    Discovery {
+        local_cluster: region,
+        local: (!local_control).then(|| "{type: none}".to_string()),
+        remotes: regions
+            .iter()
+            .filter(|(r, _, control)| *control && *r != region)
+            .map(|(r, _, _)| (*r, "inferadb-control", CONTROL_PORT))
+            .collect(),
+        health_check: None,
+    }
+}
+
+/// Control's discovery in `regions`: the engines of its own region and of
+/// every other.
+pub fn control_discovery<'a>(regions: &Regions<'a>, region: &'a str) -> Discovery<'a> {
+    Discovery {
+        local_cluster: region,
+        local: None,
+        remotes: regions
+            .iter()
+            .filter(|(r, _, _)| *r != region)
+            .map(|(r, _, _)| (*r, "inferadb-engine", ENGINE_PORT))
+            .collect(),
+        health_check: None,
+    }
+}
+
+/// The engines' tailnet port in the seed.
+pub const ENGINE_PORT: u16 = 8080;
+/// Control's tailnet port in the seed.
+pub const CONTROL_PORT: u16 = 9090;
+
 /// An engine: where control is, and the webhook secret.
 pub fn engine_yaml(discovery: &Discovery<'_>, secret: &str) -> String {
     format!(

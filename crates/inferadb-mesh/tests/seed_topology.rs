@@ -35,7 +35,7 @@ use coordinator::Store;
 use inferadb_discovery::{Discovery, EndpointSet};
 use inferadb_mesh::config::{ControlConfig, EngineConfig};
 use inferadb_mesh::roles::{start_control, start_engine, Role};
-use inferadb_mesh::seed_yaml::{self, Discovery as DiscoveryYaml};
+use inferadb_mesh::seed_yaml::{self, CONTROL_PORT, ENGINE_PORT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -54,8 +54,6 @@ const REGIONS: [(&str, usize, bool); 3] = [
 ];
 const SECRET: &str = "seed topology webhook secret, shared by all roles";
 const TOKEN: &str = "seed-topology-token";
-const ENGINE_PORT: u16 = 8080;
-const CONTROL_PORT: u16 = 9090;
 /// Control's health checks: a dead engine is unhealthy within
 /// 300 ms × 2 + 1000 ms = 1.6 s.
 const CONTROL_HEALTH: &str =
@@ -206,36 +204,19 @@ fn key(store: &Store, region: &str) -> String {
     authkey_create(store, &args, SystemTime::now()).unwrap().key
 }
 
-/// The engine's `auth.discovery`: control of its own region (if it has
-/// one) and of the others that run one.
-fn engine_yaml(region: &str, local_control: bool) -> String {
-    let discovery = DiscoveryYaml {
-        local_cluster: region,
-        local: (!local_control).then(|| "{type: none}".to_string()),
-        remotes: REGIONS
-            .iter()
-            .filter(|(r, _, control)| *control && *r != region)
-            .map(|(r, _, _)| (*r, "inferadb-control", CONTROL_PORT))
-            .collect(),
-        health_check: Some(ENGINE_HEALTH),
-    };
-    seed_yaml::engine_yaml(&discovery, SECRET)
+/// The engine's `auth.discovery` in the seed's regions, health-checked.
+fn engine_yaml(region: &str) -> String {
+    let mut d = seed_yaml::engine_discovery(&REGIONS, region);
+    d.health_check = Some(ENGINE_HEALTH);
+    seed_yaml::engine_yaml(&d, SECRET)
 }
 
-/// Control's `cache_invalidation.discovery`: the engines of every region,
+/// Control's `cache_invalidation.discovery` in the seed's regions,
 /// health-checked.
 fn control_yaml(region: &str) -> String {
-    let discovery = DiscoveryYaml {
-        local_cluster: region,
-        local: None,
-        remotes: REGIONS
-            .iter()
-            .filter(|(r, _, _)| *r != region)
-            .map(|(r, _, _)| (*r, "inferadb-engine", ENGINE_PORT))
-            .collect(),
-        health_check: Some(CONTROL_HEALTH),
-    };
-    seed_yaml::control_yaml(&discovery, TOKEN, 5000, 2, SECRET)
+    let mut d = seed_yaml::control_discovery(&REGIONS, region);
+    d.health_check = Some(CONTROL_HEALTH);
+    seed_yaml::control_yaml(&d, TOKEN, 5000, 2, SECRET)
 }
 
 /// One role: where its YAML is, and the role once started.
@@ -271,14 +252,7 @@ impl Member {
 }
 
 /// Writes the role's YAML and returns the member, not started.
-fn member(
-    dir: &Path,
-    region: &'static str,
-    host: &str,
-    url: &str,
-    key: &str,
-    local_control: bool,
-) -> Member {
+fn member(dir: &Path, region: &'static str, host: &str, url: &str, key: &str) -> Member {
     let ephemeral = (region, host) != VICTIM;
     let mesh = seed_yaml::mesh_yaml(
         url,
@@ -290,7 +264,7 @@ fn member(
     let role = if host.starts_with("inferadb-control") {
         control_yaml(region)
     } else {
-        engine_yaml(region, local_control)
+        engine_yaml(region)
     };
     let file = dir.join(format!("{region}-{host}.yaml"));
     std::fs::write(&file, format!("{mesh}{role}")).unwrap();
@@ -503,7 +477,7 @@ async fn seed_topology_discovery_failures_and_a_cut_region() {
             } else {
                 proxies[region].url()
             };
-            members.push(member(dir.path(), region, &h, &url, &keys[region], control));
+            members.push(member(dir.path(), region, &h, &url, &keys[region]));
         }
     }
     // The health-check key shape control accepts (beside `mode`).
@@ -726,7 +700,6 @@ async fn seed_topology_discovery_failures_and_a_cut_region() {
         new.1,
         &proxies[new.0].url(),
         &keys[new.0],
-        true,
     );
     let t = Instant::now();
     m.role = Some(start(m.file.clone(), false, m.name()).await);
