@@ -73,39 +73,8 @@ impl UdpSocket {
 
     /// Sends one datagram to `target`; waits while the send buffer is full.
     pub async fn send_to(&self, data: &[u8], target: SocketAddr) -> io::Result<usize> {
-        if data.len() > self.shared.config.udp_buffer {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "datagram larger than the socket buffer",
-            ));
-        }
-        let ep = (to_smol_addr(target.ip()), target.port());
-        poll_fn(|cx| {
-            let mut st = self.shared.lock();
-            if st.addr_for(target.ip()).is_none() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::AddrNotAvailable,
-                    format!("this node has no address of {target}'s family"),
-                )));
-            }
-            let s = st.sockets.get_mut::<udp::Socket>(self.handle);
-            match s.send_slice(data, ep) {
-                Ok(()) => {
-                    drop(st);
-                    self.shared.kick();
-                    Poll::Ready(Ok(data.len()))
-                }
-                Err(udp::SendError::BufferFull) => {
-                    s.register_send_waker(cx.waker());
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    e.to_string(),
-                ))),
-            }
-        })
-        .await
+        let meta = udp::UdpMetadata::from((to_smol_addr(target.ip()), target.port()));
+        self.send_meta(data, target, meta).await
     }
 
     /// Sends one datagram to `target` from the local address `local` (one
@@ -117,16 +86,34 @@ impl UdpSocket {
         target: SocketAddr,
         local: IpAddr,
     ) -> io::Result<usize> {
+        let mut meta = udp::UdpMetadata::from((to_smol_addr(target.ip()), target.port()));
+        meta.local_address = Some(to_smol_addr(local));
+        self.send_meta(data, target, meta).await
+    }
+
+    /// Queues `data` with `meta` (destination `target`, maybe a source),
+    /// waiting while the send buffer is full. Without a source, the node
+    /// must have an address of `target`'s family.
+    async fn send_meta(
+        &self,
+        data: &[u8],
+        target: SocketAddr,
+        meta: udp::UdpMetadata,
+    ) -> io::Result<usize> {
         if data.len() > self.shared.config.udp_buffer {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "datagram larger than the socket buffer",
             ));
         }
-        let mut meta = udp::UdpMetadata::from((to_smol_addr(target.ip()), target.port()));
-        meta.local_address = Some(to_smol_addr(local));
         poll_fn(|cx| {
             let mut st = self.shared.lock();
+            if meta.local_address.is_none() && st.addr_for(target.ip()).is_none() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("this node has no address of {target}'s family"),
+                )));
+            }
             let s = st.sockets.get_mut::<udp::Socket>(self.handle);
             match s.send_slice(data, meta) {
                 Ok(()) => {
