@@ -25,6 +25,7 @@
 //! bench fails otherwise.
 
 use crate::config::{ControlConfig, EngineConfig};
+use crate::demo::bounded;
 use crate::roles::{start_control, start_engine, Role};
 use crate::seed_yaml::{self, Discovery as DiscoveryYaml};
 use anyhow::{bail, Context};
@@ -222,17 +223,6 @@ pub struct InvalidationReport {
 
 fn step(msg: &str) {
     eprintln!("==> {msg}");
-}
-
-async fn bounded<T>(
-    secs: u64,
-    what: &str,
-    f: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(Duration::from_secs(secs), f).await {
-        Ok(r) => r,
-        Err(_) => bail!("{what}: not done within {secs} s"),
-    }
 }
 
 /// CPU time this process has used (user + system).

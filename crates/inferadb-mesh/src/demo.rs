@@ -50,14 +50,15 @@ fn step(msg: &str) {
     println!("==> {msg}");
 }
 
-async fn bounded<T>(
+/// `f`, or an error naming `what` if it takes over `secs` seconds.
+pub(crate) async fn bounded<T>(
     secs: u64,
     what: &str,
     f: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     match tokio::time::timeout(Duration::from_secs(secs), f).await {
         Ok(r) => r,
-        Err(_) => bail!("{what}: no answer within {secs} s"),
+        Err(_) => bail!("{what}: not done within {secs} s"),
     }
 }
 
