@@ -253,3 +253,49 @@ fn coordinator_authkey_create_prints_a_key_and_bad_tags_are_named() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A DERP map file or relay host that nodes could not use stops `coordinator
+/// serve` at once with one line naming the file and the field, before it
+/// listens.
+#[test]
+fn coordinator_serve_refuses_a_bad_derp_map_or_host_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("derp.json");
+    std::fs::write(
+        &map,
+        r#"{"Regions":{"900":{"RegionID":900,"Nodes":[{"Name":"900a"}]}}}"#,
+    )
+    .unwrap();
+    let state = dir.path().join("coord");
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ];
+        args.push(state.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let out = bin().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+        err
+    };
+    let err = serve(&["--derp-map", map.to_str().unwrap()]);
+    assert!(
+        err.contains("derp.json") && err.contains("Regions.900.Nodes[0]: no HostName"),
+        "{err}"
+    );
+    let err = serve(&[
+        "--derp-map",
+        dir.path().join("missing.json").to_str().unwrap(),
+    ]);
+    assert!(err.contains("missing.json"), "{err}");
+    let err = serve(&["--derp-host", "https://coord.example.com"]);
+    assert!(err.contains("--derp-host"), "{err}");
+    let err = serve(&["--derp-host", "coord.example.com:443"]);
+    assert!(err.contains("no scheme, no port"), "{err}");
+}
