@@ -70,6 +70,22 @@ impl Coordinator {
             .key
     }
 
+    /// Our node joined as `host` with `key` (UDP on 127.0.0.1), and its
+    /// state directory (keep it while the node runs).
+    async fn join_ours(&self, key: &str, host: &str) -> (tailnet::Node, tempfile::TempDir) {
+        let state = tempfile::tempdir().expect("tempdir");
+        let node = tailnet::Node::builder()
+            .control_url(self.url())
+            .auth_key(key.to_string())
+            .hostname(host)
+            .state_dir(state.path())
+            .listen("127.0.0.1:0".parse().expect("addr"))
+            .up()
+            .await
+            .expect("our node joins");
+        (node, state)
+    }
+
     fn nodes(&self) -> Vec<NodeRow> {
         nodes_list(self.handle.store(), SystemTime::now()).expect("nodes list")
     }
@@ -461,16 +477,7 @@ async fn our_node_and_caddy_see_each_other() {
     let _links = HOST_LINKS.read().await;
     let coord = Coordinator::start(None).await;
     let key = coord.auth_key();
-    let state = tempfile::tempdir().expect("tempdir");
-    let ours = tailnet::Node::builder()
-        .control_url(coord.url())
-        .auth_key(key.clone())
-        .hostname("rust1")
-        .state_dir(state.path())
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .up()
-        .await
-        .expect("our node joins");
+    let (ours, _state) = coord.join_ours(&key, "rust1").await;
 
     let Some(mut web1) = start_caddy(&coord, &key, "web1") else {
         return;
@@ -711,16 +718,7 @@ async fn our_node_gets_caddys_page_over_a_direct_path() {
     let _links = HOST_LINKS.read().await;
     let coord = Coordinator::start(None).await;
     let key = coord.auth_key();
-    let state = tempfile::tempdir().expect("tempdir");
-    let ours = tailnet::Node::builder()
-        .control_url(coord.url())
-        .auth_key(key.clone())
-        .hostname("rust1")
-        .state_dir(state.path())
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .up()
-        .await
-        .expect("our node joins");
+    let (ours, _state) = coord.join_ours(&key, "rust1").await;
     let our_ip = ours.ipv4().expect("our IPv4");
     serve_hello(&ours, 8081, "hello from rust1");
     let mut opts = CaddyOptions::new(&coord.url(), &key, "web1");
@@ -806,16 +804,7 @@ async fn our_node_and_caddy_go_through_our_relay_without_direct_udp() {
     // STUN on its port), which the namespace reaches.
     let coord = Coordinator::start_on(SocketAddr::new(net.host_ip.into(), 0), None, None).await;
     let key = coord.auth_key();
-    let state = tempfile::tempdir().expect("tempdir");
-    let ours = tailnet::Node::builder()
-        .control_url(coord.url())
-        .auth_key(key.clone())
-        .hostname("rust2")
-        .state_dir(state.path())
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .up()
-        .await
-        .expect("our node joins");
+    let (ours, _state) = coord.join_ours(&key, "rust2").await;
     let our_ip = ours.ipv4().expect("our IPv4");
     serve_hello(&ours, 8081, "hello from rust2");
     let mut opts = CaddyOptions::new(&coord.url(), &key, "web2");
@@ -980,16 +969,9 @@ async fn acl_with_caddy_allows_and_denies_ports_both_ways() {
     coord.handle.set_policy(Arc::new(
         coordinator::policy::Policy::parse(CADDY_ACL).expect("policy parses"),
     ));
-    let state = tempfile::tempdir().expect("tempdir");
-    let ours = tailnet::Node::builder()
-        .control_url(coord.url())
-        .auth_key(tagged_key(&coord, "tag:rust"))
-        .hostname("rust3")
-        .state_dir(state.path())
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .up()
-        .await
-        .expect("our node joins");
+    let (ours, _state) = coord
+        .join_ours(&tagged_key(&coord, "tag:rust"), "rust3")
+        .await;
     let our_ip = ours.ipv4().expect("our IPv4");
     serve_hello(&ours, 8080, "hello from rust3");
     serve_hello(&ours, 8082, "rust3:8082 must not be reached");
