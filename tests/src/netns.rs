@@ -119,18 +119,12 @@ static CHOOSE: Mutex<()> = Mutex::new(());
 
 /// A wireguard-go instance in a namespace of its own. See the module docs.
 pub struct WgGoNet {
-    /// The third octet shared by this net's addresses.
-    pub n: u8,
-    /// The namespace's name.
-    pub ns: String,
+    /// The namespace and its veth pair (`net.ns`, `net.host_ip`, … through
+    /// `Deref`): bind the node's UDP to `host_ip`; `ns_ip` is
+    /// wireguard-go's endpoint.
+    veth: VethNs,
     /// The wireguard-go interface's name (inside the namespace).
     pub ifname: String,
-    /// The host end of the veth pair.
-    pub host_veth: String,
-    /// 198.18.N.1: the host end of the veth; bind the node's UDP here.
-    pub host_ip: Ipv4Addr,
-    /// 198.18.N.2: the namespace end of the veth; wireguard-go's endpoint.
-    pub ns_ip: Ipv4Addr,
     /// 100.64.N.1: the node's tunnel address.
     pub node_tunnel_ip: Ipv4Addr,
     /// 100.64.N.2: wireguard-go's tunnel address.
@@ -140,8 +134,13 @@ pub struct WgGoNet {
     /// A scratch directory, removed on drop.
     pub dir: PathBuf,
     children: Vec<(String, Child, PathBuf)>,
-    made_ns: bool,
-    made_veth: bool,
+}
+
+impl std::ops::Deref for WgGoNet {
+    type Target = VethNs;
+    fn deref(&self) -> &VethNs {
+        &self.veth
+    }
 }
 
 impl WgGoNet {
@@ -153,28 +152,13 @@ impl WgGoNet {
     pub fn create(tag: char, slot: u8) -> WgGoNet {
         assert!(tag.is_ascii_lowercase() && slot < 2);
         let pid = std::process::id();
-        let guard = CHOOSE.lock().unwrap_or_else(|e| e.into_inner());
-        let mut names = None;
-        for k in 0..36u32 {
-            let suffix = std::char::from_digit(k, 36).expect("digit below 36");
-            let id = format!("{}{tag}{suffix}", pid % 10000);
-            let (ifname, host_veth, ns_veth) =
-                (format!("wgt{id}"), format!("wgh{id}"), format!("wgn{id}"));
-            let ns = format!("tailnet-wgt-{pid}-{tag}{suffix}");
-            let taken = Path::new("/sys/class/net").join(&host_veth).exists()
-                || Path::new("/sys/class/net").join(&ns_veth).exists()
-                || Path::new("/var/run/wireguard")
-                    .join(format!("{ifname}.sock"))
-                    .exists()
-                || Path::new("/var/run/netns").join(&ns).exists();
-            if !taken {
-                names = Some((ifname, host_veth, ns_veth, ns));
-                break;
-            }
-        }
-        let (ifname, host_veth, ns_veth, ns) =
-            names.expect("no free interface names for this pid (stale test leftovers?)");
-        let n = choose_n(pid, slot);
+        let veth = VethNs::create_named("wg", tag, slot, |id| {
+            Path::new("/var/run/wireguard")
+                .join(format!("wgt{id}.sock"))
+                .exists()
+        });
+        let n = veth.n;
+        let ifname = format!("wgt{}", veth.id);
         let dir = std::env::temp_dir().join(format!(
             "tailnet-wgt-{pid}-{tag}-{:08x}",
             rand::random::<u32>()
@@ -185,59 +169,14 @@ impl WgGoNet {
         let wg_public_key =
             NodeConfig::new(key.clone(), vec![Ipv4Addr::LOCALHOST.into()]).public_key();
         let mut net = WgGoNet {
-            n,
-            ns,
+            veth,
             ifname,
-            host_veth,
-            host_ip: Ipv4Addr::new(198, 18, n, 1),
-            ns_ip: Ipv4Addr::new(198, 18, n, 2),
             node_tunnel_ip: Ipv4Addr::new(100, 64, n, 1),
             wg_tunnel_ip: Ipv4Addr::new(100, 64, n, 2),
             wg_public_key,
             dir,
             children: Vec::new(),
-            made_ns: false,
-            made_veth: false,
         };
-        let ns = net.ns.clone();
-        run(&["ip", "netns", "add", &ns]);
-        net.made_ns = true;
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &net.host_veth,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns_veth,
-        ]);
-        net.made_veth = true;
-        run(&["ip", "link", "set", &ns_veth, "netns", &ns]);
-        run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", net.host_ip),
-            "dev",
-            &net.host_veth,
-        ]);
-        // The address is on the host now: the next test sees N taken.
-        drop(guard);
-        run(&["ip", "link", "set", &net.host_veth, "up"]);
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/24", net.ns_ip),
-            "dev",
-            &ns_veth,
-        ]);
-        run(&["ip", "-n", &ns, "link", "set", &ns_veth, "up"]);
 
         // wireguard-go in the foreground, as our child (`ip netns exec`
         // execs it in place, so the child's pid is wireguard-go's).
@@ -447,14 +386,8 @@ impl Drop for WgGoNet {
         let _ = std::fs::remove_file(
             Path::new("/var/run/wireguard").join(format!("{}.sock", self.ifname)),
         );
-        if self.made_ns {
-            let _ = run_quiet(&["ip", "netns", "del", &self.ns]);
-        }
-        if self.made_veth {
-            // Usually gone with the namespace end already.
-            let _ = run_quiet(&["ip", "link", "del", &self.host_veth]);
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The namespace and veth go when `veth` drops, after this.
     }
 }
 
@@ -493,6 +426,8 @@ pub struct VethNs {
     pub host_ip: Ipv4Addr,
     /// 198.18.N.2: the namespace end.
     pub ns_ip: Ipv4Addr,
+    /// What makes this pair's names unique (pid, tag, a suffix).
+    pub id: String,
     made_ns: bool,
     made_veth: bool,
 }
@@ -501,6 +436,14 @@ impl VethNs {
     /// Creates the namespace and the veth pair. `tag` (one lowercase
     /// letter) tells this process's tests apart.
     pub fn create(tag: char) -> VethNs {
+        VethNs::create_named("vn", tag, 1, |_| false)
+    }
+
+    /// [`VethNs::create`] with interface names `<prefix>h<id>` (host) and
+    /// `<prefix>n<id>` (namespace), N spread by `slot` (0 or 1), and an
+    /// id skipped when `taken(id)` says something else of the caller's
+    /// already uses it.
+    pub fn create_named(prefix: &str, tag: char, slot: u8, taken: impl Fn(&str) -> bool) -> VethNs {
         assert!(tag.is_ascii_lowercase());
         let pid = std::process::id();
         let guard = CHOOSE.lock().unwrap_or_else(|e| e.into_inner());
@@ -508,25 +451,27 @@ impl VethNs {
         for k in 0..36u32 {
             let suffix = std::char::from_digit(k, 36).expect("digit below 36");
             let id = format!("{}{tag}{suffix}", pid % 10000);
-            let (host_veth, ns_veth) = (format!("vnh{id}"), format!("vnn{id}"));
-            let ns = format!("tailnet-vns-{pid}-{tag}{suffix}");
-            let taken = Path::new("/sys/class/net").join(&host_veth).exists()
+            let (host_veth, ns_veth) = (format!("{prefix}h{id}"), format!("{prefix}n{id}"));
+            let ns = format!("tailnet-{prefix}-{pid}-{tag}{suffix}");
+            let in_use = Path::new("/sys/class/net").join(&host_veth).exists()
                 || Path::new("/sys/class/net").join(&ns_veth).exists()
-                || Path::new("/var/run/netns").join(&ns).exists();
-            if !taken {
-                names = Some((host_veth, ns_veth, ns));
+                || Path::new("/var/run/netns").join(&ns).exists()
+                || taken(&id);
+            if !in_use {
+                names = Some((id, host_veth, ns_veth, ns));
                 break;
             }
         }
-        let (host_veth, ns_veth, ns) =
+        let (id, host_veth, ns_veth, ns) =
             names.expect("no free interface names for this pid (stale test leftovers?)");
-        let n = choose_n(pid, 1);
+        let n = choose_n(pid, slot);
         let mut net = VethNs {
             n,
             ns,
             host_veth,
             host_ip: Ipv4Addr::new(198, 18, n, 1),
             ns_ip: Ipv4Addr::new(198, 18, n, 2),
+            id,
             made_ns: false,
             made_veth: false,
         };
@@ -554,6 +499,7 @@ impl VethNs {
             "dev",
             &net.host_veth,
         ]);
+        // The address is on the host now: the next caller sees N taken.
         drop(guard);
         run(&["ip", "link", "set", &net.host_veth, "up"]);
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
