@@ -373,6 +373,58 @@ mod tests {
         }
     }
 
+    /// Packets for a peer open its home region's connection; connections
+    /// other than home's close after 60 s unused (home's never does), and
+    /// `regions_open` follows. Relays on a closed port: the clients only
+    /// retry, on the paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn peers_regions_open_on_demand_and_close_when_idle() {
+        let mut m = map(&[(1, false), (2, false), (3, false)]);
+        for r in m.regions.as_mut().unwrap().values_mut() {
+            r.nodes[0].derp_port = 1;
+        }
+        let (events_tx, _events) = mpsc::channel(16);
+        let counters = Arc::new(RelayCounters::default());
+        let mut bridge = Bridge {
+            home: 1,
+            map: m,
+            tls: false,
+            node_private: [7; 32],
+            counters: counters.clone(),
+            events_tx,
+            clients: HashMap::new(),
+        };
+        let (k2, k3, k9) = (
+            PublicKey::from_bytes([2; 32]),
+            PublicKey::from_bytes([3; 32]),
+            PublicKey::from_bytes([9; 32]),
+        );
+        let routes: Routes = Arc::new([(k2, 2), (k3, 3), (k9, 9)].into_iter().collect());
+        let open = |b: &Bridge| {
+            let mut r: Vec<u16> = b.clients.keys().copied().collect();
+            r.sort();
+            r
+        };
+        // Not connected yet: the packet is dropped, but the region opens.
+        bridge.send(&routes, k2, vec![0; 8]);
+        // A region not in the map: our home carries it.
+        bridge.send(&routes, k9, vec![0; 8]);
+        assert_eq!(open(&bridge), vec![1, 2]);
+        assert_eq!(counters.regions_open.load(Relaxed), 2);
+        assert_eq!(counters.tx_dropped.load(Relaxed), 2);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        bridge.send(&routes, k3, vec![0; 8]);
+        bridge.close_idle(Instant::now());
+        assert_eq!(open(&bridge), vec![1, 2, 3]);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        bridge.close_idle(Instant::now());
+        assert_eq!(open(&bridge), vec![1, 3], "region 2 unused for 61 s");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        bridge.close_idle(Instant::now());
+        assert_eq!(open(&bridge), vec![1], "home stays");
+        assert_eq!(counters.regions_open.load(Relaxed), 1);
+    }
+
     #[test]
     fn fallback_is_the_lowest_region_that_may_be_home() {
         assert_eq!(
