@@ -43,8 +43,9 @@ const LINK_QUEUE: usize = 1024;
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// How often idle connections are looked for (Go: every 15 s).
 const IDLE_CHECK: Duration = Duration::from_secs(15);
-/// A measured home is replaced only by a region this much faster.
-const HOME_HYSTERESIS: f64 = 1.5;
+/// A home that answered is kept unless another region is faster by at
+/// least this much (Go's `preferredDERPAbsoluteDiff`), and by a third.
+const HOME_KEEP_ABSOLUTE: Duration = Duration::from_millis(10);
 
 /// Node key → the peer's home region (its `HomeDERP`; absent or 0: none).
 pub(crate) type Routes = Arc<HashMap<PublicKey, u16>>;
@@ -76,10 +77,14 @@ pub(crate) fn fallback_home(map: &DerpMap, tls: bool) -> Option<u16> {
 }
 
 /// The home region after a STUN round that measured `latencies` (region,
-/// round trip): the fastest region we can dial and may home at, unless
-/// `current` answered within [`HOME_HYSTERESIS`] of it (a home that flaps
+/// round trip): the fastest region we can dial and may home at, each
+/// latency scaled by the map's `HomeParams.RegionScore` as Go does. A
+/// current home that answered is kept unless the best is both
+/// [`HOME_KEEP_ABSOLUTE`] faster and at most two thirds of its latency
+/// (Go's rule in `addReportHistoryAndSetPreferredDERP`; a home that flaps
 /// makes every peer's packets to us change relay). No answers keep
-/// `current`.
+/// `current`. Go also smooths latencies over 5 minutes of reports; we
+/// compare one round.
 pub(crate) fn choose_home(
     map: &DerpMap,
     tls: bool,
@@ -93,21 +98,29 @@ pub(crate) fn choose_home(
             .is_some_and(|r| !r.no_measure_no_home && !r.avoid)
             && dialable(map, id, tls).is_some()
     };
-    let Some(&(best, best_rtt)) = latencies
+    let scores = map
+        .home_params
+        .as_ref()
+        .and_then(|h| h.region_score.as_ref());
+    let scaled = |id: u16, rtt: Duration| match scores.and_then(|s| s.get(&i32::from(id))) {
+        Some(score) if *score > 0.0 && score.is_finite() && *score < 1e6 => rtt.mul_f64(*score),
+        _ => rtt,
+    };
+    let Some((best, best_rtt)) = latencies
         .iter()
         .filter(|(id, _)| may_home(*id))
+        .map(|(id, rtt)| (*id, scaled(*id, *rtt)))
         .min_by_key(|(_, rtt)| *rtt)
     else {
         return current;
     };
     let current_rtt = latencies
         .iter()
-        .find(|(id, _)| *id == current)
-        .map(|(_, rtt)| *rtt);
+        .find(|(id, _)| *id == current && may_home(current))
+        .map(|(id, rtt)| scaled(*id, *rtt));
     match current_rtt {
-        Some(rtt)
-            if may_home(current)
-                && rtt.as_secs_f64() <= best_rtt.as_secs_f64() * HOME_HYSTERESIS =>
+        Some(old)
+            if old.saturating_sub(best_rtt) < HOME_KEEP_ABSOLUTE || best_rtt > old / 3 * 2 =>
         {
             current
         }
@@ -441,20 +454,28 @@ mod tests {
 
     #[test]
     fn the_fastest_region_wins_but_a_close_home_stays() {
-        let m = map(&[(1, false), (2, false), (3, true)]);
+        let mut m = map(&[(1, false), (2, false), (3, true)]);
         let ms = Duration::from_millis;
         // Region 3 is fastest but may not be home.
         assert_eq!(
             choose_home(&m, false, 1, &[(1, ms(30)), (2, ms(10)), (3, ms(1))]),
             2
         );
-        // Within 1.5x: the current home stays.
-        assert_eq!(choose_home(&m, false, 1, &[(1, ms(14)), (2, ms(10))]), 1);
+        // Faster by less than 10 ms, or by less than a third: home stays.
+        assert_eq!(choose_home(&m, false, 1, &[(1, ms(9)), (2, ms(1))]), 1);
+        assert_eq!(choose_home(&m, false, 1, &[(1, ms(100)), (2, ms(70))]), 1);
+        assert_eq!(choose_home(&m, false, 1, &[(1, ms(100)), (2, ms(60))]), 2);
         // The current home did not answer: the fastest that did.
         assert_eq!(choose_home(&m, false, 1, &[(2, ms(40))]), 2);
         // Nothing answered: no change.
         assert_eq!(choose_home(&m, false, 1, &[]), 1);
         // A region not in the map is not a home.
         assert_eq!(choose_home(&m, false, 1, &[(9, ms(1)), (1, ms(50))]), 1);
+        // A score above 1 penalises a region (below 1 favours it).
+        m.home_params = Some(tailnet_wire::control::DerpHomeParams {
+            region_score: Some([(2, 2.0)].into_iter().collect()),
+        });
+        assert_eq!(choose_home(&m, false, 1, &[(1, ms(100)), (2, ms(60))]), 1);
+        assert_eq!(choose_home(&m, false, 3, &[(1, ms(100)), (2, ms(60))]), 1);
     }
 }
