@@ -8,18 +8,34 @@ use std::time::Duration;
 
 /// Arguments of `ping`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:
+#[command(
+    after_help = "The first pongs often come through the DERP relay while disco finds a
+direct path. Like tailscale ping, it stops at the first direct pong, or
+after -c pings with \"direct connection not established\" (exit 1).
+
+Examples:
   inferadb-mesh ping inferadb-engine-1 --state-dir /var/lib/inferadb-mesh
-  inferadb-mesh ping 100.64.0.2 -c 5 --state-dir /var/lib/inferadb-mesh")]
+  inferadb-mesh ping 100.64.0.2 -c 5 --until-direct=false --state-dir /var/lib/inferadb-mesh"
+)]
 pub struct PingArgs {
     /// The peer: its name (MagicDNS or host name) or tailnet address.
     target: String,
     /// The state directory of the running node to ping from.
     #[arg(long, value_name = "DIR", env = "INFERADB_MESH_STATE_DIR")]
     state_dir: PathBuf,
-    /// Pings to send.
-    #[arg(short = 'c', long, default_value_t = 3)]
+    /// Most pings to send (0: no limit).
+    #[arg(short = 'c', long, default_value_t = 10)]
     count: u32,
+    /// Stop at the first pong over a direct path, and fail if none came.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    until_direct: bool,
     /// Seconds to wait for each pong.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     timeout: f64,
@@ -49,14 +65,19 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         })?;
     let socket = localapi::socket_path(&args.state_dir);
     let mut pongs = 0u32;
-    for i in 0..args.count.max(1) {
-        if i > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sent = 0u32;
+    while args.count == 0 || sent < args.count {
+        if sent > 0 {
+            tokio::time::sleep(BETWEEN_PINGS).await;
         }
+        sent += 1;
         match localapi::fetch_ping(&socket, &args.target, timeout).await {
             Ok(r) => {
                 pongs += 1;
                 println!("{}", pong_line(&args.target, &r));
+                if args.until_direct && r.addr.is_some() {
+                    return Ok(());
+                }
             }
             // 504: this ping went unanswered; try the next.
             Err(LocalApiError::Status {
@@ -73,5 +94,12 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         eprintln!("ping {}: no pong", args.target);
         std::process::exit(1);
     }
+    if args.until_direct {
+        eprintln!("direct connection not established");
+        std::process::exit(1);
+    }
     Ok(())
 }
+
+/// The pause between pings (tailscale ping's).
+const BETWEEN_PINGS: Duration = Duration::from_secs(1);

@@ -406,4 +406,19 @@ fn peers_homed_in_different_regions_relay_through_each_others_home() {
         (&Value::from("near0"), &Value::from("")),
         "B reaches A through A's home: {to_a}"
     );
+
+    // `ping` says so, like `tailscale ping`: every pong through B's home
+    // region, then "direct connection not established" and exit 1.
+    let out = run(&["ping", "far-b", "--state-dir", path(&a), "-c", "2"]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert_eq!(said.lines().count(), 2, "{said}");
+    assert!(
+        said.lines().all(|l| l.contains("via DERP(near1)")),
+        "{said}"
+    );
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "direct connection not established"
+    );
 }
