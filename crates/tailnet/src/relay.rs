@@ -133,6 +133,7 @@ pub(crate) struct Relay {
     home: u16,
     map: DerpMap,
     routes: watch::Sender<Routes>,
+    stop: tokio::sync::oneshot::Sender<()>,
     bridge: JoinHandle<()>,
 }
 
@@ -163,12 +164,14 @@ impl Relay {
         let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(LINK_QUEUE);
         let (routes_tx, routes_rx) = watch::channel(routes);
-        let task = tokio::spawn(bridge.run(out_rx, events, in_tx, routes_rx));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(bridge.run(out_rx, events, in_tx, routes_rx, stop_rx));
         Some((
             Relay {
                 home,
                 map: map.clone(),
                 routes: routes_tx,
+                stop,
                 bridge: task,
             },
             RelayLink {
@@ -188,12 +191,10 @@ impl Relay {
         self.routes.send_replace(routes);
     }
 
-    /// Closes every DERP connection and stops the bridge.
+    /// Stops the bridge once every DERP connection is closed, so a
+    /// replacement never overlaps these connections.
     pub(crate) async fn shutdown(self) {
-        self.bridge.abort();
-        // The aborted task dropped its handles; their tasks end when they
-        // see the handles gone (each client stops on its own shutdown
-        // signal or when its event receiver closes).
+        let _ = self.stop.send(());
         let _ = self.bridge.await;
     }
 }
@@ -219,8 +220,9 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         for (_, c) in self.clients.drain() {
             let h = c.handle;
-            // Shutting down waits for the client task; do it off this
-            // (possibly aborted) task.
+            // Clients left when the loop ended without a stop (the data
+            // plane went away): shutting one down waits for its task, so
+            // it is done off this one.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move { h.shutdown().await });
             }
@@ -309,6 +311,7 @@ impl Bridge {
         mut events: mpsc::Receiver<DerpEvent>,
         in_tx: mpsc::Sender<(PublicKey, Vec<u8>)>,
         routes: watch::Receiver<Routes>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
         let mut idle = tokio::time::interval(IDLE_CHECK);
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -348,6 +351,12 @@ impl Bridge {
                     None => break,
                 },
                 _ = idle.tick() => self.close_idle(Instant::now()),
+                _ = &mut stop => {
+                    for (_, c) in self.clients.drain() {
+                        c.handle.shutdown().await;
+                    }
+                    break;
+                }
             }
         }
     }
