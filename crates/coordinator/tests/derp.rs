@@ -386,6 +386,12 @@ async fn bad_input_closes_only_its_own_connection_and_is_counted() {
     relay
         .wait_counter("handshake failures", |c| &c.handshake_failed, 3)
         .await;
+    // A client that hangs up before ClientInfo gave up; it was not refused.
+    drop(Raw::upgrade(relay.addr()).await);
+    relay
+        .wait_counter("abandoned handshakes", |c| &c.handshake_abandoned, 1)
+        .await;
+    assert_eq!(relay.counter(|c| &c.handshake_failed), 3);
     assert!(!relay.server.derp().is_connected(&key(&[3; 32])));
 
     // After the handshake: a frame header announcing 2 MiB.

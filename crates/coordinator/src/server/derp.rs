@@ -78,6 +78,14 @@ impl Default for DerpConfig {
     }
 }
 
+/// How a handshake ended without a client.
+enum HandshakeEnd {
+    /// The client went away before ClientInfo.
+    Abandoned(String),
+    /// It sent something we refuse.
+    Failed(String),
+}
+
 /// What the relay did, since it started.
 #[derive(Debug, Default)]
 pub struct DerpCounters {
@@ -86,6 +94,10 @@ pub struct DerpCounters {
     /// Upgraded connections that never completed it (timeout, bad or
     /// unopenable ClientInfo).
     pub handshake_failed: AtomicU64,
+    /// Upgraded connections the client closed (or lost) before sending
+    /// ClientInfo: a client giving up (a Go client rebinding after a link
+    /// change does), not a refused handshake.
+    pub handshake_abandoned: AtomicU64,
     /// Connections closed because a newer one came with the same key.
     pub replaced: AtomicU64,
     /// Connections closed for a malformed, oversized or forbidden frame.
@@ -341,7 +353,12 @@ impl DerpServer {
         };
         let client_key = match hs {
             Ok(Ok(k)) => k,
-            Ok(Err(e)) => {
+            Ok(Err(HandshakeEnd::Abandoned(e))) => {
+                bump(&self.counters.handshake_abandoned);
+                tracing::debug!(error = %e, "derp: client left during the handshake");
+                return;
+            }
+            Ok(Err(HandshakeEnd::Failed(e))) => {
                 bump(&self.counters.handshake_failed);
                 tracing::debug!(error = %e, "derp: handshake failed");
                 return;
@@ -395,29 +412,35 @@ impl DerpServer {
         wr: &mut W,
         reader: &mut FrameReader,
         buf: &mut [u8],
-    ) -> Result<PublicKey, String>
+    ) -> Result<PublicKey, HandshakeEnd>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let gone = |e: std::io::Error| HandshakeEnd::Abandoned(e.to_string());
         wr.write_all(&derp::server_key_frame(&self.public))
             .await
-            .map_err(|e| e.to_string())?;
-        wr.flush().await.map_err(|e| e.to_string())?;
+            .map_err(gone)?;
+        wr.flush().await.map_err(gone)?;
         loop {
             match reader.next_frame() {
                 Ok(Some(Frame::ClientInfo { key, sealed })) => {
                     derp::open_client_info(self.private.as_bytes(), &key, sealed)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| HandshakeEnd::Failed(e.to_string()))?;
                     return Ok(key);
                 }
-                Ok(Some(f)) => return Err(format!("{:?} frame before ClientInfo", f.frame_type())),
+                Ok(Some(f)) => {
+                    return Err(HandshakeEnd::Failed(format!(
+                        "{:?} frame before ClientInfo",
+                        f.frame_type()
+                    )))
+                }
                 Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(HandshakeEnd::Failed(e.to_string())),
             }
-            let n = rd.read(buf).await.map_err(|e| e.to_string())?;
+            let n = rd.read(buf).await.map_err(gone)?;
             if n == 0 {
-                return Err("closed before ClientInfo".into());
+                return Err(HandshakeEnd::Abandoned("closed before ClientInfo".into()));
             }
             reader.push(&buf[..n]);
         }
