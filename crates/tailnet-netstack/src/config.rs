@@ -33,11 +33,18 @@ pub struct NetstackConfig {
     pub ack_delay: Option<Duration>,
     /// Congestion control.
     pub congestion: Congestion,
+    /// Pace TCP data at the congestion window's rate (as Linux does with
+    /// `fq`), so large windows do not overflow shallow bottleneck queues.
+    pub tcp_pacing: bool,
     /// Default accept backlog of a listener.
     pub listen_backlog: usize,
     /// Give up on a connection whose peer stops answering for this long.
     #[serde(with = "opt_millis")]
     pub tcp_timeout: Option<Duration>,
+    /// Lower bound of TCP's retransmission timeout (RFC 6298 says 1 s;
+    /// Linux and this default use 200 ms).
+    #[serde(with = "millis")]
+    pub tcp_min_rto: Duration,
     /// Send TCP keep-alives after this much idle time.
     #[serde(with = "opt_millis")]
     pub tcp_keepalive: Option<Duration>,
@@ -56,12 +63,26 @@ impl Default for NetstackConfig {
             nagle: false,
             ack_delay: Some(Duration::from_millis(1)),
             congestion: Congestion::Cubic,
+            tcp_pacing: true,
             listen_backlog: 512,
             tcp_timeout: Some(Duration::from_secs(120)),
+            tcp_min_rto: Duration::from_millis(200),
             tcp_keepalive: Some(Duration::from_secs(30)),
             udp_buffer: 1 << 20,
             udp_buffer_packets: 1024,
         }
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
 

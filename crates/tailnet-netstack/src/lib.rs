@@ -31,5 +31,5 @@ mod udp;
 
 pub use config::{Congestion, NetstackConfig};
 pub use stack::{Netstack, NetstackError, NetstackStats};
-pub use tcp::{TcpListener, TcpStream};
+pub use tcp::{TcpInfo, TcpListener, TcpStream};
 pub use udp::UdpSocket;

@@ -53,6 +53,23 @@ pub struct NetstackStats {
     pub rx_dropped_queue_full: u64,
     /// TCP sockets currently allocated (listening, open or closing).
     pub tcp_sockets: u64,
+    /// TCP segments sent again, over every connection so far.
+    pub tcp_retransmitted_segments: u64,
+    /// TCP retransmission timeouts that expired.
+    pub tcp_timeouts: u64,
+    /// Entries into TCP fast retransmit or SACK-based loss recovery.
+    pub tcp_recoveries: u64,
+    /// TCP tail loss probes sent.
+    pub tcp_tail_loss_probes: u64,
+}
+
+impl NetstackStats {
+    fn add_tcp(&mut self, c: tcp::Counters) {
+        self.tcp_retransmitted_segments += c.retransmitted_segments;
+        self.tcp_timeouts += c.timeouts;
+        self.tcp_recoveries += c.recoveries;
+        self.tcp_tail_loss_probes += c.tail_loss_probes;
+    }
 }
 
 /// Most inbound packets queued for smoltcp between two polls.
@@ -335,11 +352,12 @@ impl Netstack {
     pub fn stats(&self) -> NetstackStats {
         let st = self.shared.lock();
         let mut s = st.stats;
-        s.tcp_sockets = st
-            .sockets
-            .iter()
-            .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(_)))
-            .count() as u64;
+        for (_, sock) in st.sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(t) = sock {
+                s.tcp_sockets += 1;
+                s.add_tcp(t.counters());
+            }
+        }
         s
     }
 
@@ -490,6 +508,7 @@ impl State {
                     tcp::State::Listen | tcp::State::SynReceived => i += 1,
                     tcp::State::Closed | tcp::State::TimeWait => {
                         // Reset during the handshake.
+                        self.stats.add_tcp(sockets.get::<tcp::Socket>(h).counters());
                         sockets.remove(h);
                         l.pending.swap_remove(i);
                     }
@@ -511,6 +530,8 @@ impl State {
             let h = self.closing[i];
             let state = self.sockets.get::<tcp::Socket>(h).state();
             if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+                self.stats
+                    .add_tcp(self.sockets.get::<tcp::Socket>(h).counters());
                 self.sockets.remove(h);
                 self.closing.swap_remove(i);
             } else {
@@ -577,12 +598,18 @@ pub(crate) fn new_tcp_socket(config: &NetstackConfig) -> tcp::Socket<'static> {
     s.set_ack_delay(config.ack_delay.map(to_smol_duration));
     s.set_timeout(config.tcp_timeout.map(to_smol_duration));
     s.set_keep_alive(config.tcp_keepalive.map(to_smol_duration));
+    s.set_min_rto(to_smol_duration(config.tcp_min_rto));
+    s.set_pacing(config.tcp_pacing);
     s.set_congestion_control(match config.congestion {
         Congestion::None => tcp::CongestionControl::None,
         Congestion::Reno => tcp::CongestionControl::Reno,
         Congestion::Cubic => tcp::CongestionControl::Cubic,
     });
     s
+}
+
+pub(crate) fn from_smol_duration(d: smoltcp::time::Duration) -> Duration {
+    Duration::from_micros(d.total_micros())
 }
 
 pub(crate) fn to_smol_duration(d: Duration) -> smoltcp::time::Duration {

@@ -1,6 +1,8 @@
 //! Async TCP over the netstack.
 
-use crate::stack::{new_tcp_socket, to_smol_addr, to_std_addr, Netstack, NetstackError, Shared};
+use crate::stack::{
+    from_smol_duration, new_tcp_socket, to_smol_addr, to_std_addr, Netstack, NetstackError, Shared,
+};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use std::collections::VecDeque;
@@ -11,6 +13,33 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A snapshot of one connection's TCP state ([`TcpStream::info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Congestion window, bytes.
+    pub congestion_window: usize,
+    /// Smoothed round-trip time (None before the first sample).
+    pub smoothed_rtt: Option<std::time::Duration>,
+    /// Current retransmission timeout.
+    pub retransmission_timeout: std::time::Duration,
+    /// Bytes written and not yet acknowledged by the peer.
+    pub send_queue: usize,
+    /// Bytes received and not yet read.
+    pub recv_queue: usize,
+    /// Send buffer size, bytes.
+    pub send_capacity: usize,
+    /// Receive buffer size, bytes (the largest window we advertise).
+    pub recv_capacity: usize,
+    /// Segments sent again.
+    pub retransmitted_segments: u64,
+    /// Retransmission timeouts that expired.
+    pub timeouts: u64,
+    /// Entries into fast retransmit or SACK-based recovery.
+    pub recoveries: u64,
+    /// Tail loss probes sent (RFC 8985).
+    pub tail_loss_probes: u64,
+}
 
 /// A TCP connection on the tailnet. Reading and writing follow tokio's
 /// `AsyncRead`/`AsyncWrite`; `shutdown` half-closes (sends FIN) and reading
@@ -94,6 +123,27 @@ impl TcpStream {
                 )))
             }
             _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// The connection's TCP state, as Linux's `TCP_INFO` tells it: the
+    /// congestion window, round-trip estimate and loss-recovery counters.
+    pub fn info(&self) -> TcpInfo {
+        let mut st = self.shared.lock();
+        let s = st.sockets.get_mut::<tcp::Socket>(self.handle);
+        let c = s.counters();
+        TcpInfo {
+            congestion_window: s.congestion_window(),
+            smoothed_rtt: s.smoothed_rtt().map(from_smol_duration),
+            retransmission_timeout: from_smol_duration(s.retransmission_timeout()),
+            send_queue: s.send_queue(),
+            recv_queue: s.recv_queue(),
+            send_capacity: s.send_capacity(),
+            recv_capacity: s.recv_capacity(),
+            retransmitted_segments: c.retransmitted_segments,
+            timeouts: c.timeouts,
+            recoveries: c.recoveries,
+            tail_loss_probes: c.tail_loss_probes,
         }
     }
 

@@ -5,7 +5,7 @@
 use core::fmt::Display;
 #[cfg(feature = "async")]
 use core::task::Waker;
-use core::{fmt, mem};
+use core::{cmp, fmt, mem};
 
 use crate::phy::PacketMeta;
 #[cfg(feature = "async")]
@@ -158,6 +158,40 @@ const RTTE_MIN_RTO: u32 = 1000;
 // seconds
 const RTTE_MAX_RTO: u32 = 60_000;
 
+/// Loss-recovery counters of one socket, for diagnostics (as Linux's
+/// `TCP_INFO` and `nstat` counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct Counters {
+    /// Segments sent again (fast retransmit, SACK recovery, tail loss
+    /// probes of old data, and after retransmission timeouts).
+    pub retransmitted_segments: u64,
+    /// Retransmission timeouts that expired.
+    pub timeouts: u64,
+    /// Entries into fast retransmit or SACK-based loss recovery.
+    pub recoveries: u64,
+    /// RFC 8985 tail loss probes sent.
+    pub tail_loss_probes: u64,
+    /// Times HyStart++ ended slow start on a rising RTT (before a loss).
+    pub slow_start_exits: u64,
+}
+
+/// How many disjoint SACKed blocks the sender remembers (RFC 6675 scoreboard).
+const SACK_SCOREBOARD_LEN: usize = 256;
+
+/// RFC 6675 DupThresh: a hole is lost once this many segments' worth of data
+/// above it has been SACKed.
+const DUP_THRESH: usize = 3;
+
+/// Pacing lets data leave this far ahead of its paced time, so one timer
+/// tick sends a small burst rather than a single segment.
+const PACING_QUANTUM: Duration = Duration::from_millis(1);
+
+/// RFC 8985 (7.2) WCDelAckT: the worst-case delayed-ACK time added to the
+/// probe timeout when a single segment is in flight.
+const TLP_WC_DEL_ACK_MS: u32 = 200;
+
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct RttEstimator {
@@ -173,6 +207,11 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    /// Lower bound of the RTO in milliseconds (RFC 6298 (2.4) says 1 s;
+    /// Linux uses 200 ms). See [`Socket::set_min_rto`].
+    min_rto: u32,
+    /// Smallest RTT sample so far, microseconds (0: none yet).
+    min_rtt_us: u32,
 }
 
 impl Default for RttEstimator {
@@ -185,6 +224,8 @@ impl Default for RttEstimator {
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
+            min_rto: RTTE_MIN_RTO,
+            min_rtt_us: 0,
         }
     }
 }
@@ -214,7 +255,7 @@ impl RttEstimator {
 
         // RFC 6298 (2.2), (2.3)
         let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        self.rto = (self.srtt + margin).clamp(self.min_rto, RTTE_MAX_RTO);
 
         self.rto_count = 0;
 
@@ -241,13 +282,22 @@ impl RttEstimator {
         }
     }
 
-    fn on_ack(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
+    /// Takes an RTT sample if `seq` acknowledges the timed segment, and
+    /// returns it in microseconds.
+    fn on_ack(&mut self, timestamp: Instant, seq: TcpSeqNumber) -> Option<u32> {
         if let Some((sent_timestamp, sent_seq)) = self.timestamp
             && seq >= sent_seq
         {
-            self.sample((timestamp - sent_timestamp).total_millis() as u32);
+            let rtt = timestamp - sent_timestamp;
+            self.sample(rtt.total_millis() as u32);
             self.timestamp = None;
+            let us = rtt.total_micros().min(u32::MAX as u64) as u32;
+            if self.min_rtt_us == 0 || us < self.min_rtt_us {
+                self.min_rtt_us = us.max(1);
+            }
+            return Some(us);
         }
+        None
     }
 
     fn on_rto(&mut self) {
@@ -523,6 +573,40 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// Highest sequence number sent so far (RFC 6675 HighData + 1). Unlike
+    /// `remote_last_seq` it is not rewound by a retransmission timeout.
+    snd_max: TcpSeqNumber,
+    /// SACK scoreboard (RFC 2018, RFC 6675): the blocks above `local_seq_no`
+    /// the remote reported as received, sorted and disjoint.
+    sacked: heapless::Vec<(TcpSeqNumber, TcpSeqNumber), SACK_SCOREBOARD_LEN>,
+    /// RFC 6675 loss recovery: `Some(RecoveryPoint)` while recovering.
+    recovery_point: Option<TcpSeqNumber>,
+    /// RFC 6675 HighRxt: the holes below it were retransmitted in this recovery.
+    high_rxt: TcpSeqNumber,
+    /// RFC 8985 tail loss probe: when the probe timeout expires.
+    tlp_at: Option<Instant>,
+    /// A tail loss probe is due in this dispatch.
+    tlp_send: bool,
+    /// A tail loss probe is outstanding; a SACK for it starts recovery.
+    tlp_out: bool,
+    /// RFC 8985 RACK, coarsely: outside recovery, when a hole below SACKed
+    /// data counts as lost (a reordering window after the SACK arrived); in
+    /// recovery, when the retransmission of the hole at `local_seq_no`
+    /// counts as lost (a round trip and a reordering window without
+    /// progress).
+    rack_at: Option<Instant>,
+    /// The hole at `local_seq_no` and when it was last retransmitted.
+    rxt_una: Option<(TcpSeqNumber, Instant)>,
+    /// Retransmit the hole at `local_seq_no` again: its retransmission was
+    /// lost.
+    rxt_una_again: bool,
+    /// Pace data segments at the congestion window's rate (see
+    /// [`Socket::set_pacing`]).
+    pacing: bool,
+    /// When the next data segment is due under pacing.
+    pacing_next: Option<Instant>,
+    /// Loss-recovery counters.
+    counters: Counters,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -614,6 +698,19 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            snd_max: TcpSeqNumber::default(),
+            sacked: heapless::Vec::new(),
+            recovery_point: None,
+            high_rxt: TcpSeqNumber::default(),
+            tlp_at: None,
+            tlp_send: false,
+            tlp_out: false,
+            rack_at: None,
+            rxt_una: None,
+            rxt_una_again: false,
+            pacing: false,
+            pacing_next: None,
+            counters: Counters::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -799,6 +896,81 @@ impl<'a> Socket<'a> {
         self.timeout = duration
     }
 
+    /// Set the lower bound of the retransmission timeout.
+    ///
+    /// By default it is 1 s, as RFC 6298 (2.4) says; Linux uses 200 ms
+    /// (`TCP_RTO_MIN`), which repairs losses that neither fast retransmit
+    /// nor a tail loss probe caught five times sooner. The timeout still
+    /// backs off exponentially.
+    pub fn set_min_rto(&mut self, duration: Duration) {
+        let ms = duration.total_millis().clamp(1, RTTE_MAX_RTO as u64) as u32;
+        self.rtte.min_rto = ms;
+        self.rtte.rto = self.rtte.rto.max(ms);
+    }
+
+    /// Return the current retransmission timeout.
+    pub fn retransmission_timeout(&self) -> Duration {
+        self.rtte.retransmission_timeout()
+    }
+
+    /// Pace data segments at the congestion window's rate: twice
+    /// `cwnd / srtt` in slow start, 1.2 times it after, as Linux paces
+    /// (`tcp_update_pacing_rate`), in bursts of at most 1 ms. A sender
+    /// with a large window then does not overflow a shallow bottleneck
+    /// queue with one burst per round trip. Off by default.
+    pub fn set_pacing(&mut self, enabled: bool) {
+        self.pacing = enabled;
+        if !enabled {
+            self.pacing_next = None;
+        }
+    }
+
+    /// When pacing holds data back: the instant it may leave.
+    fn pacing_release(&self, now: Instant) -> Option<Instant> {
+        let next = self.pacing_next?;
+        (now + PACING_QUANTUM < next).then(|| next - PACING_QUANTUM)
+    }
+
+    /// Accounts a data segment of `len` bytes sent at `now` to pacing.
+    fn pacing_on_send(&mut self, now: Instant, len: usize) {
+        let cwnd = self.congestion_controller.inner().window();
+        if !self.pacing || !self.rtte.have_measurement || self.rtte.srtt == 0 || cwnd == usize::MAX
+        {
+            self.pacing_next = None;
+            return;
+        }
+        let gain_tenths: u64 = if self.congestion_controller.inner().in_slow_start() {
+            20
+        } else {
+            12
+        };
+        // len / (gain * cwnd / srtt), in microseconds.
+        let micros =
+            (len as u64 * self.rtte.srtt as u64 * 1000 * 10) / (gain_tenths * cwnd.max(1) as u64);
+        let base = match self.pacing_next {
+            Some(next) if next > now => next,
+            _ => now,
+        };
+        self.pacing_next = Some(base + Duration::from_micros(micros));
+    }
+
+    /// Return the loss-recovery counters of this socket.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Return the smoothed round-trip time, if one was measured.
+    pub fn smoothed_rtt(&self) -> Option<Duration> {
+        self.rtte
+            .have_measurement
+            .then(|| Duration::from_millis(self.rtte.srtt as u64))
+    }
+
+    /// Return the congestion window, in bytes.
+    pub fn congestion_window(&self) -> usize {
+        self.congestion_controller.inner().window()
+    }
+
     /// Set the ACK delay duration.
     ///
     /// By default, the ACK delay is set to 10ms.
@@ -907,7 +1079,21 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
-        self.rtte = RttEstimator::default();
+        self.rtte = RttEstimator {
+            min_rto: self.rtte.min_rto,
+            ..RttEstimator::default()
+        };
+        self.snd_max = TcpSeqNumber::default();
+        self.sacked.clear();
+        self.recovery_point = None;
+        self.high_rxt = TcpSeqNumber::default();
+        self.tlp_at = None;
+        self.tlp_send = false;
+        self.tlp_out = false;
+        self.rack_at = None;
+        self.rxt_una = None;
+        self.rxt_una_again = false;
+        self.pacing_next = None;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -1063,6 +1249,8 @@ impl<'a> Socket<'a> {
         let seq = Self::random_seq_no(cx);
         self.local_seq_no = seq;
         self.remote_last_seq = seq;
+        self.snd_max = seq;
+        self.high_rxt = seq;
         Ok(())
     }
 
@@ -1402,7 +1590,344 @@ impl<'a> Socket<'a> {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            .saturating_sub(self.pipe())
+    }
+
+    /// RFC 6675 loss recovery and RFC 8985 tail loss probes, after an ACK
+    /// was processed: leaves recovery once the recovery point is
+    /// acknowledged; enters it (one window reduction) when DupThresh
+    /// segments' worth of data above a hole was SACKed, on three duplicate
+    /// ACKs, or when a tail loss probe was SACKed past a hole.
+    fn sack_recovery(&mut self, now: Instant, ack_len: usize, newly_sacked: usize) {
+        if let Some(point) = self.recovery_point
+            && self.local_seq_no >= point
+        {
+            self.recovery_point = None;
+        }
+        if self.high_rxt < self.local_seq_no {
+            self.high_rxt = self.local_seq_no;
+        }
+        if ack_len > 0 {
+            // A new hole at the front: if it was retransmitted, that was
+            // no later than now.
+            self.rxt_una_again = false;
+            self.rxt_una = (self.recovery_point.is_some() && self.high_rxt > self.local_seq_no)
+                .then_some((self.local_seq_no, now));
+        }
+        if self.recovery_point.is_none()
+            && !self.sacked.is_empty()
+            && self.local_seq_no < self.snd_max
+            && (self.sacked_bytes() >= DUP_THRESH * self.remote_mss
+                || self.local_rx_dup_acks as usize >= DUP_THRESH
+                || (self.tlp_out && newly_sacked > 0))
+        {
+            self.enter_recovery(now);
+        }
+        if ack_len > 0 || newly_sacked > 0 {
+            self.tlp_out = false;
+        }
+        let reo_wnd = self.reordering_window();
+        self.rack_at = match self.recovery_point {
+            // SACKed data above a hole: the hole is lost unless it shows
+            // up within the reordering window.
+            None if !self.sacked.is_empty() && self.local_seq_no < self.snd_max => {
+                Some(self.rack_at.unwrap_or(now + reo_wnd))
+            }
+            None => None,
+            // The retransmission of the front hole is lost if it is not
+            // repaired within a round trip and a reordering window.
+            Some(_) => match self.rxt_una {
+                Some((seq, at)) if seq == self.local_seq_no && !self.rxt_una_again => {
+                    Some(at + self.srtt() + reo_wnd)
+                }
+                _ => None,
+            },
+        };
+        self.tlp_rearm(now);
+    }
+
+    /// HyStart++ (RFC 9406), on one RTT sample per round trip: leave slow
+    /// start once the RTT rose by an eighth of the smallest one (clamped to
+    /// 4..16 ms), i.e. once a queue builds, before it overflows. The RFC's
+    /// conservative slow start phase is not implemented: the window goes
+    /// to congestion avoidance directly, as the original HyStart does.
+    fn hystart(&mut self, rtt_us: u32) {
+        const LOW_WINDOW_SEGMENTS: usize = 16;
+        let cc = self.congestion_controller.inner();
+        if !cc.in_slow_start()
+            || self.recovery_point.is_some()
+            || cc.window() < LOW_WINDOW_SEGMENTS * self.remote_mss
+        {
+            return;
+        }
+        let min = self.rtte.min_rtt_us;
+        let eta = (min / 8).clamp(4_000, 16_000);
+        if rtt_us >= min.saturating_add(eta) {
+            net_debug!(
+                "hystart: rtt {}us over min {}us, leaving slow start",
+                rtt_us,
+                min
+            );
+            self.congestion_controller.inner_mut().exit_slow_start();
+            self.counters.slow_start_exits += 1;
+        }
+    }
+
+    /// Enters RFC 6675 loss recovery: one window reduction, and the holes
+    /// below the highest SACKed byte are retransmitted from `local_seq_no`.
+    fn enter_recovery(&mut self, now: Instant) {
+        net_debug!(
+            "sack: entering loss recovery at {}, {} bytes sacked",
+            self.local_seq_no,
+            self.sacked_bytes()
+        );
+        let pipe = self.pipe();
+        self.congestion_controller.inner_mut().on_loss(now, pipe);
+        self.counters.recoveries += 1;
+        self.recovery_point = Some(self.snd_max);
+        self.high_rxt = self.local_seq_no;
+        self.rack_at = None;
+        self.rxt_una = None;
+        self.rxt_una_again = false;
+        self.tlp_at = None;
+        // Karn: no RTT sample across the retransmissions.
+        self.rtte.on_retransmit();
+        // The FastRetransmit timer of the non-SACK path is not used.
+        if matches!(self.timer, Timer::FastRetransmit) {
+            self.timer
+                .set_for_retransmit(now, self.rtte.retransmission_timeout());
+        }
+    }
+
+    /// The RACK timer expired (see `rack_at`).
+    fn rack_timeout(&mut self, now: Instant) {
+        self.rack_at = None;
+        if self.local_seq_no >= self.snd_max {
+            return;
+        }
+        if self.recovery_point.is_none() {
+            if !self.sacked.is_empty() {
+                self.enter_recovery(now);
+            }
+        } else {
+            // The front hole's retransmission was not repaired within a
+            // round trip and a reordering window: it was lost (RFC 8985
+            // 6.3). Retransmissions sent with it were likely lost too (a
+            // queue overflowed): sweep every hole again, front first.
+            if matches!(self.rxt_una, Some((seq, _)) if seq == self.local_seq_no) {
+                net_debug!("sack: retransmission at {} lost", self.local_seq_no);
+                self.rxt_una_again = true;
+                self.high_rxt = self.local_seq_no;
+            }
+        }
+    }
+
+    /// The smoothed RTT (the RTO before a measurement).
+    fn srtt(&self) -> Duration {
+        if self.rtte.have_measurement {
+            Duration::from_millis(self.rtte.srtt.max(1) as u64)
+        } else {
+            self.rtte.retransmission_timeout()
+        }
+    }
+
+    /// RFC 8985 (6.2) reordering window: a quarter of the RTT, at least 1 ms.
+    fn reordering_window(&self) -> Duration {
+        (self.srtt() / 4).max(Duration::from_millis(1))
+    }
+
+    /// RFC 6675 `pipe`: the bytes still in the network. Sent and not
+    /// acknowledged, less what the remote SACKed, less (in recovery) the
+    /// holes deemed lost and not yet retransmitted.
+    fn pipe(&self) -> usize {
+        let flight = self.flight_size();
+        if self.sacked.is_empty() {
+            return flight;
+        }
+        let nxt = self.remote_last_seq;
+        let mut sacked = 0;
+        for &(l, r) in self.sacked.iter() {
+            if l >= nxt {
+                break;
+            }
+            sacked += r.min(nxt) - l;
+        }
+        let mut lost = 0;
+        if self.recovery_point.is_some() {
+            let mut cur = self.high_rxt.max(self.local_seq_no);
+            for &(l, r) in self.sacked.iter() {
+                if l > cur && l <= nxt {
+                    lost += l - cur;
+                }
+                cur = cur.max(r);
+            }
+        }
+        flight.saturating_sub(sacked).saturating_sub(lost)
+    }
+
+    /// Bytes the remote has SACKed.
+    fn sacked_bytes(&self) -> usize {
+        self.sacked.iter().map(|&(l, r)| r - l).sum()
+    }
+
+    /// The first range of sequence space at or above `from` (and
+    /// `local_seq_no`) the remote has not SACKed, below the highest SACKed
+    /// byte: RFC 6675's holes.
+    fn next_hole(&self, from: TcpSeqNumber) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
+        let mut cur = from.max(self.local_seq_no);
+        for &(l, r) in self.sacked.iter() {
+            if cur < l {
+                return Some((cur, l));
+            }
+            cur = cur.max(r);
+        }
+        None
+    }
+
+    /// In loss recovery, the next hole segment to retransmit (RFC 6675
+    /// NextSeg rule 1), if the congestion window has room for it.
+    fn rtx_segment(&self, mss: usize) -> Option<(TcpSeqNumber, usize)> {
+        self.recovery_point?;
+        let from = if self.rxt_una_again {
+            self.local_seq_no
+        } else {
+            self.high_rxt
+        };
+        let (l, r) = self.next_hole(from)?;
+        if self.pipe() >= self.congestion_controller.inner().window() {
+            return None;
+        }
+        let offset = l - self.local_seq_no;
+        let len = (r - l)
+            .min(mss)
+            .min(self.tx_buffer.len().saturating_sub(offset));
+        (len > 0).then_some((l, len))
+    }
+
+    /// Records the SACK blocks of an incoming ACK (RFC 2018) and forgets
+    /// what `ack` now covers. Blocks outside `ack..snd_max` (D-SACKs, stale
+    /// or forged ones) are clipped away. Returns the bytes newly SACKed.
+    fn sack_record(&mut self, blocks: &[Option<(u32, u32)>; 3], ack: TcpSeqNumber) -> usize {
+        // Forget what the cumulative ACK covers.
+        let covered = self.sacked.iter().take_while(|&&(_, r)| r <= ack).count();
+        if covered > 0 {
+            let rest = self.sacked.len() - covered;
+            self.sacked.rotate_left(covered);
+            self.sacked.truncate(rest);
+        }
+        if let Some(first) = self.sacked.first_mut() {
+            first.0 = first.0.max(ack);
+        }
+        let before = self.sacked_bytes();
+        for &(l, r) in blocks.iter().flatten() {
+            let l = TcpSeqNumber(l as i32).max(ack);
+            let r = TcpSeqNumber(r as i32).min(self.snd_max);
+            if l < r {
+                self.sack_insert(l, r);
+            }
+        }
+        self.sacked_bytes().saturating_sub(before)
+    }
+
+    /// Adds `l..r` to the scoreboard, merging the blocks it touches. When
+    /// the scoreboard is full the highest block is dropped: the lowest ones
+    /// matter most for repairing holes.
+    fn sack_insert(&mut self, l: TcpSeqNumber, r: TcpSeqNumber) {
+        let i = self
+            .sacked
+            .iter()
+            .position(|&(_, end)| end >= l)
+            .unwrap_or(self.sacked.len());
+        let mut j = i;
+        let (mut nl, mut nr) = (l, r);
+        while j < self.sacked.len() && self.sacked[j].0 <= nr {
+            nl = nl.min(self.sacked[j].0);
+            nr = nr.max(self.sacked[j].1);
+            j += 1;
+        }
+        if j > i {
+            self.sacked[i] = (nl, nr);
+            for _ in i + 1..j {
+                self.sacked.remove(i + 1);
+            }
+        } else {
+            if self.sacked.is_full() {
+                if i == self.sacked.len() {
+                    return;
+                }
+                self.sacked.pop();
+            }
+            let _ = self.sacked.insert(i, (nl, nr));
+        }
+    }
+
+    /// Moves `remote_last_seq` past a SACKed block it points into, so data
+    /// the remote holds is not sent again after a retransmission timeout.
+    fn skip_sacked(&mut self) {
+        for &(l, r) in self.sacked.iter() {
+            if l <= self.remote_last_seq && self.remote_last_seq < r {
+                self.remote_last_seq = r;
+            }
+        }
+    }
+
+    /// Arms (or disarms) the RFC 8985 tail loss probe timer.
+    fn tlp_rearm(&mut self, now: Instant) {
+        let outstanding = self.local_seq_no < self.snd_max;
+        self.tlp_at = if self.remote_has_sack
+            && self.recovery_point.is_none()
+            && self.rtte.have_measurement
+            && outstanding
+            && matches!(self.state, State::Established | State::CloseWait)
+        {
+            let srtt = self.rtte.srtt.max(1);
+            let mut pto = 2 * srtt;
+            if self.snd_max - self.local_seq_no <= self.remote_mss {
+                pto += TLP_WC_DEL_ACK_MS;
+            }
+            Some(now + Duration::from_millis(pto.max(10) as u64))
+        } else {
+            None
+        };
+    }
+
+    /// The SACK blocks to send with an acknowledgement of `ack` (RFC 2018):
+    /// first the block holding the segment that arrived last, then the
+    /// others, highest first.
+    fn sack_blocks(&self, ack: TcpSeqNumber) -> [Option<(u32, u32)>; 3] {
+        let mut out = [None; 3];
+        let ranges = || {
+            self.assembler
+                .iter_data()
+                .map(move |(left, right)| (ack + left, ack + right))
+        };
+        let first = self
+            .local_rx_last_seq
+            .and_then(|last| ranges().find(|&(left, right)| left <= last && right >= last));
+        let mut n = 0;
+        if let Some((l, r)) = first {
+            out[0] = Some((l.0 as u32, r.0 as u32));
+            n = 1;
+        }
+        // The highest others: keep the last (3 - n) seen.
+        let mut tail: [Option<(TcpSeqNumber, TcpSeqNumber)>; 3] = [None; 3];
+        let mut seen = 0;
+        for b in ranges() {
+            if Some(b) == first {
+                continue;
+            }
+            tail[seen % 3] = Some(b);
+            seen += 1;
+        }
+        let mut i = seen;
+        while n < 3 && i > 0 && i + 3 > seen {
+            i -= 1;
+            if let Some((l, r)) = tail[i % 3] {
+                out[n] = Some((l.0 as u32, r.0 as u32));
+                n += 1;
+            }
+        }
+        out
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1497,38 +2022,11 @@ impl<'a> Socket<'a> {
         if self.remote_has_sack {
             net_debug!("sending sACK option with current assembler ranges");
 
-            // RFC 2018: The first SACK block (i.e., the one immediately following the kind and
-            // length fields in the option) MUST specify the contiguous block of data containing
-            // the segment which triggered this ACK, unless that segment advanced the
-            // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
+            // RFC 2018: the first block holds the segment that triggered this ACK
+            // (unless it advanced the ACK number); the others repeat the
+            // highest blocks, so a sender that lost an ACK still learns them.
             let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
+            reply_repr.sack_ranges = self.sack_blocks(ack);
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -1919,6 +2417,8 @@ impl<'a> Socket<'a> {
                 self.local_seq_no = Self::random_seq_no(cx);
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no;
+                self.snd_max = self.local_seq_no;
+                self.high_rxt = self.local_seq_no;
                 self.remote_has_sack = repr.sack_permitted;
                 self.remote_win_scale = repr.window_scale;
                 // Remote doesn't support window scaling, don't do it.
@@ -1967,6 +2467,8 @@ impl<'a> Socket<'a> {
 
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no + 1;
+                self.snd_max = self.remote_last_seq;
+                self.high_rxt = self.remote_last_seq;
                 self.remote_last_ack = Some(repr.seq_number);
                 self.remote_has_sack = repr.sack_permitted;
                 self.remote_win_scale = repr.window_scale;
@@ -2092,6 +2594,22 @@ impl<'a> Socket<'a> {
             // TODO: When flow control is implemented,
             // refractor the following block within that implementation
 
+            // SACK scoreboard (RFC 6675). `delivered` is what this ACK newly
+            // tells us arrived: cumulatively acknowledged bytes not SACKed
+            // before, plus newly SACKed ones (as Linux counts for cwnd).
+            let mut delivered = ack_len;
+            let mut newly_sacked = 0;
+            if self.remote_has_sack {
+                let sacked_below_ack: usize = self
+                    .sacked
+                    .iter()
+                    .filter(|&&(l, _)| l < ack_number)
+                    .map(|&(l, r)| r.min(ack_number) - l)
+                    .sum();
+                newly_sacked = self.sack_record(&repr.sack_ranges, ack_number);
+                delivered = ack_len.saturating_sub(sacked_below_ack) + newly_sacked;
+            }
+
             match self.local_rx_last_ack {
                 // Duplicate ACK if payload empty and ACK doesn't move send window ->
                 // Increment duplicate ACK count, notify congestion controller and
@@ -2116,18 +2634,22 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
-                        net_debug!("started fast retransmit");
-                    }
+                    // A SACK-capable remote gets RFC 6675 recovery below
+                    // instead of a single fast retransmit with window inflation.
+                    if !self.remote_has_sack {
+                        if self.local_rx_dup_acks == 3 {
+                            self.timer.set_for_fast_retransmit();
+                            net_debug!("started fast retransmit");
+                        }
 
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
+                        // Notify of duplicate ACK
+                        let in_flight = self.flight_size();
+                        self.congestion_controller.inner_mut().on_dup_ack(
+                            cx.now(),
+                            self.remote_mss,
+                            in_flight,
+                        );
+                    }
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2139,15 +2661,22 @@ impl<'a> Socket<'a> {
                     }
                     self.local_rx_last_ack = Some(ack_number);
 
-                    // Notify of fresh ACK
-                    self.rtte.on_ack(cx.now(), ack_number);
-                    let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    self.congestion_controller.inner_mut().on_ack(
-                        cx.now(),
-                        ack_len,
-                        new_flight_size,
-                        &self.rtte,
-                    );
+                    // Notify of fresh ACK. In SACK recovery the window
+                    // stays at ssthresh (RFC 6675); the ACK that ends the
+                    // recovery tells the controller.
+                    if let Some(rtt_us) = self.rtte.on_ack(cx.now(), ack_number) {
+                        self.hystart(rtt_us);
+                    }
+                    let in_recovery = self.recovery_point.is_some_and(|point| ack_number < point);
+                    if !in_recovery {
+                        let new_flight_size = self.flight_size().saturating_sub(ack_len);
+                        self.congestion_controller.inner_mut().on_ack(
+                            cx.now(),
+                            if ack_len > 0 { delivered } else { 0 },
+                            new_flight_size,
+                            &self.rtte,
+                        );
+                    }
                 }
             };
 
@@ -2162,6 +2691,10 @@ impl<'a> Socket<'a> {
             // deallocated from the buffer.
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
+            }
+
+            if self.remote_has_sack {
+                self.sack_recovery(cx.now(), ack_len, newly_sacked);
             }
         }
 
@@ -2299,6 +2832,15 @@ impl<'a> Socket<'a> {
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+        if self.pacing_release(cx.now()).is_some()
+            && !matches!(self.state, State::SynSent | State::SynReceived)
+        {
+            return false;
+        }
+        // A lost hole to retransmit, with room in the congestion window.
+        if self.rtx_segment(usize::MAX).is_some() {
             return true;
         }
 
@@ -2471,6 +3013,26 @@ impl<'a> Socket<'a> {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
+        } else if let Some(at) = self.rack_at
+            && cx.now() >= at
+            && !self.timer.should_retransmit(cx.now())
+        {
+            self.rack_timeout(cx.now());
+        } else if let Some(at) = self.tlp_at
+            && cx.now() >= at
+            && !self.timer.should_retransmit(cx.now())
+        {
+            // RFC 8985 (7.3): the probe timeout expired with no ACK; send one
+            // segment so the remote's (S)ACK reveals a tail loss.
+            self.tlp_at = None;
+            if !self.sacked.is_empty() {
+                // A hole below SACKed data: RACK's business, not a probe's.
+                self.rack_timeout(cx.now());
+            } else if self.recovery_point.is_none() && self.local_seq_no < self.snd_max {
+                net_debug!("sending a tail loss probe");
+                self.tlp_send = true;
+                self.counters.tail_loss_probes += 1;
+            }
         } else if self.timer.should_retransmit(cx.now()) {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
@@ -2484,8 +3046,21 @@ impl<'a> Socket<'a> {
 
                 // Rewind "last sequence number sent", as if we never
                 // had sent them. This will cause all data in the queue
-                // to be sent again.
+                // to be sent again, except what the remote SACKed (the
+                // send path skips those blocks). A second timeout in a row
+                // forgets the SACKs, in case the remote reneged on them.
+                self.snd_max = self.snd_max.max(self.remote_last_seq);
                 self.remote_last_seq = self.local_seq_no;
+                self.recovery_point = None;
+                self.tlp_at = None;
+                self.tlp_out = false;
+                self.rack_at = None;
+                self.rxt_una = None;
+                self.rxt_una_again = false;
+                if self.rtte.rto_count > 0 {
+                    self.sacked.clear();
+                }
+                self.counters.timeouts += 1;
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2500,6 +3075,7 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                self.counters.recoveries += 1;
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -2517,8 +3093,12 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // Past the data in SACKed blocks (after a retransmission timeout
+        // rewound `remote_last_seq`): the remote has them.
+        self.skip_sacked();
+
         // Decide whether we're sending a packet.
-        if self.seq_to_transmit(cx) {
+        if self.tlp_send || self.seq_to_transmit(cx) {
             // If we have data to transmit and it fits into partner's window, do it.
             tcp_trace!("outgoing segment will send data or flags");
         } else if self.ack_to_transmit() && self.delayed_ack_expired(cx.now()) {
@@ -2573,6 +3153,14 @@ impl<'a> Socket<'a> {
             ),
             payload: &[],
         };
+        // Every segment acknowledging data while out-of-order data waits
+        // carries SACK blocks (RFC 2018), not only the immediate replies.
+        if self.remote_has_sack
+            && !self.assembler.is_empty()
+            && !matches!(self.state, State::SynSent | State::SynReceived)
+        {
+            repr.sack_ranges = self.sack_blocks(self.remote_seq_no + self.rx_buffer.len());
+        }
 
         let mut is_zero_window_probe = false;
 
@@ -2631,6 +3219,7 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
+                let rtx = self.rtx_segment(effective_mss);
                 let offset = if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
                     repr.seq_number = self.local_seq_no;
@@ -2639,6 +3228,25 @@ impl<'a> Socket<'a> {
                     self.pending_fast_retransmit = false;
 
                     0
+                } else if let Some((seq, len)) = rtx {
+                    // RFC 6675 NextSeg (1): the first lost hole not yet
+                    // retransmitted in this recovery.
+                    let offset = seq - self.local_seq_no;
+                    repr.seq_number = seq;
+                    repr.payload = self.tx_buffer.get_allocated(offset, len);
+                    if self.rxt_una_again {
+                        self.rxt_una_again = false;
+                    } else {
+                        self.high_rxt = self.high_rxt.max(seq + repr.payload.len());
+                    }
+                    self.rtte.on_retransmit();
+                    if seq == self.local_seq_no {
+                        // Lost if not repaired a round trip and a
+                        // reordering window from now.
+                        self.rxt_una = Some((seq, cx.now()));
+                        self.rack_at = Some(cx.now() + self.srtt() + self.reordering_window());
+                    }
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2701,12 +3309,35 @@ impl<'a> Socket<'a> {
                         // zero length would stall the connection if a window update from
                         // the remote got lost.
                         win_limit.min(device_limit)
+                    } else if self.tlp_send {
+                        // RFC 8985 (7.3): a probe of new data, one segment,
+                        // whatever the congestion window says.
+                        win_limit.min(effective_mss)
                     } else {
                         win_limit.min(device_limit).min(self.cwnd_remaining())
                     };
+                    // Stop where the remote already holds SACKed data.
+                    let size = match self.sacked.iter().find(|&&(l, _)| l > self.remote_last_seq) {
+                        Some(&(l, _)) => size.min(l - self.remote_last_seq),
+                        None => size,
+                    };
 
-                    let offset = self.flight_size();
+                    let mut offset = self.flight_size();
                     repr.payload = self.tx_buffer.get_allocated(offset, size);
+
+                    if self.tlp_send && repr.payload.is_empty() {
+                        // RFC 8985 (7.3): no new data to probe with; send the
+                        // last segment again.
+                        let data_end = self.local_seq_no + self.tx_buffer.len();
+                        let last_end = self.snd_max.min(data_end);
+                        if last_end > self.local_seq_no {
+                            let len = (last_end - self.local_seq_no).min(effective_mss);
+                            offset = (last_end - self.local_seq_no) - len;
+                            repr.seq_number = last_end - len;
+                            repr.payload = self.tx_buffer.get_allocated(offset, len);
+                            self.rtte.on_retransmit();
+                        }
+                    }
 
                     #[cfg(feature = "segmentation-offload")]
                     if repr.payload.len() > effective_mss {
@@ -2824,9 +3455,19 @@ impl<'a> Socket<'a> {
         self.remote_last_seq = self
             .remote_last_seq
             .max(repr.seq_number + repr.segment_len());
+        if repr.segment_len() > 0 && repr.seq_number < self.snd_max {
+            self.counters.retransmitted_segments += 1;
+        }
+        let new_data = self.remote_last_seq > self.snd_max;
+        self.snd_max = self.snd_max.max(self.remote_last_seq);
+        let was_probe = mem::replace(&mut self.tlp_send, false);
+        if was_probe {
+            self.tlp_out = true;
+        }
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
+        let payload_len = repr.payload.len();
         if repr.segment_len() > 0 {
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
@@ -2841,6 +3482,21 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+        }
+
+        if payload_len > 0 {
+            self.pacing_on_send(cx.now(), payload_len);
+        }
+        if was_probe {
+            // RFC 8985 (7.3): re-arm the retransmission timer after a probe,
+            // so its answer gets a full RTO to arrive.
+            let rto = self.rtte.retransmission_timeout();
+            self.timer.set_for_retransmit(cx.now(), rto);
+        }
+
+        if new_data && !was_probe {
+            // RFC 8985 (7.2): the probe timer restarts when new data is sent.
+            self.tlp_rearm(cx.now());
         }
 
         if self.state == State::Closed {
@@ -2892,11 +3548,31 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
-            // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
+            // Data held back by pacing leaves when it is released.
+            let paced = self
+                .pacing_release(cx.now())
+                .filter(|_| self.remote_last_seq < self.local_seq_no + self.tx_buffer.len());
+            let tlp_poll_at = match self
+                .tlp_at
+                .into_iter()
+                .chain(self.rack_at)
+                .chain(paced)
                 .min()
-                .unwrap_or(&PollAt::Ingress)
+            {
+                Some(at) => PollAt::Time(at),
+                None => PollAt::Ingress,
+            };
+
+            // We wait for the earliest of our timers to fire.
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                tlp_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -9567,6 +10243,94 @@ mod test {
         assert!(r.should_retransmit(Instant::from_millis(1301)));
         r.set_for_idle(Instant::from_millis(1301), None);
         assert!(!r.should_retransmit(Instant::from_millis(1350)));
+    }
+
+    #[test]
+    fn test_min_rto_is_configurable() {
+        let mut s = socket_established();
+        assert_eq!(s.retransmission_timeout(), Duration::from_millis(1000));
+        s.set_min_rto(Duration::from_millis(200));
+        for _ in 0..8 {
+            s.rtte.sample(20);
+        }
+        assert_eq!(s.retransmission_timeout(), Duration::from_millis(200));
+        // It survives a reset.
+        s.reset();
+        assert_eq!(s.rtte.min_rto, 200);
+    }
+
+    #[test]
+    fn test_sack_scoreboard_merges_clips_and_prunes() {
+        let mut s = socket_established();
+        let base = s.local_seq_no;
+        s.snd_max = base + 100_000;
+        let at = |n: usize| (base + n).0 as u32;
+        // Two blocks, then one bridging them, then one past what we sent.
+        let added = s.sack_record(
+            &[Some((at(1000), at(2000))), Some((at(3000), at(4000))), None],
+            base,
+        );
+        assert_eq!(added, 2000);
+        assert_eq!(s.sacked.len(), 2);
+        let added = s.sack_record(
+            &[
+                Some((at(1500), at(3500))),
+                Some((at(99_000), at(200_000))),
+                None,
+            ],
+            base,
+        );
+        assert_eq!(added, 1000 + 1000);
+        assert_eq!(
+            &s.sacked[..],
+            &[(base + 1000, base + 4000), (base + 99_000, base + 100_000)]
+        );
+        // Holes: 0..1000 and 4000..99000.
+        assert_eq!(s.next_hole(base), Some((base, base + 1000)));
+        assert_eq!(s.next_hole(base + 1000), Some((base + 4000, base + 99_000)));
+        assert_eq!(s.next_hole(base + 99_000), None);
+        // A cumulative ACK into the first block prunes what it covers.
+        s.sack_record(&[None, None, None], base + 2000);
+        assert_eq!(s.sacked[0], (base + 2000, base + 4000));
+        // A D-SACK below the ACK is ignored.
+        let added = s.sack_record(&[Some((at(0), at(500))), None, None], base + 2000);
+        assert_eq!(added, 0);
+    }
+
+    #[test]
+    fn test_ack_carries_up_to_three_sack_blocks() {
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        // Three out-of-order segments, each leaving a hole before it.
+        for off in [1usize, 3, 5] {
+            let reply = send(
+                &mut s,
+                Instant::from_millis(0),
+                &TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + off * 10,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &[0; 10],
+                    ..SEND_TEMPL
+                },
+            );
+            // Each out-of-order segment is acknowledged at once, its own
+            // block first.
+            let reply = reply.expect("an immediate ACK");
+            assert_eq!(
+                reply.sack_ranges[0].map(|(l, _)| l),
+                Some((REMOTE_SEQ + 1 + off * 10).0 as u32)
+            );
+        }
+        let ack = s.remote_seq_no + s.rx_buffer.len();
+        let blocks = s.sack_blocks(ack);
+        let block = |off: usize| {
+            Some((
+                (REMOTE_SEQ + 1 + off * 10).0 as u32,
+                (REMOTE_SEQ + 1 + off * 10 + 10).0 as u32,
+            ))
+        };
+        // The newest first, then the others highest first.
+        assert_eq!(blocks, [block(5), block(3), block(1)]);
     }
 
     #[test]

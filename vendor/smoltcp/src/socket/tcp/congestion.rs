@@ -35,6 +35,15 @@ pub(super) trait Controller {
 
     /// Set the maximum segment size.
     fn set_mss(&mut self, mss: usize) {}
+
+    /// Leave slow start now (HyStart++ saw the round-trip time rise):
+    /// ssthresh becomes the current window.
+    fn exit_slow_start(&mut self) {}
+
+    /// Whether the window is in slow start (pacing sends faster then).
+    fn in_slow_start(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]

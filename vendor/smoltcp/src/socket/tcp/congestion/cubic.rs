@@ -77,8 +77,20 @@ impl Controller for Cubic {
         self.cwnd
     }
 
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+
+    fn exit_slow_start(&mut self) {
+        self.ssthresh = self.cwnd;
+    }
+
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
-        let segment = len.min(self.mss);
+        // RFC 3465 (Appropriate Byte Counting), as Linux counts: grow by the
+        // bytes this ACK newly delivered, not by at most one MSS per ACK, so
+        // stretch ACKs (a receiver acknowledging many segments at once) do
+        // not slow slow start or congestion avoidance down.
+        let segment = len;
 
         self.absorb_idle(now);
 
@@ -104,10 +116,12 @@ impl Controller for Cubic {
             self.w_est = self.cwnd as f64;
             return;
         } else if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
+            // Slow start: increase `cwnd` by the bytes acknowledged
+            // (doubling per RTT whatever the ACK pattern), up to ssthresh.
             self.cwnd = self
                 .cwnd
                 .saturating_add(segment)
+                .min(self.ssthresh.max(self.cwnd))
                 .min(self.rwnd)
                 .max(self.mss);
             return;
@@ -633,5 +647,33 @@ mod test {
             max_err < 0.0005,
             "cube_root({max_err_at}) = {max_err_found}, expected ~{max_err_expected}, rel err {max_err:.3e}"
         );
+    }
+
+    #[test]
+    fn slow_start_counts_bytes_of_stretch_acks() {
+        // RFC 3465: one ACK for 16 segments grows the window by 16 segments,
+        // not by one.
+        let mut cubic = Cubic::new();
+        cubic.set_mss(MSS);
+        cubic.set_remote_window(64 << 20);
+        cubic.cwnd = 16 * MSS;
+        let rtt = RttEstimator::default();
+        cubic.on_ack(Instant::from_millis(0), 16 * MSS, 0, &rtt);
+        assert_eq!(cubic.window(), 32 * MSS);
+        // ...but not past ssthresh.
+        cubic.ssthresh = 40 * MSS;
+        cubic.on_ack(Instant::from_millis(1), 32 * MSS, 0, &rtt);
+        assert_eq!(cubic.window(), 40 * MSS);
+    }
+
+    #[test]
+    fn exit_slow_start_keeps_the_window() {
+        let mut cubic = Cubic::new();
+        cubic.set_mss(MSS);
+        cubic.cwnd = 64 * MSS;
+        assert!(cubic.in_slow_start());
+        cubic.exit_slow_start();
+        assert!(!cubic.in_slow_start());
+        assert_eq!(cubic.window(), 64 * MSS);
     }
 }

@@ -37,6 +37,14 @@ impl Controller for Reno {
         self.cwnd
     }
 
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+
+    fn exit_slow_start(&mut self) {
+        self.ssthresh = self.cwnd;
+    }
+
     fn on_ack(&mut self, _now: Instant, len: usize, _in_flight: usize, _rtt: &RttEstimator) {
         // RFC 5681 only acts on ACKs of new data. The socket also notifies us
         // of accepted segments that acknowledge nothing (window updates, data
@@ -56,12 +64,15 @@ impl Controller for Reno {
             return;
         }
 
+        // RFC 3465 (Appropriate Byte Counting), as Linux counts: grow by the
+        // bytes acknowledged, so stretch ACKs do not slow growth down.
         let inc = if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
-            len.min(self.mss)
+            // Slow start: increase `cwnd` by the bytes acknowledged, up to
+            // ssthresh.
+            len.min(self.ssthresh - self.cwnd)
         } else {
             // Congestion avoidance: increase by ~1 MSS per RTT.
-            (self.mss * self.mss / self.cwnd).max(1)
+            (self.mss * len / self.cwnd).max(1)
         };
 
         self.cwnd = self.cwnd.saturating_add(inc).min(self.rwnd).max(self.mss);
@@ -457,5 +468,20 @@ mod test {
         reno.set_remote_window(64 * 1024 * 1024);
 
         println!("{reno:?}");
+    }
+
+    #[test]
+    fn slow_start_counts_bytes_of_stretch_acks() {
+        let mut reno = Reno::new();
+        reno.set_mss(MSS);
+        reno.set_remote_window(64 << 20);
+        reno.cwnd = 16 * MSS;
+        let rtt = RttEstimator::default();
+        reno.on_ack(Instant::from_millis(0), 16 * MSS, 0, &rtt);
+        assert_eq!(reno.window(), 32 * MSS);
+        reno.exit_slow_start();
+        // Congestion avoidance: about one MSS per window of ACKed bytes.
+        reno.on_ack(Instant::from_millis(1), 32 * MSS, 0, &rtt);
+        assert_eq!(reno.window(), 33 * MSS);
     }
 }
