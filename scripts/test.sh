@@ -26,6 +26,11 @@ cargo clippy -p tailnet-vtime-tests --all-targets --quiet -- -D warnings
 step "cargo test (workspace)"
 cargo test --workspace --exclude tailnet-vtime-tests
 
+# The vendored smoltcp's own TCP unit tests, ours among them
+# (vendor-notes/smoltcp.md); its own lockfile, our target directory.
+step "cargo test (vendored smoltcp: socket::tcp)"
+(cd vendor/smoltcp && CARGO_TARGET_DIR=../../target/vendor-smoltcp cargo test --lib socket::tcp)
+
 # Built on its own: the mock clock feature must not leak into the builds
 # above through feature unification.
 step "cargo test (boringtun on a mock clock)"
