@@ -22,10 +22,18 @@ pub enum Congestion {
 pub struct NetstackConfig {
     /// IP MTU of the virtual interface (Tailscale's is 1280).
     pub mtu: usize,
-    /// Per-connection TCP receive buffer in bytes (this is the window).
+    /// Per-connection TCP receive buffer in bytes at the start (this is the
+    /// window); it grows up to `tcp_buffer_max` when it limits a transfer.
     pub tcp_rx_buffer: usize,
-    /// Per-connection TCP send buffer in bytes.
+    /// Per-connection TCP send buffer in bytes at the start; grows like the
+    /// receive buffer and shrinks back when idle.
     pub tcp_tx_buffer: usize,
+    /// Largest a connection's receive or send buffer grows to (16 MiB:
+    /// 1.9 Gbit/s at 70 ms).
+    pub tcp_buffer_max: usize,
+    /// Node-wide cap on what all connections' buffers hold beyond their
+    /// initial sizes, bytes.
+    pub tcp_memory_budget: usize,
     /// Nagle's algorithm (off: writes go out at once).
     pub nagle: bool,
     /// Delayed ACK; None acknowledges every segment at once.
@@ -60,6 +68,8 @@ impl Default for NetstackConfig {
             mtu: 1280,
             tcp_rx_buffer: 4 << 20,
             tcp_tx_buffer: 2 << 20,
+            tcp_buffer_max: 16 << 20,
+            tcp_memory_budget: 256 << 20,
             nagle: false,
             ack_delay: Some(Duration::from_millis(1)),
             congestion: Congestion::Cubic,

@@ -15,7 +15,8 @@
 //! - no listen-on-any-port socket and one socket per accepted connection: a
 //!   [`TcpListener`] creates a fresh listening socket for each inbound SYN as
 //!   the SYN is ingested, bounded by its backlog;
-//! - window = buffer: buffers default to 4 MiB receive / 2 MiB send, which
+//! - window = buffer: buffers start at 4 MiB receive / 2 MiB send (grown
+//!   up to 16 MiB when they limit a transfer, within a node budget), which
 //!   are allocated lazily by the OS (fresh anonymous mappings; see
 //!   `stack::socket_buffer` for why malloc's mmap threshold is pinned), so
 //!   idle connections cost little;
@@ -27,6 +28,7 @@
 mod config;
 mod stack;
 mod tcp;
+mod tune;
 mod udp;
 
 pub use config::{Congestion, NetstackConfig};

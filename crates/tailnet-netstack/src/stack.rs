@@ -61,6 +61,9 @@ pub struct NetstackStats {
     pub tcp_recoveries: u64,
     /// TCP tail loss probes sent.
     pub tcp_tail_loss_probes: u64,
+    /// Bytes all TCP connections' buffers hold beyond their initial sizes
+    /// (autotuning; capped by `tcp_memory_budget`).
+    pub tcp_buffer_extra_bytes: u64,
 }
 
 impl NetstackStats {
@@ -194,6 +197,7 @@ pub(crate) struct State {
     /// this node's own sockets only, never from peers.
     service_addrs: Vec<IpAddr>,
     pub(crate) stats: NetstackStats,
+    pub(crate) tuner: crate::tune::Tuner,
 }
 
 pub(crate) struct Shared {
@@ -296,6 +300,7 @@ impl Netstack {
             addrs: addrs.to_vec(),
             service_addrs: Vec::new(),
             stats: NetstackStats::default(),
+            tuner: crate::tune::Tuner::default(),
         };
         Ok(Netstack {
             shared: Arc::new(Shared {
@@ -352,6 +357,7 @@ impl Netstack {
     pub fn stats(&self) -> NetstackStats {
         let st = self.shared.lock();
         let mut s = st.stats;
+        s.tcp_buffer_extra_bytes = st.tuner.extra() as u64;
         for (_, sock) in st.sockets.iter() {
             if let smoltcp::socket::Socket::Tcp(t) = sock {
                 s.tcp_sockets += 1;
@@ -393,6 +399,7 @@ impl Netstack {
         }
         st.iface.poll(ts, &mut st.device, &mut st.sockets);
         st.after_poll();
+        st.tuner.run(now, &mut st.sockets, &self.shared.config);
         for _ in 0..LOOPBACK_ROUNDS {
             if !st.loop_back(&self.shared.config) {
                 break;
@@ -509,6 +516,7 @@ impl State {
                     tcp::State::Closed | tcp::State::TimeWait => {
                         // Reset during the handshake.
                         self.stats.add_tcp(sockets.get::<tcp::Socket>(h).counters());
+                        self.tuner.forget(h);
                         sockets.remove(h);
                         l.pending.swap_remove(i);
                     }
@@ -532,6 +540,7 @@ impl State {
             if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
                 self.stats
                     .add_tcp(self.sockets.get::<tcp::Socket>(h).counters());
+                self.tuner.forget(h);
                 self.sockets.remove(h);
                 self.closing.swap_remove(i);
             } else {
@@ -600,6 +609,7 @@ pub(crate) fn new_tcp_socket(config: &NetstackConfig) -> tcp::Socket<'static> {
     s.set_keep_alive(config.tcp_keepalive.map(to_smol_duration));
     s.set_min_rto(to_smol_duration(config.tcp_min_rto));
     s.set_pacing(config.tcp_pacing);
+    s.set_max_recv_capacity(config.tcp_buffer_max.max(config.tcp_rx_buffer));
     s.set_congestion_control(match config.congestion {
         Congestion::None => tcp::CongestionControl::None,
         Congestion::Reno => tcp::CongestionControl::Reno,

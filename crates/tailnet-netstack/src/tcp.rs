@@ -39,6 +39,8 @@ pub struct TcpInfo {
     pub recoveries: u64,
     /// Tail loss probes sent (RFC 8985).
     pub tail_loss_probes: u64,
+    /// In-order payload bytes received.
+    pub bytes_received: u64,
 }
 
 /// A TCP connection on the tailnet. Reading and writing follow tokio's
@@ -144,6 +146,7 @@ impl TcpStream {
             timeouts: c.timeouts,
             recoveries: c.recoveries,
             tail_loss_probes: c.tail_loss_probes,
+            bytes_received: c.bytes_received,
         }
     }
 

@@ -230,6 +230,8 @@ struct Transfer {
     client: Arc<parking_lot::Mutex<Option<TcpStream>>>,
     received: Arc<AtomicU64>,
     corrupt: Arc<AtomicU64>,
+    /// The receiving end's TCP state after its latest read.
+    server_info: Arc<parking_lot::Mutex<Option<TcpInfo>>>,
 }
 
 fn pattern(i: u64) -> u8 {
@@ -238,10 +240,14 @@ fn pattern(i: u64) -> u8 {
 
 impl Transfer {
     async fn start(sim: &mut Sim, total: u64) -> Transfer {
-        let listener = TcpListener::bind(&sim.b, 9000).unwrap();
+        Self::start_on(sim, 9000, total).await
+    }
+
+    async fn start_on(sim: &mut Sim, port: u16, total: u64) -> Transfer {
+        let listener = TcpListener::bind(&sim.b, port).unwrap();
         let a = sim.a.clone();
         let connect =
-            tokio::spawn(async move { TcpStream::connect(&a, SocketAddr::new(B, 9000)).await });
+            tokio::spawn(async move { TcpStream::connect(&a, SocketAddr::new(B, port)).await });
         let accept = tokio::spawn(async move { listener.accept().await });
         sim.run_until(Duration::from_secs(5), |_| {
             connect.is_finished() && accept.is_finished()
@@ -269,9 +275,11 @@ impl Transfer {
                 *client.lock() = Some(s);
             });
         }
+        let server_info = Arc::new(parking_lot::Mutex::new(None));
         {
             let received = received.clone();
             let corrupt = corrupt.clone();
+            let server_info = server_info.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 << 10];
                 loop {
@@ -287,6 +295,7 @@ impl Transfer {
                         .count();
                     corrupt.fetch_add(bad as u64, Ordering::Relaxed);
                     received.fetch_add(n as u64, Ordering::Relaxed);
+                    *server_info.lock() = Some(server.info());
                 }
             });
         }
@@ -294,6 +303,7 @@ impl Transfer {
             client,
             received,
             corrupt,
+            server_info,
         }
     }
 
@@ -480,4 +490,102 @@ async fn losses_through_a_bottleneck_queue_never_wait_for_a_timeout() {
         mbit >= 60.0,
         "goodput {mbit:.1} Mbit/s on a 100 Mbit/s bottleneck"
     );
+}
+
+/// A 70 ms x 500 Mbit/s path has a bandwidth-delay product (4.4 MB) above
+/// the initial buffers (4 MiB receive, 2 MiB send): both grow until the
+/// transfer runs near the bottleneck rate, instead of capping it at
+/// 2 MiB / 70 ms = 240 Mbit/s.
+#[tokio::test(start_paused = true)]
+async fn buffers_grow_to_the_bandwidth_delay_product() {
+    let mut sim = Sim::new(RTT, wan_config());
+    sim.ab.rate = Some(500_000_000);
+    sim.ab.queue = 1000;
+    let bdp = 500_000_000 / 8 * RTT.as_millis() as usize / 1000;
+    let total: u64 = 160 << 20;
+    let t = Transfer::start(&mut sim, total).await;
+    sim.run_until(Duration::from_secs(6), |_| t.received() >= 110 << 20)
+        .await;
+    let before = t.received();
+    let start = sim.elapsed();
+    sim.run_until(Duration::from_secs(1), |_| false).await;
+    let mbit = (t.received() - before) as f64 * 8.0 / (sim.elapsed() - start).as_secs_f64() / 1e6;
+    sim.run_until(Duration::from_secs(20), |_| t.received() >= total)
+        .await;
+    assert_eq!(t.received(), total);
+    assert_eq!(t.corrupt.load(Ordering::Relaxed), 0);
+    let sender = t.info().expect("writer finished");
+    let receiver = t.server_info.lock().expect("reader read");
+    assert!(
+        sender.send_capacity >= bdp && receiver.recv_capacity >= bdp,
+        "buffers did not grow to the BDP ({bdp} B): send {} recv {} ({receiver:?})",
+        sender.send_capacity,
+        receiver.recv_capacity
+    );
+    assert!(
+        mbit >= 400.0,
+        "{mbit:.0} Mbit/s on a 500 Mbit/s path once the buffers grew"
+    );
+    let stats = sim.a.stats();
+    assert!(stats.tcp_buffer_extra_bytes as usize <= wan_config().tcp_memory_budget);
+}
+
+/// Buffers grow only within the node-wide budget, and idle connections
+/// cost nothing beyond their initial buffers.
+#[tokio::test(start_paused = true)]
+async fn buffer_growth_stays_within_the_node_budget() {
+    let budget = 12 << 20;
+    let config = NetstackConfig {
+        tcp_memory_budget: budget,
+        ..wan_config()
+    };
+    let mut sim = Sim::new(RTT, config);
+    // 1,000 idle connections first.
+    let listener = TcpListener::bind_with_backlog(&sim.b, 7000, 1024).unwrap();
+    let a = sim.a.clone();
+    let dials: Vec<_> = (0..1000)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { TcpStream::connect(&a, SocketAddr::new(B, 7000)).await })
+        })
+        .collect();
+    let dial = tokio::spawn(async move {
+        let mut v = Vec::new();
+        for d in dials {
+            v.push(d.await.unwrap().unwrap());
+        }
+        v
+    });
+    let accept = tokio::spawn(async move {
+        let mut v = Vec::new();
+        for _ in 0..1000 {
+            v.push(listener.accept().await.unwrap().0);
+        }
+        v
+    });
+    sim.run_until(Duration::from_secs(60), |_| {
+        dial.is_finished() && accept.is_finished()
+    })
+    .await;
+    let idle = (dial.await.unwrap(), accept.await.unwrap());
+    sim.run_until(Duration::from_secs(5), |_| false).await;
+    assert_eq!(sim.a.stats().tcp_buffer_extra_bytes, 0);
+    assert_eq!(sim.b.stats().tcp_buffer_extra_bytes, 0);
+    // Then four bulk transfers that would each like 8 MiB more.
+    let mut ts = Vec::new();
+    for port in 0..4 {
+        ts.push(Transfer::start_on(&mut sim, 9000 + port, 48 << 20).await);
+    }
+    let mut peak = 0;
+    for _ in 0..40 {
+        sim.run_until(Duration::from_millis(100), |_| false).await;
+        peak = peak.max(sim.a.stats().tcp_buffer_extra_bytes);
+        peak = peak.max(sim.b.stats().tcp_buffer_extra_bytes);
+    }
+    assert!(peak > 0, "nothing grew");
+    assert!(
+        peak as usize <= budget,
+        "{peak} B beyond initial buffers, budget {budget}"
+    );
+    drop(idle);
 }

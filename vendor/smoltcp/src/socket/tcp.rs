@@ -175,6 +175,8 @@ pub struct Counters {
     pub tail_loss_probes: u64,
     /// Times HyStart++ ended slow start on a rising RTT (before a loss).
     pub slow_start_exits: u64,
+    /// In-order payload bytes received (queued for the application).
+    pub bytes_received: u64,
 }
 
 /// How many disjoint SACKed blocks the sender remembers (RFC 6675 scoreboard).
@@ -607,6 +609,9 @@ pub struct Socket<'a> {
     pacing_next: Option<Instant>,
     /// Loss-recovery counters.
     counters: Counters,
+    /// The receive buffer may grow to this size: the window scale is sized
+    /// for it.
+    rx_capacity_max: usize,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -711,6 +716,7 @@ impl<'a> Socket<'a> {
             pacing: false,
             pacing_next: None,
             counters: Counters::default(),
+            rx_capacity_max: 0,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -954,6 +960,68 @@ impl<'a> Socket<'a> {
         self.pacing_next = Some(base + Duration::from_micros(micros));
     }
 
+    /// Size the window scale for a receive buffer that may grow to
+    /// `capacity` (see [`Socket::replace_recv_buffer`]). The scale is
+    /// fixed by the SYN, so call this before `connect` or `listen`.
+    pub fn set_max_recv_capacity(&mut self, capacity: usize) {
+        self.rx_capacity_max = capacity.min(1 << 30);
+        if matches!(self.state, State::Closed | State::Listen) {
+            self.remote_win_shift =
+                Self::win_shift_for(self.rx_buffer.capacity().max(self.rx_capacity_max));
+        }
+    }
+
+    fn win_shift_for(capacity: usize) -> u8 {
+        let log2 = mem::size_of::<usize>() * 8 - capacity.leading_zeros() as usize;
+        log2.saturating_sub(16) as u8
+    }
+
+    /// Replace the receive buffer's storage, keeping what it holds (data
+    /// not yet read and out-of-order data): receive-buffer autotuning, as
+    /// Linux grows `sk_rcvbuf`. Returns the old storage. Refused (the new
+    /// storage is handed back) if it cannot hold that data or would pull
+    /// in the right edge of the window already advertised (RFC 7323 2.4).
+    pub fn replace_recv_buffer(
+        &mut self,
+        storage: managed::ManagedSlice<'a, u8>,
+    ) -> Result<managed::ManagedSlice<'a, u8>, managed::ManagedSlice<'a, u8>> {
+        let ooo_end = self
+            .assembler
+            .iter_data()
+            .map(|(_, right)| right)
+            .last()
+            .unwrap_or(0);
+        let keep = self.rx_buffer.len() + ooo_end;
+        let edge = match self.remote_last_ack {
+            Some(ack) if ack >= self.remote_seq_no => {
+                (ack - self.remote_seq_no)
+                    + ((self.remote_last_win as usize) << self.remote_win_shift)
+            }
+            _ => 0,
+        };
+        if storage.len() < keep.max(edge) {
+            return Err(storage);
+        }
+        self.rx_buffer.migrate(storage, keep)
+    }
+
+    /// Replace the send buffer's storage, keeping the data queued in it
+    /// (sent or not): send-buffer autotuning. Returns the old storage, or
+    /// hands the new one back if it cannot hold the queued data.
+    pub fn replace_send_buffer(
+        &mut self,
+        storage: managed::ManagedSlice<'a, u8>,
+    ) -> Result<managed::ManagedSlice<'a, u8>, managed::ManagedSlice<'a, u8>> {
+        let keep = self.tx_buffer.len();
+        if storage.len() < keep {
+            return Err(storage);
+        }
+        let old = self.tx_buffer.migrate(storage, keep)?;
+        #[cfg(feature = "async")]
+        self.tx_waker.wake();
+        Ok(old)
+    }
+
     /// Return the loss-recovery counters of this socket.
     pub fn counters(&self) -> Counters {
         self.counters
@@ -1074,9 +1142,6 @@ impl<'a> Socket<'a> {
     }
 
     fn reset(&mut self) {
-        let rx_cap_log2 =
-            mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
-
         self.state = State::Closed;
         self.timer = Timer::new();
         self.rtte = RttEstimator {
@@ -1107,7 +1172,8 @@ impl<'a> Socket<'a> {
         self.remote_last_win = 0;
         self.remote_win_len = 0;
         self.remote_win_scale = None;
-        self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
+        self.remote_win_shift =
+            Self::win_shift_for(self.rx_buffer.capacity().max(self.rx_capacity_max));
         self.remote_mss = DEFAULT_MSS;
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
@@ -2773,6 +2839,7 @@ impl<'a> Socket<'a> {
                 self.rx_buffer.len() + contig_len
             );
             self.rx_buffer.enqueue_unallocated(contig_len);
+            self.counters.bytes_received += contig_len as u64;
 
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]

@@ -67,6 +67,34 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         }
     }
 
+    /// Moves the first `keep` elements from the read position (allocated or
+    /// not: a TCP receive buffer keeps out-of-order data past its allocated
+    /// part) into `storage`, which then replaces this buffer's storage; the
+    /// old storage is returned. Used to grow or shrink a buffer in place of
+    /// a fixed size. Fails, returning `storage`, if it holds fewer than
+    /// `keep` or than the allocated elements.
+    pub fn migrate<S>(
+        &mut self,
+        storage: S,
+        keep: usize,
+    ) -> Result<ManagedSlice<'a, T>, ManagedSlice<'a, T>>
+    where
+        S: Into<ManagedSlice<'a, T>>,
+        T: Copy,
+    {
+        let mut storage = storage.into();
+        let keep = keep.max(self.length).min(self.capacity());
+        if storage.len() < keep {
+            return Err(storage);
+        }
+        let cap = self.capacity();
+        let first = keep.min(cap - self.read_at);
+        storage[..first].copy_from_slice(&self.storage[self.read_at..self.read_at + first]);
+        storage[first..keep].copy_from_slice(&self.storage[..keep - first]);
+        self.read_at = 0;
+        Ok(core::mem::replace(&mut self.storage, storage))
+    }
+
     /// Return the current number of elements in the ring buffer.
     pub fn len(&self) -> usize {
         self.length
@@ -799,5 +827,29 @@ mod test {
 
         let large = ring.enqueue_many(8);
         assert_eq!(large.len(), 8);
+    }
+
+    #[test]
+    fn test_migrate_keeps_wrapped_and_unallocated_contents() {
+        let mut ring = RingBuffer::new(vec![0u8; 8]);
+        // Wrap: read position 6, four bytes allocated (6, 7, 0, 1), and
+        // two more written past them unallocated (2, 3).
+        assert_eq!(ring.enqueue_slice(b"xxxxxx"), 6);
+        assert_eq!(ring.dequeue_slice(&mut [0; 6]), 6);
+        assert_eq!(ring.enqueue_slice(b"abcd"), 4);
+        assert_eq!(ring.write_unallocated(0, b"ef"), 2);
+        let old = ring.migrate(vec![0u8; 16], 6).unwrap();
+        assert_eq!(old.len(), 8);
+        assert_eq!(ring.capacity(), 16);
+        assert_eq!(ring.len(), 4);
+        let mut out = [0u8; 4];
+        assert_eq!(ring.dequeue_slice(&mut out), 4);
+        assert_eq!(&out, b"abcd");
+        ring.enqueue_unallocated(2);
+        assert_eq!(ring.dequeue_slice(&mut out[..2]), 2);
+        assert_eq!(&out[..2], b"ef");
+        // Too small for what it holds: refused, storage handed back.
+        assert_eq!(ring.enqueue_slice(b"0123456789"), 10);
+        assert_eq!(ring.migrate(vec![0u8; 4], 0).unwrap_err().len(), 4);
     }
 }
