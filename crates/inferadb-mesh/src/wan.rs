@@ -151,8 +151,18 @@ pub struct Relay {
     addr_a: SocketAddr,
     addr_b: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    peers: tokio::sync::mpsc::UnboundedSender<(Side, SocketAddr)>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<SharedStats>,
+}
+
+/// One side of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Side A.
+    A,
+    /// Side B.
+    B,
 }
 
 /// The relay thread's counters, read by [`Relay::stats`].
@@ -230,6 +240,7 @@ impl Relay {
         let b = udp_socket(spec.bind_b)?;
         let (addr_a, addr_b) = (a.local_addr()?, b.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (peers_tx, peers_rx) = tokio::sync::mpsc::unbounded_channel();
         let stats = Arc::new(SharedStats::default());
         let st = stats.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -239,7 +250,7 @@ impl Relay {
             .name("wan-relay".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    if let Err(e) = run(a, b, spec, stop_rx, &st).await {
+                    if let Err(e) = run(a, b, spec, stop_rx, peers_rx, &st).await {
                         eprintln!("wan relay stopped: {e:#}");
                     }
                 })
@@ -248,6 +259,7 @@ impl Relay {
             addr_a,
             addr_b,
             stop: Some(stop_tx),
+            peers: peers_tx,
             thread: Some(thread),
             stats,
         })
@@ -261,6 +273,12 @@ impl Relay {
     /// Side B's address: the B end's endpoint for the A end.
     pub fn addr_b(&self) -> SocketAddr {
         self.addr_b
+    }
+
+    /// Sets the address of the end on `side` (until a datagram from
+    /// elsewhere arrives on that side).
+    pub fn set_peer(&self, side: Side, addr: SocketAddr) {
+        let _ = self.peers.send((side, addr));
     }
 
     /// Counters so far.
@@ -285,6 +303,7 @@ async fn run(
     b: std::net::UdpSocket,
     spec: RelaySpec,
     mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut peers: tokio::sync::mpsc::UnboundedReceiver<(Side, SocketAddr)>,
     stats: &SharedStats,
 ) -> anyhow::Result<()> {
     let a = tokio::net::UdpSocket::from_std(a)?;
@@ -295,6 +314,7 @@ async fn run(
     let mut ba = LinkQueue::new(Link::new(spec.b_to_a, spec.seed ^ 0x5eed_5eed_5eed_5eed));
     let origin = tokio::time::Instant::now();
     let mut pool: Vec<Vec<u8>> = Vec::new();
+    let mut scratch = vec![0u8; MAX_DATAGRAM];
     let mut unsent = 0u64;
     loop {
         let now = origin.elapsed();
@@ -311,13 +331,17 @@ async fn run(
         };
         tokio::select! {
             _ = &mut stop => break,
+            Some((side, addr)) = peers.recv() => match side {
+                Side::A => peer_a = Some(addr),
+                Side::B => peer_b = Some(addr),
+            },
             r = a.readable() => r?,
             r = b.readable() => r?,
             _ = tokio::time::sleep_until(origin + next.unwrap_or_default()), if next.is_some() => {}
         }
         // Both sides every wake: a busy side cannot starve the other.
-        drain(&a, &mut ab, &mut peer_a, origin, &mut pool)?;
-        drain(&b, &mut ba, &mut peer_b, origin, &mut pool)?;
+        drain(&a, &mut ab, &mut peer_a, origin, &mut scratch, &mut pool)?;
+        drain(&b, &mut ba, &mut peer_b, origin, &mut scratch, &mut pool)?;
     }
     stats.set(RelayStats {
         a_to_b: ab.link().stats(),
@@ -334,24 +358,24 @@ fn drain(
     queue: &mut LinkQueue<Vec<u8>>,
     peer: &mut Option<SocketAddr>,
     origin: tokio::time::Instant,
+    scratch: &mut [u8],
     pool: &mut Vec<Vec<u8>>,
 ) -> anyhow::Result<()> {
     for _ in 0..BATCH {
-        let mut buf = pool.pop().unwrap_or_default();
-        buf.resize(MAX_DATAGRAM, 0);
-        match sock.try_recv_from(&mut buf) {
+        match sock.try_recv_from(scratch) {
             Ok((n, from)) => {
                 *peer = Some(from);
-                buf.truncate(n);
+                // A buffer the datagram's size, not the scratch's: memory
+                // in flight is what the path holds.
+                let mut buf = pool.pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(&scratch[..n]);
                 // Lost or tail-dropped: the buffer goes with the datagram.
                 queue.push(buf, n, origin.elapsed());
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                pool.push(buf);
-                return Ok(());
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
             // ICMP errors of earlier sends (port unreachable) surface here.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => pool.push(buf),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(e) => return Err(e).context("relay receive"),
         }
     }
