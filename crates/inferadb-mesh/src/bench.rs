@@ -15,8 +15,11 @@
 //! Caddy's `file_server`: Go on both ends).
 
 use crate::bench_control::{self as control, CaddyProcess, Coord};
-use crate::services::{Service, ServiceKind, HTTP_BULK_LEN, HTTP_BULK_PATH, HTTP_SMALL_PATH};
+use crate::services::{
+    Service, ServiceKind, BUCKET, DISCARD_BUCKETS, HTTP_BULK_LEN, HTTP_BULK_PATH, HTTP_SMALL_PATH,
+};
 use crate::static_node::ReadyLine;
+use crate::wan::{Relay, RelaySpec, WanCondition};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -35,7 +38,7 @@ pub const ECHO_PORT: u16 = 5202;
 pub const DISCARD_PORT: u16 = 5203;
 
 /// One path's figures.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PathResult {
     /// `tailnet` (ours), `wireguard-go`, `onetun`.
     pub name: String,
@@ -56,21 +59,78 @@ pub struct PathResult {
     /// (the UDP addresses in use) or `relayed …`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The `--wan` condition the row ran under (its UDP crossed the
+    /// impairment relay), e.g. `70 ms RTT, 0.1 % loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan: Option<String>,
+    /// Download: seconds from the first byte to the end of the first
+    /// 100 ms bucket at 90 % of the plateau (the mean of the last third).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_s: Option<f64>,
+    /// The same for the upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_ramp_s: Option<f64>,
+    /// TCP segments the download's sender retransmitted, where known
+    /// (kernel TCP: the sending namespace's `RetransSegs` over the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrans: Option<u64>,
+    /// The same for the upload's sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_retrans: Option<u64>,
 }
 
 impl PathResult {
     /// Figures of a path; [`run_tunnel`] fills in the name.
-    fn measured(gbit: f64, upload: Option<f64>, (p50, p99): (f64, f64)) -> PathResult {
+    fn measured(
+        down: Throughput,
+        upload: Option<Throughput>,
+        (p50, p99): (f64, f64),
+    ) -> PathResult {
         PathResult {
-            name: String::new(),
-            gbit_per_s: Some(gbit),
-            upload_gbit_per_s: upload,
+            gbit_per_s: Some(down.gbit),
+            ramp_s: down.ramp_s,
+            upload_gbit_per_s: upload.map(|u| u.gbit),
+            upload_ramp_s: upload.and_then(|u| u.ramp_s),
             rtt_p50_us: Some(p50),
             rtt_p99_us: Some(p99),
-            skipped: None,
-            path: None,
+            ..PathResult::default()
         }
     }
+}
+
+/// One direction's throughput.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    /// Mean over the window, Gbit/s.
+    pub gbit: f64,
+    /// Seconds to 90 % of the plateau ([`ramp_time`]).
+    pub ramp_s: Option<f64>,
+}
+
+impl Throughput {
+    fn of(bytes: u64, duration: Duration, buckets: &[u64]) -> Throughput {
+        Throughput {
+            gbit: bytes as f64 * 8.0 / duration.as_secs_f64() / 1e9,
+            ramp_s: ramp_time(buckets),
+        }
+    }
+}
+
+/// From bytes per [`BUCKET`] (from the first byte): the end of the first
+/// bucket that reaches 90 % of the plateau, the mean of the last third of
+/// the buckets, in seconds. None with fewer than 3 buckets or no plateau.
+pub fn ramp_time(buckets: &[u64]) -> Option<f64> {
+    let n = buckets.len();
+    if n < 3 {
+        return None;
+    }
+    let tail = &buckets[n - n / 3..];
+    let plateau = tail.iter().sum::<u64>() as f64 / tail.len() as f64;
+    if plateau <= 0.0 {
+        return None;
+    }
+    let i = buckets.iter().position(|&b| b as f64 >= 0.9 * plateau)?;
+    Some((i + 1) as f64 * BUCKET.as_secs_f64())
 }
 
 /// The whole run, as `--json` prints it.
@@ -93,7 +153,13 @@ pub struct TunnelOptions {
     pub exe: PathBuf,
     /// Tunnel MTU for our path.
     pub mtu: usize,
+    /// Carry every path's UDP through an impairment relay with this
+    /// condition (only the rows that support it: [`WAN_PATHS`]).
+    pub wan: Option<WanCondition>,
 }
+
+/// The rows `--wan` can route through the relay.
+pub const WAN_PATHS: &[&str] = &["tailnet", "wireguard-go"];
 
 /// Reads from a source service for `duration` from its first byte; returns
 /// Gbit/s received (goodput). The direction is server → client on every
@@ -102,7 +168,7 @@ pub struct TunnelOptions {
 pub async fn measure_throughput<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Throughput> {
     s.write_all(&u64::MAX.to_be_bytes()).await?;
     let mut buf = vec![0u8; 256 * 1024];
     count_for(duration, async || Ok(s.read(&mut buf).await?)).await
@@ -110,11 +176,11 @@ pub async fn measure_throughput<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Calls `read` (bytes received, 0 at the end) for `duration` from the
 /// first bytes it returns, which start the clock and are not counted;
-/// returns Gbit/s.
+/// returns the mean and the ramp-up from [`BUCKET`]-wide counts.
 async fn count_for(
     duration: Duration,
     mut read: impl AsyncFnMut() -> anyhow::Result<usize>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Throughput> {
     let first = tokio::time::timeout(Duration::from_secs(30), read())
         .await
         .context("no data within 30 s")??;
@@ -124,29 +190,37 @@ async fn count_for(
     let start = tokio::time::Instant::now();
     let end = start + duration;
     let mut total = 0u64;
+    let mut buckets = vec![0u64; (duration.as_nanos() / BUCKET.as_nanos()) as usize];
     loop {
         match tokio::time::timeout_at(end, read()).await {
             Ok(Ok(0)) => bail!("the server closed early"),
-            Ok(Ok(n)) => total += n as u64,
+            Ok(Ok(n)) => {
+                total += n as u64;
+                let i = (start.elapsed().as_nanos() / BUCKET.as_nanos()) as usize;
+                if let Some(b) = buckets.get_mut(i) {
+                    *b += n as u64;
+                }
+            }
             Ok(Err(e)) => return Err(e),
             Err(_) => break,
         }
     }
-    Ok(total as f64 * 8.0 / duration.as_secs_f64() / 1e9)
+    Ok(Throughput::of(total, duration, &buckets))
 }
 
 /// Most bytes one upload run writes: a path that buffers without bound
 /// must not take the machine's memory with it.
 const MAX_PUSH: u64 = 8 << 30;
 
-/// Pushes data to a discard service for `duration`; returns Gbit/s as the
-/// receiver counted it within its window (no half-close needed).
+/// Pushes data to a discard service for `duration`; returns Gbit/s and the
+/// ramp-up as the receiver counted them within its window (no half-close
+/// needed).
 pub async fn measure_upload<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Throughput> {
     let (mut r, mut w) = tokio::io::split(s);
-    w.write_all(&(duration.as_millis() as u64).to_be_bytes())
+    w.write_all(&(duration.as_millis() as u64 | DISCARD_BUCKETS).to_be_bytes())
         .await?;
     let writer = async {
         let chunk = vec![0x5au8; 256 * 1024];
@@ -162,9 +236,20 @@ pub async fn measure_upload<S: AsyncRead + AsyncWrite + Unpin>(
         r.read_exact(&mut count)
             .await
             .context("discard service did not report its byte count")?;
-        anyhow::Ok(u64::from_be_bytes(count))
+        let mut n = [0u8; 4];
+        r.read_exact(&mut n)
+            .await
+            .context("discard service did not report its buckets")?;
+        let n = (u32::from_be_bytes(n) as usize).min(6000);
+        let mut raw = vec![0u8; n * 8];
+        r.read_exact(&mut raw).await?;
+        let buckets: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        anyhow::Ok((u64::from_be_bytes(count), buckets))
     };
-    let count = tokio::time::timeout(duration * 3 + Duration::from_secs(30), async {
+    let (count, buckets) = tokio::time::timeout(duration * 3 + Duration::from_secs(30), async {
         tokio::select! {
             c = reader => c,
             () = writer => unreachable!("the writer waits forever"),
@@ -172,7 +257,7 @@ pub async fn measure_upload<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await
     .context("no byte count from the discard service in time")??;
-    Ok(count as f64 * 8.0 / duration.as_secs_f64() / 1e9)
+    Ok(Throughput::of(count, duration, &buckets))
 }
 
 /// Sends 64-byte messages to an echo service one at a time; returns the
@@ -218,6 +303,12 @@ pub struct ClientResult {
     pub gbit_per_s: f64,
     /// Gbit/s, client → server.
     pub upload_gbit_per_s: f64,
+    /// Seconds to 90 % of the plateau, server → client.
+    #[serde(default)]
+    pub ramp_s: Option<f64>,
+    /// The same, client → server.
+    #[serde(default)]
+    pub upload_ramp_s: Option<f64>,
     /// p50 µs.
     pub rtt_p50_us: f64,
     /// p99 µs.
@@ -232,7 +323,7 @@ pub async fn kernel_client(
 ) -> anyhow::Result<ClientResult> {
     let s = tokio::net::TcpStream::connect((target, SOURCE_PORT)).await?;
     s.set_nodelay(true)?;
-    let gbit = measure_throughput(s, duration).await?;
+    let down = measure_throughput(s, duration).await?;
     let s = tokio::net::TcpStream::connect((target, DISCARD_PORT)).await?;
     s.set_nodelay(true)?;
     let up = measure_upload(s, duration).await?;
@@ -240,8 +331,10 @@ pub async fn kernel_client(
     s.set_nodelay(true)?;
     let (p50, p99) = measure_rtt(s, samples).await?;
     Ok(ClientResult {
-        gbit_per_s: gbit,
-        upload_gbit_per_s: up,
+        gbit_per_s: down.gbit,
+        upload_gbit_per_s: up.gbit,
+        ramp_s: down.ramp_s,
+        upload_ramp_s: up.ramp_s,
         rtt_p50_us: p50,
         rtt_p99_us: p99,
     })
@@ -270,6 +363,10 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
     for name in &opts.paths {
         eprintln!("bench: measuring {name} ...");
         let r = match name.as_str() {
+            _ if opts.wan.is_some() && !WAN_PATHS.contains(&name.as_str()) => Err(anyhow::anyhow!(
+                "not routed through the WAN relay (--wan runs {})",
+                WAN_PATHS.join(", ")
+            )),
             "tailnet" => tailnet_path(opts).await,
             "tailnet-derp" => tailnet_derp_path(opts).await,
             "wireguard-go" => wireguard_go_path(opts).await,
@@ -284,18 +381,16 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
         paths.push(match r {
             Ok(mut p) => {
                 p.name = name.clone();
+                p.wan = opts.wan.map(|c| c.to_string());
                 p
             }
             Err(e) => {
                 eprintln!("bench: {name}: skipped: {e:#}");
                 PathResult {
                     name: name.clone(),
-                    gbit_per_s: None,
-                    upload_gbit_per_s: None,
-                    rtt_p50_us: None,
-                    rtt_p99_us: None,
                     skipped: Some(format!("{e:#}")),
-                    path: None,
+                    wan: opts.wan.map(|c| c.to_string()),
+                    ..PathResult::default()
                 }
             }
         });
@@ -352,8 +447,13 @@ fn note(report: &TunnelReport, p: &PathResult) -> String {
 }
 
 /// Prints the side-by-side table, with our ratio to each other path; the
-/// HTTP rows (ours vs Go tsnet) in a block of their own.
+/// HTTP rows (ours vs Go tsnet) in a block of their own; `--wan` rows in a
+/// block per condition.
 pub fn print_table(report: &TunnelReport) {
+    if report.paths.iter().any(|p| p.wan.is_some()) {
+        print!("{}", wan_table(report));
+        return;
+    }
     let header = |last: &str| {
         println!(
             "{:<21} {:>9} {:>9} {:>11} {:>11}   {last}",
@@ -394,6 +494,71 @@ pub fn print_table(report: &TunnelReport) {
     }
 }
 
+/// The `--wan` table: a block per condition, Mbit/s, ramp-up,
+/// retransmissions and RTT in milliseconds.
+pub fn wan_table(report: &TunnelReport) -> String {
+    use std::fmt::Write;
+    let f = |v: Option<f64>, scale: f64, prec: usize| match v {
+        Some(x) => format!("{:.prec$}", x * scale),
+        None => "-".into(),
+    };
+    let n = |v: Option<u64>| v.map_or("-".to_string(), |x| x.to_string());
+    let mut out = String::new();
+    let mut conditions: Vec<&str> = Vec::new();
+    for p in &report.paths {
+        let c = p.wan.as_deref().unwrap_or("");
+        if !conditions.contains(&c) {
+            conditions.push(c);
+        }
+    }
+    for (i, c) in conditions.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "WAN: {c} (one stream each way, every datagram through the relay)"
+        );
+        let _ = writeln!(
+            out,
+            "{:<14} {:>9} {:>6} {:>7} {:>9} {:>6} {:>7} {:>8} {:>8}   note",
+            "path",
+            "down Mb/s",
+            "90% s",
+            "retrans",
+            "up Mb/s",
+            "90% s",
+            "retrans",
+            "p50 ms",
+            "p99 ms"
+        );
+        for p in report
+            .paths
+            .iter()
+            .filter(|p| p.wan.as_deref().unwrap_or("") == *c)
+        {
+            let note = match &p.skipped {
+                Some(why) => format!("skipped: {why}"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<14} {:>9} {:>6} {:>7} {:>9} {:>6} {:>7} {:>8} {:>8}   {note}",
+                p.name,
+                f(p.gbit_per_s, 1000.0, 1),
+                f(p.ramp_s, 1.0, 1),
+                n(p.retrans),
+                f(p.upload_gbit_per_s, 1000.0, 1),
+                f(p.upload_ramp_s, 1.0, 1),
+                n(p.upload_retrans),
+                f(p.rtt_p50_us, 1e-3, 1),
+                f(p.rtt_p99_us, 1e-3, 1),
+            );
+        }
+    }
+    out
+}
+
 /// A child process killed when dropped.
 struct Child(tokio::process::Child);
 impl Drop for Child {
@@ -426,9 +591,20 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     cb.netstack.mtu = opts.mtu;
     cb.disco_key = Some(db);
     let node_a = Node::start(ca.clone()).await?;
+    // With --wan each node's endpoint for the other is the relay's side
+    // facing it.
+    let relay = match &opts.wan {
+        Some(cond) => {
+            let lo: SocketAddr = "127.0.0.1:0".parse()?;
+            let mut spec = RelaySpec::symmetric(lo, lo, cond, wan_seed());
+            spec.peer_a = Some(node_a.listen_addr());
+            Some(Relay::start(spec)?)
+        }
+        None => None,
+    };
     cb.peers.push(PeerConfig {
         public_key: ca.public_key(),
-        endpoint: Some(node_a.listen_addr()),
+        endpoint: Some(relay.as_ref().map_or(node_a.listen_addr(), Relay::addr_b)),
         allowed_ips: vec!["100.64.250.1/32".parse()?],
         persistent_keepalive: None,
         disco_key: Some(da_pub),
@@ -459,10 +635,13 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         .context("peer node exited before it was ready")?;
     let _ = std::fs::remove_dir_all(&dir);
     let ready: ReadyLine = serde_json::from_str(&line).context("peer ready line")?;
+    if let Some(r) = &relay {
+        r.set_peer(crate::wan::Side::B, ready.listen);
+    }
     node_a
         .set_peers(vec![PeerConfig {
             public_key: cb.public_key(),
-            endpoint: Some(ready.listen),
+            endpoint: Some(relay.as_ref().map_or(ready.listen, Relay::addr_a)),
             allowed_ips: vec!["100.64.250.2/32".parse()?],
             persistent_keepalive: None,
             disco_key: Some(db_pub),
@@ -477,12 +656,38 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
             r.path = node_a
                 .peer_stats(&cb.public_key())
                 .and_then(|p| p.cur_addr.or(p.endpoint))
-                .map(|a| format!("direct {a}"));
+                .map(|a| match &relay {
+                    Some(_) => format!("direct {a} (the WAN relay)"),
+                    None => format!("direct {a}"),
+                });
             r
         });
     node_a.shutdown().await;
     drop(child);
+    if let Some(relay) = relay {
+        log_relay(&relay);
+    }
     r
+}
+
+/// The seed of the relay's random draws: fixed, so every row of a run
+/// (and every run) sees the same loss pattern for the same traffic.
+fn wan_seed() -> u64 {
+    0x01db_5eed
+}
+
+/// What the relay did, on stderr (a lossy row's story).
+fn log_relay(relay: &Relay) {
+    let s = relay.stats();
+    for (dir, l) in [("A→B", s.a_to_b), ("B→A", s.b_to_a)] {
+        eprintln!(
+            "bench: relay {dir}: {} datagrams, {} lost, {} tail-dropped",
+            l.offered, l.lost, l.queue_drops
+        );
+    }
+    if s.unsent > 0 {
+        eprintln!("bench: relay: {} datagrams not sent", s.unsent);
+    }
 }
 
 /// Our node ↔ our node through the embedded coordinator's DERP relay:
@@ -682,7 +887,7 @@ fn content_length(head: &[u8]) -> anyhow::Result<u64> {
 async fn measure_http_download<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Throughput> {
     let mut c = HttpConn::new(s);
     let mut left = tokio::time::timeout(Duration::from_secs(30), c.get_head(HTTP_BULK_PATH))
         .await
@@ -1021,6 +1226,10 @@ async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> anyhow::Result
         peer_allowed,
     } = spec;
     let peer_key = &peer_key;
+    let sock = format!("/var/run/wireguard/{ifname}.sock");
+    // A socket left by an earlier instance of the same name would be taken
+    // for this one's before it listens.
+    let _ = std::fs::remove_file(&sock);
     let child = std::process::Command::new("ip")
         .args(["netns", "exec", ns, "wireguard-go", "-f", ifname])
         .env("WG_PROCESS_FOREGROUND", "1")
@@ -1029,7 +1238,6 @@ async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> anyhow::Result
         .spawn()
         .context("cannot start wireguard-go")?;
     env.children.push(child);
-    let sock = format!("/var/run/wireguard/{ifname}.sock");
     for _ in 0..100 {
         if std::path::Path::new(&sock).exists() {
             break;
@@ -1080,6 +1288,9 @@ fn public_of(k: &PrivateKey) -> tailnet::PublicKey {
 /// wireguard-go + kernel TCP between two namespaces.
 async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     require_wireguard_go()?;
+    if let Some(cond) = &opts.wan {
+        return wireguard_go_wan_path(opts, cond).await;
+    }
     let id = std::process::id() % 10000;
     let (na, nb) = (format!("ibA{id}"), format!("ibB{id}"));
     let mut env = Netns {
@@ -1154,6 +1365,102 @@ async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     run_kernel_pair(opts, &mut env, &nb, &na, "100.64.251.2", None).await
 }
 
+/// wireguard-go + kernel TCP in two namespaces, each joined to the host by
+/// a veth; their WireGuard endpoints are the relay's two sides on the host
+/// (198.18.246.1 and 198.18.247.1), so every datagram crosses it. Each
+/// direction's retransmissions are its sending namespace's `RetransSegs`
+/// over the run.
+async fn wireguard_go_wan_path(
+    opts: &TunnelOptions,
+    cond: &WanCondition,
+) -> anyhow::Result<PathResult> {
+    let id = std::process::id() % 10000;
+    let (mut env, na) = host_namespace("WA", 246).await?;
+    let (env_b, nb) = host_namespace("WB", 247).await?;
+    // One environment to tear down (namespaces after their processes).
+    let mut env_b = env_b;
+    env.namespaces.append(&mut env_b.namespaces);
+    env.host_links.append(&mut env_b.host_links);
+    let mut spec = RelaySpec::symmetric(
+        "198.18.246.1:0".parse()?,
+        "198.18.247.1:0".parse()?,
+        cond,
+        wan_seed(),
+    );
+    spec.peer_a = Some("198.18.246.2:51820".parse()?);
+    spec.peer_b = Some("198.18.247.2:51820".parse()?);
+    let relay = Relay::start(spec)?;
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let (ia, ib) = (format!("wbWA{id}"), format!("wbWB{id}"));
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &na,
+            ifname: &ia,
+            key: &ka,
+            port: 51820,
+            addr: "100.64.246.1/32",
+            peer_key: public_of(&kb),
+            peer_endpoint: Some(relay.addr_a()),
+            peer_allowed: "100.64.246.2/32",
+        },
+    )
+    .await?;
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &nb,
+            ifname: &ib,
+            key: &kb,
+            port: 51820,
+            addr: "100.64.246.2/32",
+            peer_key: public_of(&ka),
+            peer_endpoint: Some(relay.addr_b()),
+            peer_allowed: "100.64.246.1/32",
+        },
+    )
+    .await?;
+    let before = (netns_counters(&nb).await?, netns_counters(&na).await?);
+    let mut r = run_kernel_pair(opts, &mut env, &nb, &na, "100.64.246.2", None).await?;
+    let after = (netns_counters(&nb).await?, netns_counters(&na).await?);
+    let delta = |a: u64, b: u64| a.saturating_sub(b);
+    r.retrans = Some(delta(after.0 .0, before.0 .0));
+    r.upload_retrans = Some(delta(after.1 .0, before.1 .0));
+    // Losses the relay did not cause: wireguard-go's UDP socket overflowing.
+    eprintln!(
+        "bench: wireguard-go: UDP receive-buffer drops: {} in the server's namespace, {} in the client's",
+        delta(after.0 .1, before.0 .1),
+        delta(after.1 .1, before.1 .1)
+    );
+    r.path = Some(format!(
+        "direct {}, {} (the WAN relay)",
+        relay.addr_a(),
+        relay.addr_b()
+    ));
+    drop(env);
+    log_relay(&relay);
+    Ok(r)
+}
+
+/// TCP segments retransmitted and UDP datagrams dropped for a full
+/// receive buffer in namespace `ns` so far (its `/proc/net/snmp`).
+async fn netns_counters(ns: &str) -> anyhow::Result<(u64, u64)> {
+    let snmp = sh(&["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"]).await?;
+    Ok((
+        snmp_counter(&snmp, "Tcp:", "RetransSegs").context("no Tcp RetransSegs")?,
+        snmp_counter(&snmp, "Udp:", "RcvbufErrors").context("no Udp RcvbufErrors")?,
+    ))
+}
+
+/// Counter `name` of protocol `proto` (`Tcp:`) in the text of
+/// `/proc/net/snmp` (a line of names, then a line of values).
+fn snmp_counter(snmp: &str, proto: &str, name: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with(proto));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// Starts `bench-server` in `server_ns` on `server_ip`, then runs
 /// `bench-client` (in `client_ns`, or on the host when None) against
 /// `target` (defaults to the server address).
@@ -1195,8 +1502,14 @@ async fn run_kernel_pair(
     let r: ClientResult = serde_json::from_str(out.lines().last().unwrap_or(""))
         .with_context(|| format!("bench-client printed {out:?}"))?;
     Ok(PathResult::measured(
-        r.gbit_per_s,
-        Some(r.upload_gbit_per_s),
+        Throughput {
+            gbit: r.gbit_per_s,
+            ramp_s: r.ramp_s,
+        },
+        Some(Throughput {
+            gbit: r.upload_gbit_per_s,
+            ramp_s: r.upload_ramp_s,
+        }),
         (r.rtt_p50_us, r.rtt_p99_us),
     ))
 }
@@ -1383,7 +1696,8 @@ mod tests {
         tokio::spawn(crate::services::handle(ServiceKind::Http, b));
         let gbit = measure_http_download(a, Duration::from_millis(100))
             .await
-            .unwrap();
+            .unwrap()
+            .gbit;
         assert!(gbit > 0.0, "{gbit}");
     }
 
@@ -1417,8 +1731,8 @@ mod tests {
             upload_gbit_per_s: None,
             rtt_p50_us: Some(p50),
             rtt_p99_us: Some(p50 * 2.0),
-            skipped: None,
             path: Some(path.into()),
+            ..PathResult::default()
         };
         let mut skipped = row("tsnet-tsnet", 0.0, 0.0, "");
         skipped.skipped = Some(CADDY_MISSING.into());
@@ -1450,6 +1764,68 @@ mod tests {
             ]
         );
         assert!(is_http_path("tsnet-tailnet") && !is_http_path("tailnet-derp"));
+    }
+
+    #[test]
+    fn ramp_is_the_first_bucket_at_90_percent_of_the_last_third() {
+        // Doubling from 1 to 64, then flat at 100 for 9 buckets.
+        let mut b: Vec<u64> = (0..7).map(|i| 1 << i).collect();
+        b.extend([100; 9]);
+        // Plateau: mean of the last 5 = 100; first bucket ≥ 90 is the 8th.
+        assert_eq!(ramp_time(&b), Some(0.8));
+        assert_eq!(ramp_time(&[100, 100, 100]), Some(0.1));
+        assert_eq!(ramp_time(&[0, 0, 0]), None);
+        assert_eq!(ramp_time(&[5, 5]), None);
+        let t = Throughput::of(1_250_000_000, Duration::from_secs(10), &b);
+        assert_eq!(t.gbit, 1.0);
+    }
+
+    #[test]
+    fn retransmissions_come_from_the_tcp_lines_of_proc_net_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin OutSegs RetransSegs InErrs\n\
+                    Tcp: 1 200 1000 42 0\nUdp: InDatagrams\nUdp: 7\n";
+        assert_eq!(snmp_counter(snmp, "Tcp:", "RetransSegs"), Some(42));
+        assert_eq!(snmp_counter(snmp, "Udp:", "InDatagrams"), Some(7));
+        assert_eq!(
+            snmp_counter("Tcp: RetransSegs\n", "Tcp:", "RetransSegs"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn upload_ramp_comes_back_from_the_discard_service() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(crate::services::handle(ServiceKind::Discard, b));
+        let t = measure_upload(a, Duration::from_millis(400)).await.unwrap();
+        assert!(t.gbit > 0.0, "{t:?}");
+        // Four 100 ms buckets at a steady rate: the plateau from the first.
+        let ramp = t.ramp_s.expect("a ramp from four buckets");
+        assert!((0.1..=0.4).contains(&ramp), "{t:?}");
+    }
+
+    #[test]
+    fn wan_table_has_a_block_per_condition() {
+        let row = |name: &str, wan: &str, mbit: f64| PathResult {
+            name: name.into(),
+            wan: Some(wan.into()),
+            gbit_per_s: Some(mbit / 1000.0),
+            ramp_s: Some(1.5),
+            retrans: Some(3),
+            ..PathResult::default()
+        };
+        let report = TunnelReport {
+            paths: vec![
+                row("tailnet", "70 ms RTT", 81.0),
+                row("wireguard-go", "70 ms RTT", 234.0),
+                row("tailnet", "70 ms RTT, 0.1 % loss", 2.0),
+            ],
+        };
+        let t = wan_table(&report);
+        assert_eq!(t.matches("WAN: ").count(), 2, "{t}");
+        assert!(t.contains("WAN: 70 ms RTT, 0.1 % loss"), "{t}");
+        let wg = t.lines().find(|l| l.starts_with("wireguard-go")).unwrap();
+        assert!(wg.contains("234.0") && wg.contains("1.5"), "{wg}");
     }
 
     #[test]

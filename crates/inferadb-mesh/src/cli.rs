@@ -209,12 +209,24 @@ enum BenchCommand {
 
 #[derive(Debug, Args)]
 struct TunnelArgs {
-    /// Seconds of bulk transfer per path.
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Round trips measured per path.
-    #[arg(long, default_value_t = 2000)]
-    samples: usize,
+    /// Seconds of bulk transfer per path and direction (default 5, 15 with
+    /// --wan).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Round trips measured per path (default 2000, 200 with --wan).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Carry the rows' UDP through a userspace impairment relay:
+    /// RTT_MS[,LOSS_PCT[,RATE_MBIT[,QUEUE_PKTS]]], e.g. 70 (70 ms round
+    /// trip), 70,0.1 (and 0.1 % random loss each way), 70,0,500,1000 (and a
+    /// 500 Mbit/s bottleneck each way with a 1,000-datagram tail-drop
+    /// queue; the queue defaults to 1,000). Repeat for several conditions
+    /// in one run. Rows: tailnet (our node ↔ our node) and wireguard-go
+    /// (kernel TCP in two namespaces, root); the default paths become
+    /// those two. The table adds the time to 90 % of the plateau and
+    /// retransmissions (kernel rows).
+    #[arg(long)]
+    wan: Vec<crate::wan::WanCondition>,
     /// Paths to run, comma-separated: tailnet (direct UDP between two of
     /// our nodes), tailnet-derp (the same through the embedded
     /// coordinator's DERP relay), wireguard-go, onetun, tailnet-wireguard-go;
@@ -229,7 +241,8 @@ struct TunnelArgs {
         long,
         value_delimiter = ',',
         default_value = "tailnet,tailnet-derp,wireguard-go,onetun,tailnet-wireguard-go,\
-                         tailnet-http,tailnet-tsnet,tsnet-tailnet,tsnet-tsnet"
+                         tailnet-http,tailnet-tsnet,tsnet-tailnet,tsnet-tsnet",
+        default_value_if("wan", clap::builder::ArgPredicate::IsPresent, "tailnet,wireguard-go")
     )]
     paths: Vec<String>,
     /// Tunnel MTU of our nodes.
@@ -237,7 +250,9 @@ struct TunnelArgs {
     mtu: usize,
     /// Print {"paths": [{"name", "gbit_per_s", "upload_gbit_per_s",
     /// "rtt_p50_us", "rtt_p99_us", "path", "skipped"}]} ("path": the route
-    /// checked, e.g. "direct 127.0.0.1:41641"; absent figures: not measured).
+    /// checked, e.g. "direct 127.0.0.1:41641"; absent figures: not measured);
+    /// --wan rows add "wan" (the condition), "ramp_s", "upload_ramp_s"
+    /// (seconds to 90 % of the plateau) and "retrans", "upload_retrans".
     #[arg(long)]
     json: bool,
 }
@@ -354,17 +369,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Tunnel(a),
         } => {
-            if !(a.duration > 0.0 && a.duration <= 600.0) {
+            let wan = !a.wan.is_empty();
+            let duration = a.duration.unwrap_or(if wan { 15.0 } else { 5.0 });
+            if !(duration > 0.0 && duration <= 600.0) {
                 anyhow::bail!("--duration must be between 0 and 600 seconds");
             }
-            let opts = TunnelOptions {
-                duration: Duration::from_secs_f64(a.duration),
-                rtt_samples: a.samples,
+            let mut opts = TunnelOptions {
+                duration: Duration::from_secs_f64(duration),
+                rtt_samples: a.samples.unwrap_or(if wan { 200 } else { 2000 }),
                 paths: a.paths,
                 exe: std::env::current_exe()?,
                 mtu: a.mtu,
+                wan: None,
             };
-            let report = bench::run_tunnel(&opts).await;
+            let report = if wan {
+                let mut all = bench::TunnelReport { paths: Vec::new() };
+                for cond in a.wan {
+                    eprintln!("bench: WAN condition {cond}");
+                    opts.wan = Some(cond);
+                    all.paths.extend(bench::run_tunnel(&opts).await.paths);
+                }
+                all
+            } else {
+                bench::run_tunnel(&opts).await
+            };
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

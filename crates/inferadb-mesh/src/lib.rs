@@ -20,3 +20,4 @@ pub mod services;
 pub mod static_node;
 pub mod status_cmd;
 pub mod up_cmd;
+pub mod wan;

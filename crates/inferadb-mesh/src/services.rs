@@ -16,7 +16,10 @@ pub enum ServiceKind {
     /// everything; once the window has passed since the first data byte it
     /// answers with 8 bytes, the count received within the window
     /// (big-endian), and keeps discarding until EOF. Needs no half-close, so
-    /// it measures paths that mishandle FIN.
+    /// it measures paths that mishandle FIN. With the header's top bit
+    /// ([`DISCARD_BUCKETS`]) set, the count is followed by a 4-byte number
+    /// of 100 ms buckets and each bucket's byte count (8 bytes each), so
+    /// the sender sees how fast the path ramped up.
     Discard,
     /// Reads to EOF, then answers `<bytes> <sha256 hex>\n`.
     Sha256,
@@ -31,6 +34,14 @@ pub enum ServiceKind {
     /// other methods and requests with a body get `405` and a close.
     Http,
 }
+
+/// Top bit of [`ServiceKind::Discard`]'s window header: also report the
+/// bytes received per [`BUCKET`].
+pub const DISCARD_BUCKETS: u64 = 1 << 63;
+/// The width of the discard service's (and the benchmarks') buckets.
+pub const BUCKET: std::time::Duration = std::time::Duration::from_millis(100);
+/// Most buckets reported (a 10-minute window).
+const MAX_BUCKETS: usize = 6000;
 
 /// The path of the large body of [`ServiceKind::Http`].
 pub const HTTP_BULK_PATH: &str = "/bulk";
@@ -150,17 +161,30 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         ServiceKind::Discard => {
             let mut hdr = [0u8; 8];
             s.read_exact(&mut hdr).await?;
-            let window = std::time::Duration::from_millis(u64::from_be_bytes(hdr));
+            let hdr = u64::from_be_bytes(hdr);
+            let want_buckets = hdr & DISCARD_BUCKETS != 0;
+            let window = std::time::Duration::from_millis(hdr & !DISCARD_BUCKETS);
             let mut total = 0u64;
+            let mut buckets: Vec<u64> = Vec::new();
             let mut start: Option<tokio::time::Instant> = None;
             let mut reported = false;
+            let report = |total: u64, buckets: &[u64]| {
+                let mut out = total.to_be_bytes().to_vec();
+                if want_buckets {
+                    let b = &buckets[..buckets.len().min(MAX_BUCKETS)];
+                    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                    b.iter()
+                        .for_each(|x| out.extend_from_slice(&x.to_be_bytes()));
+                }
+                out
+            };
             loop {
                 let n = match start {
                     Some(t0) if !reported => {
                         match tokio::time::timeout_at(t0 + window, s.read(&mut buf)).await {
                             Ok(r) => r?,
                             Err(_) => {
-                                s.write_all(&total.to_be_bytes()).await?;
+                                s.write_all(&report(total, &buckets)).await?;
                                 reported = true;
                                 continue;
                             }
@@ -171,15 +195,20 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 if n == 0 {
                     break;
                 }
-                if start.is_none() {
-                    start = Some(tokio::time::Instant::now());
-                }
+                let t0 = *start.get_or_insert_with(tokio::time::Instant::now);
                 if !reported {
                     total += n as u64;
+                    let i = (t0.elapsed().as_nanos() / BUCKET.as_nanos()) as usize;
+                    if i < MAX_BUCKETS {
+                        if buckets.len() <= i {
+                            buckets.resize(i + 1, 0);
+                        }
+                        buckets[i] += n as u64;
+                    }
                 }
             }
             if !reported {
-                s.write_all(&total.to_be_bytes()).await?;
+                s.write_all(&report(total, &buckets)).await?;
             }
             s.shutdown().await
         }

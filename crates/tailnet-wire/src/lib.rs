@@ -25,6 +25,9 @@
 //! - [`derp`]: the DERP relay protocol: frames and an incremental decoder,
 //!   the ServerKey / ClientInfo / ServerInfo handshake with its NaCl boxes,
 //!   the HTTP/1.1 upgrade.
+//! - [`link`]: a one-direction WAN link model (delay, jitter, random loss, a
+//!   rate-limited bottleneck with a tail-drop queue) on a caller's clock,
+//!   for the impairment relay of `bench tunnel --wan` and simulated tests.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +37,7 @@ pub mod disco;
 pub mod filter;
 pub mod ip;
 pub mod key;
+pub mod link;
 pub mod noise;
 pub mod path;
 pub mod prefix;
