@@ -156,6 +156,10 @@ pub struct TunnelOptions {
     /// Carry every path's UDP through an impairment relay with this
     /// condition (only the rows that support it: [`WAN_PATHS`]).
     pub wan: Option<WanCondition>,
+    /// TCP congestion control of our nodes on the `tailnet` row, and of
+    /// kernel TCP in the wireguard-go namespaces (None: each side's
+    /// default, which for the kernel is the host's sysctl).
+    pub congestion: Option<tailnet::Congestion>,
 }
 
 /// The rows `--wan` can route through the relay.
@@ -585,10 +589,14 @@ async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     let mut ca = NodeConfig::new(ka, tunnel_addrs(1));
     ca.listen = "127.0.0.1:0".parse()?;
     ca.netstack.mtu = opts.mtu;
+    if let Some(c) = opts.congestion {
+        ca.netstack.congestion = c;
+    }
     ca.disco_key = Some(da);
     let mut cb = NodeConfig::new(kb, tunnel_addrs(2));
     cb.listen = "127.0.0.1:0".parse()?;
     cb.netstack.mtu = opts.mtu;
+    cb.netstack.congestion = ca.netstack.congestion;
     cb.disco_key = Some(db);
     let node_a = Node::start(ca.clone()).await?;
     // With --wan each node's endpoint for the other is the relay's side
@@ -1302,6 +1310,18 @@ async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         sh(&["ip", "netns", "add", ns]).await?;
         env.namespaces.push(ns.clone());
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]).await?;
+        if let Some(c) = opts.congestion {
+            let algo = match c {
+                tailnet::Congestion::Cubic => "cubic",
+                tailnet::Congestion::Bbr => "bbr",
+                tailnet::Congestion::Reno => "reno",
+                tailnet::Congestion::None => {
+                    anyhow::bail!("kernel TCP has no 'none' congestion control")
+                }
+            };
+            let key = format!("net.ipv4.tcp_congestion_control={algo}");
+            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &key]).await?;
+        }
     }
     let (va, vb) = (format!("vbA{id}"), format!("vbB{id}"));
     sh(&[

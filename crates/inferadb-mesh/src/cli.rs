@@ -248,6 +248,13 @@ struct TunnelArgs {
     /// Tunnel MTU of our nodes.
     #[arg(long, default_value_t = 1280)]
     mtu: usize,
+    /// TCP congestion control for both sides of the comparison: our nodes
+    /// on the tailnet row and kernel TCP in the wireguard-go namespaces
+    /// (cubic, bbr, reno). Default: each side's own default (CUBIC for our
+    /// netstack; the host's net.ipv4.tcp_congestion_control for the kernel,
+    /// which may be bbr).
+    #[arg(long, value_parser = parse_congestion)]
+    congestion: Option<tailnet::Congestion>,
     /// Print {"paths": [{"name", "gbit_per_s", "upload_gbit_per_s",
     /// "rtt_p50_us", "rtt_p99_us", "path", "skipped"}]} ("path": the route
     /// checked, e.g. "direct 127.0.0.1:41641"; absent figures: not measured);
@@ -255,6 +262,17 @@ struct TunnelArgs {
     /// (seconds to 90 % of the plateau) and "retrans", "upload_retrans".
     #[arg(long)]
     json: bool,
+}
+
+fn parse_congestion(s: &str) -> Result<tailnet::Congestion, String> {
+    match s {
+        "cubic" => Ok(tailnet::Congestion::Cubic),
+        "bbr" => Ok(tailnet::Congestion::Bbr),
+        "reno" => Ok(tailnet::Congestion::Reno),
+        other => Err(format!(
+            "unknown congestion control '{other}' (cubic, bbr, reno)"
+        )),
+    }
 }
 
 fn init_tracing() {
@@ -381,6 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exe: std::env::current_exe()?,
                 mtu: a.mtu,
                 wan: None,
+                congestion: a.congestion,
             };
             let report = if wan {
                 let mut all = bench::TunnelReport { paths: Vec::new() };

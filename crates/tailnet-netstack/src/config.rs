@@ -12,6 +12,9 @@ pub enum Congestion {
     /// CUBIC (the default, as in Linux).
     #[default]
     Cubic,
+    /// A simplified BBR (v1): paces at the measured bottleneck bandwidth
+    /// and does not back off on random loss (vendor-notes/smoltcp.md).
+    Bbr,
 }
 
 /// Netstack tunables. The defaults are chosen for throughput on paths from

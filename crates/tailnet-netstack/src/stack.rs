@@ -614,6 +614,7 @@ pub(crate) fn new_tcp_socket(config: &NetstackConfig) -> tcp::Socket<'static> {
         Congestion::None => tcp::CongestionControl::None,
         Congestion::Reno => tcp::CongestionControl::Reno,
         Congestion::Cubic => tcp::CongestionControl::Cubic,
+        Congestion::Bbr => tcp::CongestionControl::Bbr,
     });
     s
 }

@@ -510,6 +510,11 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+
+    /// A simplified BBR: paces at the measured bottleneck bandwidth and
+    /// does not back off on random loss (`congestion/bbr.rs`).
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr,
 }
 
 /// A Transmission Control Protocol socket.
@@ -609,6 +614,8 @@ pub struct Socket<'a> {
     pacing_next: Option<Instant>,
     /// Loss-recovery counters.
     counters: Counters,
+    /// The current round trip ends when this is acknowledged.
+    round_end: Option<TcpSeqNumber>,
     /// The receive buffer may grow to this size: the window scale is sized
     /// for it.
     rx_capacity_max: usize,
@@ -716,6 +723,7 @@ impl<'a> Socket<'a> {
             pacing: false,
             pacing_next: None,
             counters: Counters::default(),
+            round_end: None,
             rx_capacity_max: 0,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
@@ -776,6 +784,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            CongestionControl::Bbr => AnyController::Bbr(bbr::Bbr::new()),
         }
     }
 
@@ -791,6 +802,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => CongestionControl::Cubic,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => CongestionControl::Bbr,
         }
     }
 
@@ -943,6 +957,15 @@ impl<'a> Socket<'a> {
         if !self.pacing || !self.rtte.have_measurement || self.rtte.srtt == 0 || cwnd == usize::MAX
         {
             self.pacing_next = None;
+            return;
+        }
+        if let Some(rate) = self.congestion_controller.inner().pacing_rate() {
+            let micros = len as u64 * 1_000_000 / rate.max(1);
+            let base = match self.pacing_next {
+                Some(next) if next > now => next,
+                _ => now,
+            };
+            self.pacing_next = Some(base + Duration::from_micros(micros));
             return;
         }
         let gain_tenths: u64 = if self.congestion_controller.inner().in_slow_start() {
@@ -1159,6 +1182,7 @@ impl<'a> Socket<'a> {
         self.rxt_una = None;
         self.rxt_una_again = false;
         self.pacing_next = None;
+        self.round_end = None;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2675,6 +2699,11 @@ impl<'a> Socket<'a> {
                 newly_sacked = self.sack_record(&repr.sack_ranges, ack_number);
                 delivered = ack_len.saturating_sub(sacked_below_ack) + newly_sacked;
             }
+            if delivered > 0 {
+                self.congestion_controller
+                    .inner_mut()
+                    .on_delivered(cx.now(), delivered);
+            }
 
             match self.local_rx_last_ack {
                 // Duplicate ACK if payload empty and ACK doesn't move send window ->
@@ -2731,10 +2760,13 @@ impl<'a> Socket<'a> {
                     // stays at ssthresh (RFC 6675); the ACK that ends the
                     // recovery tells the controller.
                     if let Some(rtt_us) = self.rtte.on_ack(cx.now(), ack_number) {
+                        self.congestion_controller
+                            .inner_mut()
+                            .on_rtt_sample(cx.now(), rtt_us);
                         self.hystart(rtt_us);
                     }
                     let in_recovery = self.recovery_point.is_some_and(|point| ack_number < point);
-                    if !in_recovery {
+                    if !in_recovery || !self.congestion_controller.inner().reacts_to_loss() {
                         let new_flight_size = self.flight_size().saturating_sub(ack_len);
                         self.congestion_controller.inner_mut().on_ack(
                             cx.now(),
@@ -2761,6 +2793,13 @@ impl<'a> Socket<'a> {
 
             if self.remote_has_sack {
                 self.sack_recovery(cx.now(), ack_len, newly_sacked);
+            }
+
+            // A round trip ends when what was outstanding at the end of the
+            // last one is acknowledged.
+            if ack_len > 0 && self.round_end.is_none_or(|end| self.local_seq_no >= end) {
+                self.congestion_controller.inner_mut().on_round(cx.now());
+                self.round_end = Some(self.snd_max);
             }
         }
 

@@ -10,6 +10,9 @@ pub(super) mod cubic;
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
 
+#[cfg(feature = "socket-tcp-bbr")]
+pub(super) mod bbr;
+
 #[allow(unused_variables)]
 pub(super) trait Controller {
     /// Returns the number of bytes that can be sent.
@@ -44,6 +47,29 @@ pub(super) trait Controller {
     fn in_slow_start(&self) -> bool {
         false
     }
+
+    /// Bytes newly delivered (cumulatively acknowledged or SACKed) by an
+    /// ACK, in or out of loss recovery.
+    fn on_delivered(&mut self, now: Instant, bytes: usize) {}
+
+    /// A round trip ended: everything sent when the last one ended is now
+    /// acknowledged.
+    fn on_round(&mut self, now: Instant) {}
+
+    /// A round-trip time sample, in microseconds.
+    fn on_rtt_sample(&mut self, now: Instant, rtt_us: u32) {}
+
+    /// Whether loss recovery holds the window (CUBIC, Reno) or the
+    /// controller keeps following its model through it (BBR).
+    fn reacts_to_loss(&self) -> bool {
+        true
+    }
+
+    /// The pacing rate the controller wants, bytes per second (None: pace
+    /// at the window's rate).
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -56,6 +82,9 @@ pub(super) enum AnyController {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic(cubic::Cubic),
+
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr(bbr::Bbr),
 }
 
 impl AnyController {
@@ -97,6 +126,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 
@@ -110,6 +142,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 }
