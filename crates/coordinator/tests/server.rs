@@ -598,3 +598,60 @@ async fn tls_serves_key_over_https() {
     );
     h.server.shutdown().await;
 }
+
+/// Issue 16 finding 7: Hostinfo strings were unbounded (only the 1 MiB
+/// body cap), stored and pushed to every peer. Now a register or map
+/// request whose Hostinfo is over a limit gets 400 naming the field, and
+/// nothing is stored.
+#[tokio::test]
+async fn oversized_hostinfo_is_refused_with_the_field_named() {
+    use tailnet_wire::control::{Hostinfo, NodePublic, RegisterAuth, RegisterRequest};
+    let h = Harness::start().await;
+    let key = h.reusable();
+    let mut c = h.client().await;
+    let nk = PrivateKey::generate();
+    let big = Hostinfo {
+        hostname: "h".repeat(100_000),
+        ..Default::default()
+    };
+    let req = RegisterRequest {
+        version: 130,
+        node_key: NodePublic::from_bytes(public_of(&nk)),
+        auth: Some(RegisterAuth {
+            auth_key: key.clone(),
+        }),
+        hostinfo: Some(big.clone()),
+        ..RegisterRequest::default()
+    };
+    let (status, body) = c
+        .post("/machine/register", serde_json::to_vec(&req).expect("json"))
+        .await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("Hostinfo.Hostname is 100000 bytes long"),
+        "{text}"
+    );
+    assert_eq!(h.store().node_count().expect("count"), 0);
+
+    // A registered node's map request with a huge Hostinfo: refused, the
+    // stored one unchanged.
+    let (mut c, nk) = h.node(&key, "small").await;
+    let mut m = map_request(&nk);
+    m.hostinfo = Some(big);
+    m.stream = false;
+    m.omit_peers = true;
+    let (status, body) = c
+        .post("/machine/map", serde_json::to_vec(&m).expect("json"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let nodes = h.store().nodes().expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].hostname, "small");
+    h.server.shutdown().await;
+}

@@ -63,12 +63,58 @@ pub struct ServeArgs {
     /// home region.
     #[arg(long, value_name = "FILE")]
     pub derp_map: Option<PathBuf>,
+    /// The DERP relay serves only nodes registered with this coordinator;
+    /// also serve the node keys in FILE (one `nodekey:<hex>` per line, `#`
+    /// comments): nodes of other coordinators whose DERP map names this
+    /// relay.
+    #[arg(long, value_name = "FILE", conflicts_with = "derp_open")]
+    pub derp_allow_keys: Option<PathBuf>,
+    /// Let any node key use the DERP relay, as Go's derper does without
+    /// --verify-clients: for a relay-only coordinator shared by nodes of
+    /// other coordinators. Anyone who can reach it can relay through it.
+    #[arg(long)]
+    pub derp_open: bool,
+}
+
+/// Reads `--derp-allow-keys`: one node key per line, blank lines and `#`
+/// comments skipped; a bad line is named.
+fn load_allowed_keys(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::HashSet<tailnet_wire::PublicKey>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--derp-allow-keys {}: {e}", path.display()))?;
+    let mut keys = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let key = line.parse::<tailnet_wire::PublicKey>().map_err(|e| {
+            anyhow::anyhow!(
+                "--derp-allow-keys {} line {}: not a node key (nodekey:<64 hex>): {e}",
+                path.display(),
+                i + 1
+            )
+        })?;
+        keys.insert(key);
+    }
+    Ok(keys)
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Arc::new(coordinator::Store::open(&args.state_dir)?);
     let mut builder = Server::builder(store);
+    let mut derp_config = coordinator::server::derp::DerpConfig::default();
+    if args.derp_open {
+        derp_config.verify_clients = false;
+        tracing::warn!("--derp-open: the DERP relay serves any node key");
+    }
+    if let Some(path) = &args.derp_allow_keys {
+        derp_config.allowed_keys = load_allowed_keys(path)?;
+        tracing::info!(path = %path.display(), keys = derp_config.allowed_keys.len(), "DERP allow-list loaded");
+    }
+    builder = builder.derp_config(derp_config);
     if let Some(path) = &args.policy {
         let policy = coordinator::policy::Policy::load(path)?;
         builder = builder.policy(Arc::new(policy));
