@@ -130,7 +130,13 @@ impl Default for ServerConfig {
             ephemeral_grace: DEFAULT_EPHEMERAL_GRACE,
             sweep_interval: Duration::from_secs(30),
             max_body: 1 << 20,
-            limits: Limits::default(),
+            limits: Limits {
+                // Every node holds a control and a DERP connection, and a
+                // cluster behind one NAT shares a source address.
+                max_connections: 16_384,
+                max_connections_per_ip: 4_096,
+                ..Limits::default()
+            },
         }
     }
 }
