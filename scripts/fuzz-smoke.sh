@@ -128,6 +128,10 @@ put("signature_header", "bad-hex", b"t=1700000000,v1=zz")
 # overflowing there).
 put("signature_header", "far-future", ("t=9990000000000000000,v1=" + MAC).encode())
 
+# hostinfo: a real one, and one over the string limit
+put("hostinfo", "real", b'{"IPNVersion":"1.90.9","OS":"linux","Hostname":"engine-0","Services":[{"Proto":"tcp","Port":22}],"NetInfo":{"PreferredDERP":1}}')
+put("hostinfo", "long", b'{"Hostname":"' + b"h" * 1100 + b'"}')
+
 # key_text
 key = bytes(range(1, 33))
 for prefix in ("nodekey", "mkey", "discokey", "privkey"):
