@@ -132,6 +132,13 @@ put("signature_header", "far-future", ("t=9990000000000000000,v1=" + MAC).encode
 put("hostinfo", "real", b'{"IPNVersion":"1.90.9","OS":"linux","Hostname":"engine-0","Services":[{"Proto":"tcp","Port":22}],"NetInfo":{"PreferredDERP":1}}')
 put("hostinfo", "long", b'{"Hostname":"' + b"h" * 1100 + b'"}')
 
+# invalidation_event
+put("invalidation_event", "created", b'{"id":"9f00","kind":"vault_created","vault_id":12345,"origin_cluster":"us-west-1","issued_at_ms":1700000000000}')
+
+# dns_response: ID 0x1234, one A answer for a.b
+put("dns_response", "a", bytes.fromhex("123481800001000100000000") + b"\x01a\x01b\x00" + bytes.fromhex("00010001")
+    + b"\xc0\x0c" + bytes.fromhex("00010001") + struct.pack(">IH", 60, 4) + bytes([100, 64, 0, 1]))
+
 # key_text
 key = bytes(range(1, 33))
 for prefix in ("nodekey", "mkey", "discokey", "privkey"):
