@@ -74,6 +74,20 @@ pub struct ServeArgs {
     /// other coordinators. Anyone who can reach it can relay through it.
     #[arg(long)]
     pub derp_open: bool,
+    /// Connections served at once (control, DERP, /key), all sources.
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// Connections served at once from one source IP address (a cluster
+    /// behind one NAT shares one).
+    #[arg(long, value_name = "N", default_value_t = 4_096)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a client may take to send a request's headers (idle and
+    /// slowloris connections are closed after it).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a connection may go with no bytes either way.
+    #[arg(long, value_name = "SECS", default_value_t = 180)]
+    pub idle_timeout: u64,
 }
 
 /// Reads `--derp-allow-keys`: one node key per line, blank lines and `#`
@@ -115,6 +129,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(path = %path.display(), keys = derp_config.allowed_keys.len(), "DERP allow-list loaded");
     }
     builder = builder.derp_config(derp_config);
+    if args.max_connections == 0
+        || args.max_connections_per_ip == 0
+        || args.header_timeout == 0
+        || args.idle_timeout == 0
+    {
+        anyhow::bail!("--max-connections, --max-connections-per-ip, --header-timeout and --idle-timeout must be at least 1");
+    }
+    builder = builder.limits(coordinator::server::Limits {
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+        ..coordinator::server::ServerConfig::default().limits
+    });
     if let Some(path) = &args.policy {
         let policy = coordinator::policy::Policy::load(path)?;
         builder = builder.policy(Arc::new(policy));

@@ -168,3 +168,65 @@ fn a_bad_derp_allow_list_is_named() {
     let err = common::text(&out.stderr);
     assert!(err.contains("line 3: not a node key"), "{err}");
 }
+
+/// `coordinator serve --max-connections-per-ip 2 --header-timeout 1`: a
+/// third connection from one address is closed at once, the idle ones
+/// after about a second, and `/key` is served again.
+#[test]
+fn coordinator_limits_are_set_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_c, line) = common::spawn_until(
+        &[
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            path(&dir.path().join("coord")),
+            "--max-connections-per-ip",
+            "2",
+            "--header-timeout",
+            "1",
+        ],
+        "coordinator listening on",
+    );
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .expect("URL")
+        .parse()
+        .expect("address");
+    let closed_within = |s: &mut TcpStream, limit: Duration| {
+        s.set_read_timeout(Some(limit)).expect("timeout");
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        }
+    };
+    let mut a = TcpStream::connect(addr).expect("a");
+    let mut b = TcpStream::connect(addr).expect("b");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = TcpStream::connect(addr).expect("c");
+    assert!(
+        closed_within(&mut c, Duration::from_millis(500)),
+        "third connection held"
+    );
+    let start = Instant::now();
+    assert!(closed_within(&mut a, Duration::from_secs(5)), "idle a held");
+    assert!(closed_within(&mut b, Duration::from_secs(5)), "idle b held");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    get_key(addr).expect("/key once the idle ones are gone");
+}
