@@ -350,8 +350,34 @@ impl DerpServer {
                 _ = super::until_shutdown(&mut shutdown) => return,
             }
             let clients: Vec<Arc<Client>> = self.state.lock().clients.values().cloned().collect();
+            if clients.is_empty() {
+                continue;
+            }
+            // One query for all of them (not one per client).
+            let Some(store) = self.store.clone() else {
+                continue;
+            };
+            let valid = super::blocking(move || {
+                let now = std::time::SystemTime::now();
+                store.nodes().map(|nodes| {
+                    nodes
+                        .into_iter()
+                        .filter(|n| !n.key_expired(now))
+                        .map(|n| PublicKey::from_bytes(n.node_key))
+                        .collect::<HashSet<_>>()
+                })
+            })
+            .await;
+            let valid = match valid {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "derp: re-checking clients; keeping them for now");
+                    continue;
+                }
+                Err(_) => continue,
+            };
             for c in clients {
-                if !self.allowed(c.key).await {
+                if !valid.contains(&c.key) && !self.config.allowed_keys.contains(&c.key) {
                     bump(&self.counters.revoked);
                     tracing::info!(client = %c.key.short(), "derp: node deleted or expired; disconnecting");
                     c.revoked.store(true, Ordering::Release);
