@@ -139,6 +139,12 @@ put("invalidation_event", "created", b'{"id":"9f00","kind":"vault_created","vaul
 put("dns_response", "a", bytes.fromhex("123481800001000100000000") + b"\x01a\x01b\x00" + bytes.fromhex("00010001")
     + b"\xc0\x0c" + bytes.fromhex("00010001") + struct.pack(">IH", 60, 4) + bytes([100, 64, 0, 1]))
 
+# dns_fit_udp: max 512, a query for a.b, a 640-byte TXT reply to cut
+q = bytes.fromhex("123401000001000000000000") + b"\x01a\x01b\x00" + bytes.fromhex("00010001")
+r = (bytes.fromhex("123481800001000100000000") + b"\x01a\x01b\x00" + bytes.fromhex("00010001")
+     + b"\xc0\x0c" + bytes.fromhex("00100001") + struct.pack(">IH", 60, 601) + b"\x03" + b"x" * 600)
+put("dns_fit_udp", "big", struct.pack(">HH", 512, len(q)) + q + r)
+
 # key_text
 key = bytes(range(1, 33))
 for prefix in ("nodekey", "mkey", "discokey", "privkey"):
