@@ -128,6 +128,23 @@ put("signature_header", "bad-hex", b"t=1700000000,v1=zz")
 # overflowing there).
 put("signature_header", "far-future", ("t=9990000000000000000,v1=" + MAC).encode())
 
+# hostinfo: a real one, and one over the string limit
+put("hostinfo", "real", b'{"IPNVersion":"1.90.9","OS":"linux","Hostname":"engine-0","Services":[{"Proto":"tcp","Port":22}],"NetInfo":{"PreferredDERP":1}}')
+put("hostinfo", "long", b'{"Hostname":"' + b"h" * 1100 + b'"}')
+
+# invalidation_event
+put("invalidation_event", "created", b'{"id":"9f00","kind":"vault_created","vault_id":12345,"origin_cluster":"us-west-1","issued_at_ms":1700000000000}')
+
+# dns_response: ID 0x1234, one A answer for a.b
+put("dns_response", "a", bytes.fromhex("123481800001000100000000") + b"\x01a\x01b\x00" + bytes.fromhex("00010001")
+    + b"\xc0\x0c" + bytes.fromhex("00010001") + struct.pack(">IH", 60, 4) + bytes([100, 64, 0, 1]))
+
+# dns_fit_udp: max 512, a query for a.b, a 640-byte TXT reply to cut
+q = bytes.fromhex("123401000001000000000000") + b"\x01a\x01b\x00" + bytes.fromhex("00010001")
+r = (bytes.fromhex("123481800001000100000000") + b"\x01a\x01b\x00" + bytes.fromhex("00010001")
+     + b"\xc0\x0c" + bytes.fromhex("00100001") + struct.pack(">IH", 60, 601) + b"\x03" + b"x" * 600)
+put("dns_fit_udp", "big", struct.pack(">HH", 512, len(q)) + q + r)
+
 # key_text
 key = bytes(range(1, 33))
 for prefix in ("nodekey", "mkey", "discokey", "privkey"):

@@ -273,3 +273,59 @@ async fn identity_survives_restart_bad_keys_fail_in_one_line_and_state_is_locked
     a.shutdown().await;
     coord.shutdown().await;
 }
+
+/// Issue 16 finding 8: the first join treated a transient 500 as fatal.
+/// Now it retries 5xx (and connection errors) with backoff until its
+/// timeout: a proxy that answers the first three connections with `503`
+/// and then forwards to the coordinator lets the node join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_join_retries_server_errors_until_control_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = coordinator(&dir.path().join("coord"), "127.0.0.1:0".parse().unwrap()).await;
+    let upstream = coord.local_addr();
+    let key = key(&dir.path().join("coord"), false);
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = refused.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = proxy.accept().await else {
+                return;
+            };
+            if r.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3 {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf).await;
+                    let _ = c
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\nConnection: close\r\n\r\nwarming up\r\n",
+                        )
+                        .await;
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut u) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+        }
+    });
+    let node = within(
+        LIMIT,
+        "joining through a control server that answers 503 at first",
+        join(
+            &format!("http://{proxy_addr}"),
+            Some(&key),
+            "retry-node",
+            &dir.path().join("node"),
+        ),
+    )
+    .await
+    .expect("joined after the 503s");
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst) > 3);
+    assert!(node.ipv4().is_some());
+    node.shutdown().await;
+    coord.shutdown().await;
+}

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::SystemTime;
+use tailnet_listen::{AcceptErrors, IdleIo, Limits, LogLimiter};
 use tailnet_wire::control::{MachinePublic, OverTlsPublicKeyResponse};
 use tailnet_wire::noise::{
     error_frame, ServerHandshake, Transport, HANDSHAKE_HEADER, UPGRADE_PATH, UPGRADE_PROTOCOL,
@@ -88,10 +89,12 @@ impl std::fmt::Debug for ControlKey {
     }
 }
 
-/// Serves plain HTTP/1.1 on `listener` until accepting fails: `GET /key`
-/// and the `/ts2021` upgrade, handing each finished handshake to `handler`
-/// on its own task. Each connection runs on its own task; one connection's
-/// errors are logged and do not stop the server.
+/// Serves plain HTTP/1.1 on `listener`: `GET /key` and the `/ts2021`
+/// upgrade, handing each finished handshake to `handler` on its own task.
+/// Each connection runs on its own task; one connection's errors are
+/// logged and do not stop the server, nor does a failing `accept()`
+/// (out of file descriptors: back off and retry). [`Limits::default`]
+/// applies.
 pub async fn serve<H, F>(listener: TcpListener, store: Arc<Store>, handler: H) -> io::Result<()>
 where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
@@ -111,7 +114,7 @@ where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    serve_inner(listener, key, None, None, handler).await
+    serve_inner(listener, key, None, None, Limits::default(), handler).await
 }
 
 /// [`serve_with_key`] over TLS: each accepted connection first completes a
@@ -127,19 +130,23 @@ where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    serve_inner(listener, key, Some(tls), None, handler).await
+    serve_inner(listener, key, Some(tls), None, Limits::default(), handler).await
 }
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves on `listener`, plain or TLS, with the DERP relay on `/derp` when
-/// one is given (else `/derp` is 404).
+/// one is given (else `/derp` is 404). Never ends on its own: accept
+/// errors are counted and retried after a backoff; connections over the
+/// caps of `limits` are closed at once; every connection has the idle
+/// timeout and the HTTP header-read timeout.
 pub(crate) async fn serve_inner<H, F>(
     listener: TcpListener,
     key: Arc<ControlKey>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     derp: Option<Arc<DerpServer>>,
+    limits: Limits,
     handler: H,
 ) -> io::Result<()>
 where
@@ -147,19 +154,44 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let gate = limits.gate();
+    let mut errors = AcceptErrors::new("coordinator");
+    let refused_log = LogLimiter::new(std::time::Duration::from_secs(10));
     loop {
-        let (tcp, peer) = listener.accept().await?;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                errors.success();
+                accepted
+            }
+            Err(e) => {
+                errors.failed(&e).await;
+                continue;
+            }
+        };
+        let permit = match gate.admit(Some(peer.ip())) {
+            Ok(p) => p,
+            Err(why) => {
+                if let Some(suppressed) = refused_log.allow() {
+                    tracing::warn!(%peer, reason = %why, suppressed, "coordinator: connection refused");
+                }
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
+        let tcp = IdleIo::new(tcp, limits.idle_timeout);
         let key = key.clone();
         let handler = handler.clone();
         let tls = tls.clone();
         let derp = derp.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tls {
-                None => serve_http1(tcp, peer, key, derp, handler).await,
+                None => serve_http1(tcp, peer, key, derp, limits, handler).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_http1(stream, peer, key, derp, handler).await,
+                        Ok(Ok(stream)) => {
+                            serve_http1(stream, peer, key, derp, limits, handler).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "coordinator tls handshake")
                         }
@@ -176,6 +208,7 @@ async fn serve_http1<IO, H, F>(
     peer: std::net::SocketAddr,
     key: Arc<ControlKey>,
     derp: Option<Arc<DerpServer>>,
+    limits: Limits,
     handler: Arc<H>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -190,7 +223,8 @@ async fn serve_http1<IO, H, F>(
     });
     // Title-case header names, as Go's servers write them (the DERP `101`
     // reads `Upgrade: DERP`, `Derp-Public-Key: …`); HTTP does not care.
-    let conn = hyper::server::conn::http1::Builder::new()
+    let conn = limits
+        .http1()
         .title_case_headers(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

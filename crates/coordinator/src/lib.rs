@@ -40,6 +40,7 @@ pub mod addr;
 pub mod admin;
 pub mod authkey;
 mod error;
+pub mod hostinfo;
 pub mod http;
 pub mod names;
 mod nodes;

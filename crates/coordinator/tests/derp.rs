@@ -24,7 +24,17 @@ struct Relay {
 }
 
 impl Relay {
+    /// A relay serving any key (these tests drive it with fresh keys).
     async fn start(config: DerpConfig) -> Relay {
+        Relay::start_verified(DerpConfig {
+            verify_clients: false,
+            ..config
+        })
+        .await
+    }
+
+    /// A relay with `config` as given (`verify_clients` as set there).
+    async fn start_verified(config: DerpConfig) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(dir.path()).expect("store"));
         let server = Server::builder(store)
@@ -524,4 +534,141 @@ async fn the_relay_key_survives_a_restart() {
     let second = start().await;
     assert_eq!(second.derp().public_key(), k1);
     second.shutdown().await;
+}
+
+/// Registers a node with node key `public` in the relay's store.
+fn register(relay: &Relay, public: PublicKey, machine: u8) -> coordinator::NodeId {
+    let store = relay.server.store();
+    let args = coordinator::admin::AuthKeyCreateArgs {
+        reusable: true,
+        ephemeral: false,
+        tags: vec!["tag:relay-test".into()],
+        expiry: Some("1h".into()),
+    };
+    let key = coordinator::admin::authkey_create(store, &args, std::time::SystemTime::now())
+        .expect("auth key")
+        .key;
+    let req = coordinator::RegisterRequest {
+        node_key: *public.as_bytes(),
+        machine_key: [machine; 32],
+        hostname: format!("relay-test-{machine}"),
+        auth_key: Some(key),
+        ..Default::default()
+    };
+    store
+        .register(&req, std::time::SystemTime::now())
+        .expect("register")
+        .node
+        .id
+}
+
+/// Upgrade and ClientInfo as `private`; true if the relay answered with
+/// ServerInfo, false if it closed the connection instead.
+async fn try_connect(addr: SocketAddr, private: [u8; 32]) -> (Raw, bool) {
+    let mut raw = Raw::upgrade(addr).await;
+    raw.public = key(&private);
+    let hello = derp::client_info_frame(&private, &raw.server_key, &ClientInfo::ours());
+    raw.tcp.write_all(&hello).await.expect("client info");
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        match raw.reader.next_frame().expect("frame") {
+            Some(Frame::ServerInfo { .. }) => return (raw, true),
+            Some(f) => panic!("{f:?} before ServerInfo"),
+            None => {}
+        }
+        match tokio::time::timeout(WAIT, raw.tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (raw, false),
+            Ok(Ok(n)) => raw.reader.push(&chunk[..n]),
+            Err(_) => panic!("neither ServerInfo nor a close in {WAIT:?}"),
+        }
+    }
+}
+
+/// Issue 16 finding 3: the relay served any key whose ClientInfo box
+/// opened, so two fresh keys could relay to each other. Now a key that is
+/// not a node of this coordinator is refused after ClientInfo (Go's
+/// `--verify-clients`), an allow-listed key is served, and a deleted
+/// node's connection is closed.
+#[tokio::test]
+async fn only_registered_nodes_use_the_relay_and_deleted_ones_are_cut_off() {
+    let allowed_private = [0x51; 32];
+    let relay = Relay::start_verified(DerpConfig {
+        reverify_interval: Duration::from_millis(100),
+        allowed_keys: [key(&allowed_private)].into_iter().collect(),
+        ..DerpConfig::default()
+    })
+    .await;
+    // A stranger: refused, counted, never sees ServerInfo.
+    let (_stranger, served) = try_connect(relay.addr(), [0x31; 32]).await;
+    assert!(!served, "an unregistered key was served");
+    relay
+        .wait_counter("refused", |c| &c.refused_unknown_key, 1)
+        .await;
+    assert_eq!(relay.server.derp().clients(), 0);
+
+    // A registered node and an allow-listed key are served and relay.
+    let a_private = [0x41; 32];
+    let a_id = register(&relay, key(&a_private), 0xa1);
+    let (mut a, served) = try_connect(relay.addr(), a_private).await;
+    assert!(served, "a registered node was refused");
+    let (mut b, served) = try_connect(relay.addr(), allowed_private).await;
+    assert!(served, "an allow-listed key was refused");
+    b.send_packet(a.public, b"hello a").await;
+    assert_eq!(a.next().await, Got::Packet(b.public, b"hello a".to_vec()));
+
+    // The node is deleted: its connection closes within the re-check.
+    assert!(relay.server.store().remove(a_id).expect("remove"));
+    assert!(a.closed().await, "a deleted node stayed connected");
+    relay.wait_counter("revoked", |c| &c.revoked, 1).await;
+    // The allow-listed one stays.
+    assert!(b.round_trip(7).await.is_empty());
+}
+
+/// Issue 16 finding 4: queues were bounded in packets only (1024 x 64 KiB
+/// per destination), so receivers that stopped reading let an anonymous
+/// sender pin hundreds of MiB. Now each queue has a byte budget
+/// (drop-oldest) and the relay a total one, read from its own accounting.
+#[tokio::test]
+async fn receivers_that_stop_reading_hold_no_more_than_the_byte_budget() {
+    const PER_QUEUE: usize = 512 << 10;
+    const TOTAL: usize = 3 << 20;
+    let relay = Relay::start(DerpConfig {
+        queue_bytes: PER_QUEUE,
+        total_queue_bytes: TOTAL,
+        // Long enough that the stalled receivers stay for the whole test.
+        write_timeout: Duration::from_secs(60),
+        ..DerpConfig::default()
+    })
+    .await;
+    // Ten receivers that never read.
+    let mut receivers = Vec::new();
+    for i in 0..10u8 {
+        receivers.push(Raw::connect(relay.addr(), [0x60 + i; 32]).await);
+    }
+    let mut sender = Raw::connect(relay.addr(), [0x7f; 32]).await;
+    let packet = vec![0xab; derp::MAX_PACKET_SIZE];
+    let mut max_seen = 0;
+    // 10 x 100 x 64 KiB = 62.5 MiB aimed at them.
+    for round in 0..100 {
+        for r in &receivers {
+            sender.send_packet(r.public, &packet).await;
+        }
+        if round % 10 == 0 {
+            max_seen = max_seen.max(relay.server.derp().queued_bytes());
+        }
+    }
+    // Everything the sender wrote has been handled once a Ping is answered.
+    sender.round_trip(1).await;
+    max_seen = max_seen.max(relay.server.derp().queued_bytes());
+    assert!(
+        max_seen <= TOTAL,
+        "relay holds {max_seen} bytes, budget {TOTAL}"
+    );
+    // The kernel's socket buffers take some of it; the rest hit the
+    // budgets.
+    assert!(
+        relay.counter(|c| &c.dropped_memory) > 0,
+        "the total budget never applied"
+    );
+    drop(receivers);
 }

@@ -598,3 +598,133 @@ async fn tls_serves_key_over_https() {
     );
     h.server.shutdown().await;
 }
+
+/// Issue 16 finding 7: Hostinfo strings were unbounded (only the 1 MiB
+/// body cap), stored and pushed to every peer. Now a register or map
+/// request whose Hostinfo is over a limit gets 400 naming the field, and
+/// nothing is stored.
+#[tokio::test]
+async fn oversized_hostinfo_is_refused_with_the_field_named() {
+    use tailnet_wire::control::{Hostinfo, NodePublic, RegisterAuth, RegisterRequest};
+    let h = Harness::start().await;
+    let key = h.reusable();
+    let mut c = h.client().await;
+    let nk = PrivateKey::generate();
+    let big = Hostinfo {
+        hostname: "h".repeat(100_000),
+        ..Default::default()
+    };
+    let req = RegisterRequest {
+        version: 130,
+        node_key: NodePublic::from_bytes(public_of(&nk)),
+        auth: Some(RegisterAuth {
+            auth_key: key.clone(),
+        }),
+        hostinfo: Some(big.clone()),
+        ..RegisterRequest::default()
+    };
+    let (status, body) = c
+        .post("/machine/register", serde_json::to_vec(&req).expect("json"))
+        .await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("Hostinfo.Hostname is 100000 bytes long"),
+        "{text}"
+    );
+    assert_eq!(h.store().node_count().expect("count"), 0);
+
+    // A registered node's map request with a huge Hostinfo: refused, the
+    // stored one unchanged.
+    let (mut c, nk) = h.node(&key, "small").await;
+    let mut m = map_request(&nk);
+    m.hostinfo = Some(big);
+    m.stream = false;
+    m.omit_peers = true;
+    let (status, body) = c
+        .post("/machine/map", serde_json::to_vec(&m).expect("json"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let nodes = h.store().nodes().expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].hostname, "small");
+    h.server.shutdown().await;
+}
+
+/// Issue 16 finding 2: the coordinator's listener had no timer (idle and
+/// slowloris connections held for good) and no connection cap. With short
+/// limits configured: an idle and a slowloris connection are closed at the
+/// header-read timeout, a connection over the per-source cap is closed at
+/// once, and `/key` is still served.
+#[tokio::test]
+async fn idle_slowloris_and_over_cap_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let limits = coordinator::server::Limits {
+        header_read_timeout: Duration::from_millis(300),
+        max_connections_per_ip: 3,
+        ..coordinator::server::Limits::default()
+    };
+    let h = Harness::start_with(|b| b.limits(limits)).await;
+    let addr = h.server.local_addr();
+    let connect = || tokio::net::TcpStream::connect(addr);
+    async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(limit, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+    let mut idle = connect().await.expect("idle");
+    let mut slow = connect().await.expect("slow");
+    slow.write_all(b"GET /key HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let _third = connect().await.expect("third");
+    // Over the cap of 3 from 127.0.0.1: closed without an answer.
+    let mut fourth = connect().await.expect("fourth");
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(2)).await,
+        "over-cap connection held"
+    );
+    let start = tokio::time::Instant::now();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await,
+        "idle connection held"
+    );
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)).await,
+        "slowloris held"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // Slots freed: a real request is answered.
+    let mut s = connect().await.expect("connect");
+    s.write_all(b"GET /key?v=130 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    h.server.shutdown().await;
+}

@@ -266,6 +266,7 @@ impl Collector for TailnetCollector {
             ("no_endpoint", d.no_endpoint),
             ("send_error", d.send_errors),
             ("disco_rejected", d.disco_rejected),
+            ("handshake_limited", d.handshake_limited),
         ] {
             m.drops.with_label_values(&[reason]).inc_by(n);
         }

@@ -141,6 +141,10 @@ impl Invalidate for Recorder {
     }
 }
 
+/// At most one "Rejected unauthenticated …" line per this interval; the
+/// next line says how many were not logged (`suppressed`).
+pub const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Receiver settings.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -162,6 +166,9 @@ pub struct ReceiverConfig {
     pub max_connections: usize,
     /// Time allowed to read a request's headers, and then its body (10 s).
     pub read_timeout: Duration,
+    /// A connection with no progress either way for this long is closed
+    /// (3 min, `tailnet_listen::Limits::default().idle_timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl ReceiverConfig {
@@ -176,6 +183,7 @@ impl ReceiverConfig {
             max_body_bytes: 64 * 1024,
             max_connections: 256,
             read_timeout: Duration::from_secs(10),
+            idle_timeout: tailnet_listen::Limits::default().idle_timeout,
         }
     }
 }
@@ -198,6 +206,9 @@ struct Inner<I> {
     invalidator: Arc<I>,
     metrics: ReceiverMetrics,
     dedupe: Arc<Dedupe>,
+    /// Rejected webhooks are logged at most once per interval (anyone who
+    /// reaches the port can cause them); the metric counts every one.
+    rejected_log: tailnet_listen::LogLimiter,
 }
 
 /// A running [`Receiver::serve`]; dropping it stops the server and closes
@@ -237,6 +248,7 @@ impl<I: Invalidate> Receiver<I> {
                 invalidator: Arc::new(invalidator),
                 metrics,
                 dedupe,
+                rejected_log: tailnet_listen::LogLimiter::new(REJECTED_LOG_INTERVAL),
             }),
         }
     }
@@ -389,7 +401,14 @@ impl<I: Invalidate> Receiver<I> {
             .with_label_values(&[reason])
             .inc();
         self.count("unauthorized");
-        warn!(reason, error = %e, "Rejected unauthenticated cache invalidation webhook");
+        if let Some(suppressed) = self.inner.rejected_log.allow() {
+            warn!(
+                reason,
+                error = %e,
+                suppressed,
+                "Rejected unauthenticated cache invalidation webhook"
+            );
+        }
         json(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#)
     }
 
@@ -406,7 +425,8 @@ impl<I: Invalidate> Receiver<I> {
     async fn accept_loop<L: Accept>(self, listener: L) {
         let limit = Arc::new(Semaphore::new(self.inner.config.max_connections.max(1)));
         let mut conns = JoinSet::new();
-        let mut errors = 0u32;
+        let mut errors = tailnet_listen::AcceptErrors::new("cache invalidation");
+        let idle = self.inner.config.idle_timeout;
         loop {
             while conns.try_join_next().is_some() {}
             let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -414,22 +434,17 @@ impl<I: Invalidate> Receiver<I> {
             };
             match listener.accept().await {
                 Ok((stream, _peer)) => {
-                    errors = 0;
+                    errors.success();
                     let this = self.clone();
                     conns.spawn(async move {
                         let _permit = permit;
-                        this.serve_connection(stream).await;
+                        this.serve_connection(tailnet_listen::IdleIo::new(stream, idle))
+                            .await;
                     });
                 }
-                Err(e) => {
-                    errors += 1;
-                    if errors >= 50 {
-                        warn!(error = %e, "Cache invalidation listener keeps failing; receiver stopped");
-                        return;
-                    }
-                    debug!(error = %e, "Cache invalidation accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                // Never gives up (it used to stop for good after 50 errors
+                // in a row): count, log once in a while, back off.
+                Err(e) => errors.failed(&e).await,
             }
         }
     }

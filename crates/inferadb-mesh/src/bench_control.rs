@@ -681,6 +681,12 @@ impl Coord {
         let handle = Server::builder(store.clone())
             // No keep-alives while we measure.
             .keepalive(Duration::from_secs(300), Duration::from_secs(10))
+            // Every simulated node connects from 127.0.0.1.
+            .limits(coordinator::server::Limits {
+                max_connections: 1 << 20,
+                max_connections_per_ip: 1 << 20,
+                ..coordinator::server::ServerConfig::default().limits
+            })
             .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await?;
         let spec = AuthKeySpec {

@@ -63,12 +63,86 @@ pub struct ServeArgs {
     /// home region.
     #[arg(long, value_name = "FILE")]
     pub derp_map: Option<PathBuf>,
+    /// The DERP relay serves only nodes registered with this coordinator;
+    /// also serve the node keys in FILE (one `nodekey:<hex>` per line, `#`
+    /// comments): nodes of other coordinators whose DERP map names this
+    /// relay.
+    #[arg(long, value_name = "FILE", conflicts_with = "derp_open")]
+    pub derp_allow_keys: Option<PathBuf>,
+    /// Let any node key use the DERP relay, as Go's derper does without
+    /// --verify-clients: for a relay-only coordinator shared by nodes of
+    /// other coordinators. Anyone who can reach it can relay through it.
+    #[arg(long)]
+    pub derp_open: bool,
+    /// Connections served at once (control, DERP, /key), all sources.
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// Connections served at once from one source IP address (a cluster
+    /// behind one NAT shares one).
+    #[arg(long, value_name = "N", default_value_t = 4_096)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a client may take to send a request's headers (idle and
+    /// slowloris connections are closed after it).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a connection may go with no bytes either way.
+    #[arg(long, value_name = "SECS", default_value_t = 180)]
+    pub idle_timeout: u64,
+}
+
+/// Reads `--derp-allow-keys`: one node key per line, blank lines and `#`
+/// comments skipped; a bad line is named.
+fn load_allowed_keys(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::HashSet<tailnet_wire::PublicKey>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--derp-allow-keys {}: {e}", path.display()))?;
+    let mut keys = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let key = line.parse::<tailnet_wire::PublicKey>().map_err(|e| {
+            anyhow::anyhow!(
+                "--derp-allow-keys {} line {}: not a node key (nodekey:<64 hex>): {e}",
+                path.display(),
+                i + 1
+            )
+        })?;
+        keys.insert(key);
+    }
+    Ok(keys)
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Arc::new(coordinator::Store::open(&args.state_dir)?);
     let mut builder = Server::builder(store);
+    let mut derp_config = coordinator::server::derp::DerpConfig::default();
+    if args.derp_open {
+        derp_config.verify_clients = false;
+        tracing::warn!("--derp-open: the DERP relay serves any node key");
+    }
+    if let Some(path) = &args.derp_allow_keys {
+        derp_config.allowed_keys = load_allowed_keys(path)?;
+        tracing::info!(path = %path.display(), keys = derp_config.allowed_keys.len(), "DERP allow-list loaded");
+    }
+    builder = builder.derp_config(derp_config);
+    if args.max_connections == 0
+        || args.max_connections_per_ip == 0
+        || args.header_timeout == 0
+        || args.idle_timeout == 0
+    {
+        anyhow::bail!("--max-connections, --max-connections-per-ip, --header-timeout and --idle-timeout must be at least 1");
+    }
+    builder = builder.limits(coordinator::server::Limits {
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+        ..coordinator::server::ServerConfig::default().limits
+    });
     if let Some(path) = &args.policy {
         let policy = coordinator::policy::Policy::load(path)?;
         builder = builder.policy(Arc::new(policy));

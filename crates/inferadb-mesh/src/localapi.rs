@@ -320,26 +320,48 @@ pub async fn serve_with_dns(
     })
 }
 
+/// The local API's limits: the defaults, with a small connection cap (one
+/// user's CLI calls).
+fn local_api_limits() -> tailnet_listen::Limits {
+    tailnet_listen::Limits {
+        max_connections: 64,
+        ..tailnet_listen::Limits::default()
+    }
+}
+
 async fn accept_loop(
     listener: UnixListener,
     source: StatusSource,
     dns: Option<DnsSource>,
     node: Option<tailnet::Node>,
 ) {
+    let limits = local_api_limits();
+    let gate = limits.gate();
+    let mut errors = tailnet_listen::AcceptErrors::new("local API");
     loop {
         let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                errors.success();
+                s
+            }
+            // EMFILE and friends: back off instead of spinning, log once
+            // in a while.
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "local API accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                errors.failed(&e).await;
                 continue;
             }
         };
+        // Only the node's user can connect (0600), but a stuck client must
+        // not pile up connections either.
+        let Ok(permit) = gate.admit(None) else {
+            continue;
+        };
+        let stream = tailnet_listen::IdleIo::new(stream, limits.idle_timeout);
         let source = source.clone();
         let dns = dns.clone();
         let node = node.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let source = source.clone();
                 let dns = dns.clone();
@@ -353,7 +375,8 @@ async fn accept_loop(
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            if let Err(e) = limits
+                .http1()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

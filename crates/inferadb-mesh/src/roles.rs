@@ -32,6 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tailnet::Node;
+use tailnet_listen::{AcceptErrors, IdleIo, Limits, LogLimiter};
 use tokio::task::JoinHandle;
 
 /// Why a role could not start.
@@ -221,21 +222,46 @@ fn common_routes(
 }
 
 fn serve<L: Accept>(listener: L, handler: Handler) -> JoinHandle<()> {
+    serve_with(listener, handler, Limits::default())
+}
+
+/// The roles' HTTP server, on the hardened recipe (`tailnet_listen`): an
+/// accept loop that never ends on an error, connection caps (global and
+/// per source IP), the header-read and idle timeouts.
+fn serve_with<L: Accept>(listener: L, handler: Handler, limits: Limits) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let gate = limits.gate();
+        let mut errors = AcceptErrors::new("role http");
+        let refused_log = LogLimiter::new(Duration::from_secs(10));
         loop {
-            let Ok((stream, _peer)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    errors.success();
+                    accepted
+                }
+                Err(e) => {
+                    errors.failed(&e).await;
+                    continue;
+                }
+            };
+            let permit = match gate.admit(Some(peer.ip())) {
+                Ok(p) => p,
+                Err(why) => {
+                    if let Some(suppressed) = refused_log.allow() {
+                        tracing::warn!(%peer, reason = %why, suppressed, "http connection refused");
+                    }
+                    continue;
+                }
             };
             let h = handler.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = hyper::service::service_fn(move |req| {
                     let h = h.clone();
                     async move { Ok::<_, std::convert::Infallible>(h(req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let io = IdleIo::new(stream, limits.idle_timeout);
+                let _ = limits.http1().serve_connection(TokioIo::new(io), svc).await;
             });
         }
     })
@@ -520,4 +546,106 @@ pub async fn run_until_signal(role: Role) -> anyhow::Result<()> {
     crate::cli::shutdown_signal().await;
     role.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::sync::{mpsc, Mutex};
+
+    /// A listener fed in-memory connections "from" a given address.
+    struct Fake(Mutex<mpsc::Receiver<(DuplexStream, SocketAddr)>>);
+
+    impl Accept for Fake {
+        type Stream = DuplexStream;
+        async fn accept(&self) -> std::io::Result<(DuplexStream, SocketAddr)> {
+            match self.0.lock().await.recv().await {
+                Some(c) => Ok(c),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn ok_handler() -> Handler {
+        Arc::new(|_req| Box::pin(async { text(StatusCode::OK, "text/plain", "ok\n") }))
+    }
+
+    /// Reads until EOF or error; true if the server closed the stream.
+    async fn closed_within(c: &mut DuplexStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 512];
+        tokio::time::timeout(limit, async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Issue 16 finding 2: the engine/control HTTP server held idle and
+    /// slowloris connections forever (hyper had no timer). Now both are
+    /// closed at the header-read timeout, and the per-source cap refuses
+    /// the connection over it at once.
+    #[tokio::test(start_paused = true)]
+    async fn idle_and_slowloris_connections_are_closed_and_caps_hold() {
+        let (tx, rx) = mpsc::channel(16);
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        };
+        let _server = serve_with(Fake(Mutex::new(rx)), ok_handler(), limits);
+        let from: SocketAddr = "192.0.2.1:1000".parse().expect("addr");
+        let other: SocketAddr = "192.0.2.2:1000".parse().expect("addr");
+        let conn = |addr| {
+            let tx = tx.clone();
+            async move {
+                let (client, server) = tokio::io::duplex(4096);
+                tx.send((server, addr)).await.expect("listener");
+                client
+            }
+        };
+        let mut idle = conn(from).await;
+        let mut slow = conn(from).await;
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        // The third from the same source is over the cap: closed at once.
+        let mut third = conn(from).await;
+        assert!(closed_within(&mut third, Duration::from_millis(100)).await);
+        // Another source is served.
+        let mut ok = conn(other).await;
+        ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let n = ok.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let start = tokio::time::Instant::now();
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(30)).await,
+            "idle held"
+        );
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(30)).await,
+            "slowloris held"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(11),
+            "{:?}",
+            start.elapsed()
+        );
+        // Their slots are free again.
+        let mut again = conn(from).await;
+        again
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let n = again.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
 }

@@ -349,6 +349,8 @@ fn peers_homed_in_different_regions_relay_through_each_others_home() {
             "203.0.113.1:8080",
             "--state-dir",
             path(&relay2),
+            // Its relay serves nodes registered with the other coordinator.
+            "--derp-open",
         ],
         "coordinator listening on",
     );

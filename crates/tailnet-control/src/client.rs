@@ -35,6 +35,21 @@ use tokio::net::TcpStream;
 /// How long connecting (TCP, TLS, the upgrade, the Noise reply) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a request may take by default: `register` and `lite_update`
+/// to their whole answer, `map_stream` to its response headers.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A map stream with no message (keep-alives count) for this long is
+/// dead (Go's client: 120 s; servers send keep-alives about every 50 s).
+pub const MAP_SILENCE: Duration = Duration::from_secs(120);
+
+/// HTTP/2 PING after this much silence on the control connection, which
+/// is closed when one is not answered within [`KEEPALIVE_TIMEOUT`]: a
+/// half-dead TCP connection is noticed without waiting for a request.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Most bytes of an error body we quote back to the user.
 const MAX_ERROR_BODY: usize = 4096;
 
@@ -88,6 +103,32 @@ pub enum ControlError {
     /// The connection broke.
     #[error("control connection lost: {0}")]
     Lost(String),
+    /// The server answered with a 5xx status: a transient failure worth
+    /// retrying.
+    #[error("control server {url}: {what}")]
+    ServerError {
+        /// The control URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// What it answered.
+        what: String,
+    },
+}
+
+impl ControlError {
+    /// Whether trying again later may work: the server could not be
+    /// reached, timed out, answered 5xx, or the connection broke. A bad
+    /// URL, a refused handshake or a 4xx is final.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ControlError::Connect { .. }
+                | ControlError::Timeout { .. }
+                | ControlError::ServerError { .. }
+                | ControlError::Lost(_)
+        )
+    }
 }
 
 /// A parsed control URL: `http://127.0.0.1:8080` (plain HTTP, tests and the
@@ -271,6 +312,19 @@ fn http_err(url: &ControlUrl, what: impl Into<String>) -> ControlError {
     }
 }
 
+/// An error status: [`ControlError::ServerError`] for 5xx, else `Http`.
+fn status_err(url: &ControlUrl, status: StatusCode, what: String) -> ControlError {
+    if status.is_server_error() {
+        ControlError::ServerError {
+            url: url.to_string(),
+            status: status.as_u16(),
+            what,
+        }
+    } else {
+        http_err(url, what)
+    }
+}
+
 /// Reads a body of at most `limit` bytes.
 async fn read_body(url: &ControlUrl, body: Incoming, limit: usize) -> Result<Bytes, ControlError> {
     Limited::new(body, limit)
@@ -312,8 +366,9 @@ pub async fn fetch_server_key(url: &ControlUrl) -> Result<MachinePublic, Control
         let body = read_body(url, resp.into_body(), MAX_KEY_RESPONSE).await?;
         task.abort();
         if status != StatusCode::OK {
-            return Err(http_err(
+            return Err(status_err(
                 url,
+                status,
                 format!("GET /key answered {status}: {}", first_line(&body)),
             ));
         }
@@ -337,6 +392,8 @@ pub struct ControlConn {
     url: ControlUrl,
     send: http2::SendRequest<Full<Bytes>>,
     _task: Arc<AbortOnDrop>,
+    request_timeout: Duration,
+    map_silence: Duration,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -413,8 +470,9 @@ impl ControlConn {
             let body = read_body(url, resp.into_body(), MAX_ERROR_BODY)
                 .await
                 .unwrap_or_default();
-            return Err(http_err(
+            return Err(status_err(
                 url,
+                status,
                 format!(
                     "POST {UPGRADE_PATH} answered {status}, not 101: {}",
                     first_line(&body)
@@ -448,7 +506,12 @@ impl ControlConn {
             .map_err(|e| ControlError::Lost(format!("reading the Noise reply: {e}")))?;
         let transport = hs.finish(&reply).map_err(hs_err)?;
         let stream = NoiseStream::client(transport, upgraded);
-        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| http_err(url, format!("HTTP/2 inside Noise: {e}")))?;
         let task = tokio::spawn(async move {
@@ -460,7 +523,32 @@ impl ControlConn {
             url: url.clone(),
             send,
             _task: Arc::new(AbortOnDrop(task)),
+            request_timeout: REQUEST_TIMEOUT,
+            map_silence: MAP_SILENCE,
         })
+    }
+
+    /// Deadlines of later requests: `request` for `register` and
+    /// `lite_update` (whole answer) and `map_stream` (headers), `silence`
+    /// for a map stream between messages. Defaults: [`REQUEST_TIMEOUT`],
+    /// [`MAP_SILENCE`].
+    pub fn with_timeouts(mut self, request: Duration, silence: Duration) -> Self {
+        self.request_timeout = request;
+        self.map_silence = silence;
+        self
+    }
+
+    async fn deadline<T>(
+        &self,
+        step: &'static str,
+        fut: impl std::future::Future<Output = Result<T, ControlError>>,
+    ) -> Result<T, ControlError> {
+        tokio::time::timeout(self.request_timeout, fut)
+            .await
+            .map_err(|_| ControlError::Timeout {
+                url: self.url.to_string(),
+                step,
+            })?
     }
 
     /// Whether the connection can still carry requests.
@@ -502,8 +590,9 @@ impl ControlConn {
         let body = read_body(&self.url, resp.into_body(), MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
-        Err(http_err(
+        Err(status_err(
             &self.url,
+            status,
             format!("POST {path} answered {status}: {}", first_line(&body)),
         ))
     }
@@ -511,20 +600,33 @@ impl ControlConn {
     /// `POST /machine/register`. The response's `Error` is not checked
     /// here: the caller turns it into its own error.
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ControlError> {
-        let resp = self.post_json(REGISTER_PATH, req).await?;
-        let resp = self.expect_ok(REGISTER_PATH, resp).await?;
-        let body = read_body(&self.url, resp.into_body(), MAX_REGISTER_RESPONSE).await?;
+        let body = self
+            .deadline("POST /machine/register", async {
+                let resp = self.post_json(REGISTER_PATH, req).await?;
+                let resp = self.expect_ok(REGISTER_PATH, resp).await?;
+                read_body(&self.url, resp.into_body(), MAX_REGISTER_RESPONSE).await
+            })
+            .await?;
         serde_json::from_slice(&body)
             .map_err(|e| http_err(&self.url, format!("register response: {e}")))
     }
 
     /// `POST /machine/map` with `Stream: true`: the long poll.
+    /// The response headers must come within the request deadline; then
+    /// each message (keep-alives included) within the silence limit, or
+    /// [`MapStream::next`] fails.
     pub async fn map_stream(&self, req: &MapRequest) -> Result<MapStream, ControlError> {
-        let resp = self.post_json(MAP_PATH, req).await?;
-        let resp = self.expect_ok(MAP_PATH, resp).await?;
+        let resp = self
+            .deadline("POST /machine/map (stream)", async {
+                let resp = self.post_json(MAP_PATH, req).await?;
+                self.expect_ok(MAP_PATH, resp).await
+            })
+            .await?;
         Ok(MapStream {
             body: resp.into_body(),
             decoder: MapStreamDecoder::new(Compression::from_request(&req.compress)),
+            silence: self.map_silence,
+            deadline: tokio::time::Instant::now() + self.map_silence,
         })
     }
 
@@ -532,13 +634,16 @@ impl ControlConn {
     /// `OmitPeers: true`): reports endpoints and host information; the
     /// answer's body is discarded, as Go does.
     pub async fn lite_update(&self, req: &MapRequest) -> Result<(), ControlError> {
-        let resp = self.post_json(MAP_PATH, req).await?;
-        let resp = self.expect_ok(MAP_PATH, resp).await?;
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|e| ControlError::Lost(e.to_string()))?;
-        }
-        Ok(())
+        self.deadline("POST /machine/map (lite update)", async {
+            let resp = self.post_json(MAP_PATH, req).await?;
+            let resp = self.expect_ok(MAP_PATH, resp).await?;
+            let mut body = resp.into_body();
+            while let Some(frame) = body.frame().await {
+                frame.map_err(|e| ControlError::Lost(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -546,6 +651,11 @@ impl ControlConn {
 pub struct MapStream {
     body: Incoming,
     decoder: MapStreamDecoder,
+    silence: Duration,
+    /// When the stream is dead unless a message arrives. Kept across
+    /// calls, so a caller that polls `next` in a `select!` (and drops the
+    /// future when another branch wins) cannot keep restarting it.
+    deadline: tokio::time::Instant,
 }
 
 impl fmt::Debug for MapStream {
@@ -556,15 +666,26 @@ impl fmt::Debug for MapStream {
 
 impl MapStream {
     /// The next message, or `None` when the server ended the stream.
+    /// Fails when no message came for the silence limit (cancel-safe: the
+    /// deadline moves only when a message arrives).
     pub async fn next(&mut self) -> Result<Option<MapResponse>, ControlError> {
         loop {
             if let Some(frame) = self.decoder.next_frame()? {
+                self.deadline = tokio::time::Instant::now() + self.silence;
                 let msg = serde_json::from_slice(&frame).map_err(|e| {
                     ControlError::Lost(format!("map response is not valid JSON: {e}"))
                 })?;
                 return Ok(Some(msg));
             }
-            match self.body.frame().await {
+            let frame = tokio::time::timeout_at(self.deadline, self.body.frame())
+                .await
+                .map_err(|_| {
+                    ControlError::Lost(format!(
+                        "map stream silent for {:?} (no message, no keep-alive)",
+                        self.silence
+                    ))
+                })?;
+            match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.decoder.push(&data);

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 /// The client's watchdog: a map stream silent this long is dead (Go uses
 /// the same 120 s; servers send keep-alives about every 50 s).
-pub const MAP_SILENCE_LIMIT: Duration = Duration::from_secs(120);
+pub const MAP_SILENCE_LIMIT: Duration = tailnet_control::client::MAP_SILENCE;
 
 /// First reconnect delay; it doubles up to [`MAX_BACKOFF`], ±25 % jitter.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -268,10 +268,34 @@ impl NodeBuilder {
             state,
             home_derp: Default::default(),
         });
-        let conn = session.connect_and_register().await?;
-        let mut stream = conn
-            .map_stream(&session.map_request(true, &Endpoints::default()))
-            .await?;
+        // The first join retries what may pass (control unreachable, slow,
+        // answering 5xx, a dropped connection) with backoff until `up`'s
+        // timeout; a refusal (bad key, 4xx) fails at once.
+        let mut attempt = 0u32;
+        let (conn, mut stream) = loop {
+            let tried = async {
+                let conn = session.connect_and_register().await?;
+                let stream = conn
+                    .map_stream(&session.map_request(true, &Endpoints::default()))
+                    .await?;
+                Ok::<_, UpError>((conn, stream))
+            }
+            .await;
+            match tried {
+                Ok(joined) => break joined,
+                Err(UpError::Control(e)) if e.is_transient() => {
+                    let delay = backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "control not available yet; retrying until the join timeout"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut netmap = Netmap::new();
         loop {
             let msg = stream.next().await?.ok_or_else(|| {
@@ -817,12 +841,15 @@ impl Runner {
                         return e;
                     }
                 }
-                msg = tokio::time::timeout(MAP_SILENCE_LIMIT, stream.next()) => {
+                // The stream's own silence deadline (MAP_SILENCE_LIMIT) survives
+                // the other branches winning; a timeout wrapped around
+                // `next()` here restarted with every endpoint tick and so
+                // never fired.
+                msg = stream.next() => {
                     let msg = match msg {
-                        Err(_) => return UpError::Protocol(format!("map stream silent for {MAP_SILENCE_LIMIT:?}")),
-                        Ok(Err(e)) => return e.into(),
-                        Ok(Ok(None)) => return UpError::Protocol("control ended the map stream".into()),
-                        Ok(Ok(Some(m))) => m,
+                        Err(e) => return e.into(),
+                        Ok(None) => return UpError::Protocol("control ended the map stream".into()),
+                        Ok(Some(m)) => m,
                     };
                     if msg.keep_alive {
                         continue;

@@ -182,10 +182,59 @@ enum Src {
 }
 
 impl Src {
+    /// The address boringtun's cookies are bound to. A relayed packet has
+    /// none, and boringtun refuses every address-less handshake while it
+    /// is under load, so one flooder cut every relay-only peer off
+    /// (issue 16); a relayed source stands in as an address made from its
+    /// node key (cookie replies go back through the relay to that key).
     fn ip(&self) -> Option<IpAddr> {
         match self {
             Src::Udp(a) => Some(a.ip()),
-            Src::Relay(_) => None,
+            Src::Relay(k) => Some(relay_cookie_addr(k)),
+        }
+    }
+}
+
+/// The stand-in address of a relayed source for cookies: the first 16
+/// bytes of its node key as an IPv6 address (never dialled).
+fn relay_cookie_addr(key: &PublicKey) -> IpAddr {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&key.as_bytes()[..16]);
+    IpAddr::V6(std::net::Ipv6Addr::from(b))
+}
+
+/// Handshake initiations accepted from one relayed source key: a steady
+/// rate and a burst. A legitimate peer sends one every few seconds at
+/// most; beyond this they are dropped before the shared rate limiter, so
+/// one key cannot push it under load for everyone.
+const RELAY_HANDSHAKES_PER_SEC: f64 = 5.0;
+const RELAY_HANDSHAKE_BURST: f64 = 10.0;
+/// Source keys tracked at once; past it the table starts over.
+const RELAY_HANDSHAKE_KEYS: usize = 4096;
+
+/// Per-source-key token buckets for relayed handshake initiations.
+#[derive(Default)]
+struct RelayHandshakeLimit {
+    buckets: HashMap<PublicKey, (f64, Instant)>,
+}
+
+impl RelayHandshakeLimit {
+    fn allow(&mut self, key: PublicKey, now: Instant) -> bool {
+        if self.buckets.len() >= RELAY_HANDSHAKE_KEYS && !self.buckets.contains_key(&key) {
+            self.buckets.clear();
+        }
+        let (tokens, at) = self
+            .buckets
+            .entry(key)
+            .or_insert((RELAY_HANDSHAKE_BURST, now));
+        let dt = now.saturating_duration_since(*at).as_secs_f64();
+        *tokens = (*tokens + dt * RELAY_HANDSHAKES_PER_SEC).min(RELAY_HANDSHAKE_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -254,6 +303,7 @@ struct Tunnels {
     /// STUN requests awaiting their response.
     stuns: Vec<PendingStun>,
     rate_limiter: Arc<RateLimiter>,
+    relay_handshakes: RelayHandshakeLimit,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<PublicKey, u32>,
     routes: PrefixTable<u32>,
@@ -304,6 +354,7 @@ impl DataPlane {
             netstack,
             tunnels: Tunnels {
                 rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+                relay_handshakes: RelayHandshakeLimit::default(),
                 node_key: PublicKey::from_bytes(public.to_bytes()),
                 disco_private,
                 by_disco: HashMap::new(),
@@ -709,6 +760,15 @@ impl Tunnels {
         if disco::looks_like_disco(data) {
             self.on_disco(Src::Relay(src), data);
         } else {
+            // A handshake initiation (type 1, 148 bytes) from a key over
+            // its budget never reaches the shared limiter.
+            if data.len() == 148
+                && data.first() == Some(&1)
+                && !self.relay_handshakes.allow(src, Instant::now())
+            {
+                self.drops.handshake_limited.fetch_add(1, Relaxed);
+                return;
+            }
             self.on_wireguard(Src::Relay(src), data);
         }
     }
@@ -1302,4 +1362,34 @@ fn deliver(
         return;
     }
     inbound.push(buf);
+}
+
+#[cfg(test)]
+mod relay_handshake_tests {
+    use super::*;
+
+    /// One flooding key is held to its budget while another key, and the
+    /// flooder after a pause, still get through.
+    #[test]
+    fn relayed_initiations_are_limited_per_source_key() {
+        let mut lim = RelayHandshakeLimit::default();
+        let flooder = PublicKey::from_bytes([1; 32]);
+        let peer = PublicKey::from_bytes([2; 32]);
+        let t0 = Instant::now();
+        // 1,000 initiations in one second from the flooder.
+        let passed = (0..1000)
+            .filter(|i| lim.allow(flooder, t0 + Duration::from_millis(*i)))
+            .count();
+        assert!(passed <= 16, "{passed} of 1,000 passed");
+        assert!(lim.allow(peer, t0 + Duration::from_millis(999)));
+        assert!(lim.allow(flooder, t0 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn relayed_sources_get_distinct_cookie_addresses() {
+        let a = Src::Relay(PublicKey::from_bytes([1; 32])).ip();
+        let b = Src::Relay(PublicKey::from_bytes([2; 32])).ip();
+        assert!(a.is_some() && b.is_some());
+        assert_ne!(a, b);
+    }
 }

@@ -36,6 +36,11 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_FORWARDS: usize = 256;
 /// A TCP client silent this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// DNS-over-TCP connections served at once, and from one source. A
+/// connection that stops reading its answers is closed after
+/// [`TCP_IDLE`] (the write side of `IdleIo`).
+const TCP_MAX_CONNECTIONS: usize = 256;
+const TCP_MAX_CONNECTIONS_PER_IP: usize = 32;
 /// Largest UDP response on an OS socket (loopback carries it whole; the
 /// client's EDNS0 size still bounds it).
 const OS_UDP_MAX: u16 = 4096;
@@ -359,12 +364,16 @@ async fn os_udp_loop(shared: Arc<Shared>, sock: Arc<tokio::net::UdpSocket>) {
 }
 
 async fn netstack_tcp_loop(shared: Arc<Shared>, listener: TcpListener, service: Vec<IpAddr>) {
+    let gate = tailnet_listen::ConnGate::new(TCP_MAX_CONNECTIONS, TCP_MAX_CONNECTIONS_PER_IP);
+    let mut errors = tailnet_listen::AcceptErrors::new("MagicDNS netstack TCP");
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(r) => r,
+        let (stream, peer) = match listener.accept().await {
+            Ok(r) => {
+                errors.success();
+                r
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "MagicDNS netstack TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                errors.failed(&e).await;
                 continue;
             }
         };
@@ -372,20 +381,34 @@ async fn netstack_tcp_loop(shared: Arc<Shared>, listener: TcpListener, service: 
             shared.counters.not_ours.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        tokio::spawn(serve_tcp(shared.clone(), stream));
+        let Ok(permit) = gate.admit(Some(peer.ip())) else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_tcp(shared, tailnet_listen::IdleIo::new(stream, TCP_IDLE)).await
+        });
     }
 }
 
 async fn os_tcp_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let gate = tailnet_listen::ConnGate::new(TCP_MAX_CONNECTIONS, TCP_MAX_CONNECTIONS_PER_IP);
+    let mut errors = tailnet_listen::AcceptErrors::new("MagicDNS TCP");
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_tcp(shared.clone(), stream));
+            Ok((stream, peer)) => {
+                errors.success();
+                let Ok(permit) = gate.admit(Some(peer.ip())) else {
+                    continue;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    serve_tcp(shared, tailnet_listen::IdleIo::new(stream, TCP_IDLE)).await
+                });
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "MagicDNS TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) => errors.failed(&e).await,
         }
     }
 }

@@ -107,6 +107,17 @@ impl StateDir {
         };
         lock.set_len(0).map_err(io_err(&lock_path))?;
         writeln!(&mut *lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+        // `create` sets 0700 only on a directory it makes: an existing one
+        // keeps its mode, and the keys and the local API socket (bound,
+        // then chmod-ed) would sit in a directory others can enter.
+        let mode = fs::metadata(&path)
+            .map_err(io_err(&path))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).map_err(io_err(&path))?;
+            tracing::info!(path = %path.display(), was = format!("{:o}", mode & 0o777), "state directory restricted to 0700");
+        }
         Ok(StateDir { path, _lock: lock })
     }
 
@@ -207,6 +218,18 @@ mod tests {
         ));
         let _ = fs::remove_dir_all(&p);
         p
+    }
+
+    /// Issue 16 finding 9: an existing state directory kept its mode.
+    #[test]
+    fn an_existing_open_state_directory_is_made_private() {
+        let p = tmp("mode");
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        let _dir = StateDir::open(&p).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "mode {mode:o}");
+        let _ = fs::remove_dir_all(&p);
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct DropStats {
     pub filter_special_destination: u64,
     /// Packet filter: not parseable, or a transport header cut short.
     pub filter_malformed: u64,
+    /// Handshake initiations through the relay from one source key beyond
+    /// its rate (5 a second, burst 10), dropped before the shared
+    /// handshake rate limiter so one key cannot starve the others.
+    pub handshake_limited: u64,
 }
 
 impl DropStats {
@@ -101,6 +105,7 @@ pub(crate) struct DropCounters {
     pub filter_not_local: AtomicU64,
     pub filter_special_destination: AtomicU64,
     pub filter_malformed: AtomicU64,
+    pub handshake_limited: AtomicU64,
 }
 
 impl DropCounters {
@@ -119,6 +124,7 @@ impl DropCounters {
             filter_not_local: self.filter_not_local.load(Relaxed),
             filter_special_destination: self.filter_special_destination.load(Relaxed),
             filter_malformed: self.filter_malformed.load(Relaxed),
+            handshake_limited: self.handshake_limited.load(Relaxed),
         }
     }
 

@@ -174,6 +174,9 @@ async fn register(shared: Arc<Shared>, machine: MachinePublic, body: Bytes) -> C
         Ok(r) => r,
         Err(r) => return r.into(),
     };
+    if let Err(r) = check_hostinfo(req.hostinfo.as_ref()) {
+        return r.into();
+    }
     let store = shared.store.clone();
     let now = SystemTime::now();
     let result =
@@ -193,14 +196,31 @@ async fn register(shared: Arc<Shared>, machine: MachinePublic, body: Bytes) -> C
         if let Ok(Err(e)) = blocking(move || s.hub.publish_node(&s.store, id)).await {
             tracing::warn!(error = %e, "coordinator: telling peers about a registration");
         }
+        // A logout or a rotated node key ends the old key's relay use.
+        shared.derp.reverify_now();
     } else if !result.response.error.is_empty() {
-        tracing::info!(
-            machine = %machine.key().short(),
-            error = %result.response.error,
-            "coordinator: registration refused"
-        );
+        // Anyone who completes the Noise handshake can cause these: one
+        // line per interval, with the count it stands for.
+        if let Some(suppressed) = shared.refused_log.allow() {
+            tracing::info!(
+                machine = %machine.key().short(),
+                error = %result.response.error,
+                suppressed,
+                "coordinator: registration refused"
+            );
+        }
     }
     json_response(&result.response)
+}
+
+/// Refuses a `Hostinfo` over the limits of [`crate::hostinfo`] (400, the
+/// field named).
+fn check_hostinfo<T: serde::Serialize>(hostinfo: Option<&T>) -> Result<(), Refusal> {
+    let Some(h) = hostinfo else { return Ok(()) };
+    let value = serde_json::to_value(h)
+        .map_err(|_| Refusal(StatusCode::BAD_REQUEST, "Hostinfo not serialisable".into()))?;
+    crate::hostinfo::check_hostinfo(&value)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{e}; nothing was stored")))
 }
 
 /// Why a map request is refused before anything is stored.
@@ -241,6 +261,9 @@ async fn map(shared: Arc<Shared>, machine: MachinePublic, body: Bytes) -> Contro
         Ok(r) => r,
         Err(r) => return r.into(),
     };
+    if let Err(r) = check_hostinfo(req.hostinfo.as_ref()) {
+        return r.into();
+    }
     if req.node_key.is_zero() {
         return text(StatusCode::BAD_REQUEST, "map request without a node key");
     }

@@ -35,7 +35,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tailnet_wire::derp::{
@@ -64,6 +64,25 @@ pub struct DerpConfig {
     /// How long one write to a client may stall before the connection is
     /// dropped (Go's derper: 2 s; ours is laxer for loaded test machines).
     pub write_timeout: Duration,
+    /// Bytes queued per connection, in each of its two queues: beyond it
+    /// the oldest packets are dropped, as for `queue_depth` (1024 packets
+    /// of up to 64 KiB would be 64 MiB; a sender aiming big packets at a
+    /// receiver that stopped reading must not cost that).
+    pub queue_bytes: usize,
+    /// Bytes queued (or being written) across all connections; a packet
+    /// that would exceed it is dropped ([`DerpCounters::dropped_memory`]).
+    pub total_queue_bytes: usize,
+    /// Serve only node keys this coordinator registered and that have not
+    /// expired, plus [`allowed_keys`](Self::allowed_keys) (Go's derper
+    /// `--verify-clients`). Other keys are refused after ClientInfo
+    /// ([`DerpCounters::refused_unknown_key`]).
+    pub verify_clients: bool,
+    /// Keys served without being registered here (a relay shared between
+    /// coordinators; `coordinator serve --derp-allow-keys FILE`).
+    pub allowed_keys: HashSet<PublicKey>,
+    /// How often connected clients are checked again: a deleted or expired
+    /// node's connection is closed ([`DerpCounters::revoked`]).
+    pub reverify_interval: Duration,
 }
 
 impl Default for DerpConfig {
@@ -74,6 +93,11 @@ impl Default for DerpConfig {
             handshake_timeout: derp::HANDSHAKE_TIMEOUT,
             queue_depth: 1024,
             write_timeout: Duration::from_secs(5),
+            queue_bytes: 2 << 20,
+            total_queue_bytes: 256 << 20,
+            verify_clients: true,
+            allowed_keys: HashSet::new(),
+            reverify_interval: Duration::from_secs(10),
         }
     }
 }
@@ -119,6 +143,13 @@ pub struct DerpCounters {
     pub peer_gone_disconnected: AtomicU64,
     /// Pings answered.
     pub pongs: AtomicU64,
+    /// Handshakes refused because the key is not a node registered here
+    /// (nor on the allow-list), or its key expired.
+    pub refused_unknown_key: AtomicU64,
+    /// Connections closed because their node was deleted or expired.
+    pub revoked: AtomicU64,
+    /// Packets dropped because the relay's total queue budget was spent.
+    pub dropped_memory: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -134,6 +165,13 @@ pub struct DerpServer {
     state: Mutex<State>,
     next_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    /// Where registered nodes are looked up (`verify_clients`).
+    store: Option<Arc<crate::Store>>,
+    /// Bytes queued or being written, all connections together.
+    held: AtomicUsize,
+    /// Wakes the re-verification task at once (a node was removed).
+    reverify: Notify,
+    refused_log: tailnet_listen::LogLimiter,
 }
 
 impl std::fmt::Debug for DerpServer {
@@ -164,6 +202,8 @@ struct Client {
     wake: Notify,
     /// Set (and `wake`d) to close the connection.
     kicked: AtomicBool,
+    /// Set (and `wake`d) when the node is no longer allowed.
+    revoked: AtomicBool,
     preferred: AtomicBool,
     /// PeerGone(not here) budget: 1 a second, burst 3 (Go's `peerGoneLim`).
     not_here: Mutex<TokenBucket>,
@@ -173,6 +213,9 @@ struct Client {
 struct Queues {
     packets: VecDeque<(PublicKey, Vec<u8>)>,
     disco: VecDeque<(PublicKey, Vec<u8>)>,
+    /// Bytes in `packets` and in `disco`.
+    packet_bytes: usize,
+    disco_bytes: usize,
     peer_gone: VecDeque<(PublicKey, PeerGoneReason)>,
     pong: Option<[u8; 8]>,
     closed: bool,
@@ -213,6 +256,7 @@ enum End {
     Io(std::io::Error),
     Protocol(String),
     Replaced,
+    Revoked,
     Shutdown,
     WriteTimeout,
 }
@@ -224,6 +268,7 @@ impl std::fmt::Display for End {
             End::Io(e) => write!(f, "i/o: {e}"),
             End::Protocol(e) => write!(f, "protocol: {e}"),
             End::Replaced => f.write_str("replaced by a newer connection"),
+            End::Revoked => f.write_str("node deleted or expired"),
             End::Shutdown => f.write_str("shutdown"),
             End::WriteTimeout => f.write_str("write timed out"),
         }
@@ -232,10 +277,12 @@ impl std::fmt::Display for End {
 
 impl DerpServer {
     /// A relay with `private` as its key; connections close when
-    /// `shutdown` turns true.
+    /// `shutdown` turns true. With `verify_clients`, keys are looked up in
+    /// `store` (no store: only `allowed_keys` are served).
     pub fn new(
         private: CoordinatorKey,
         config: DerpConfig,
+        store: Option<Arc<crate::Store>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let public = PublicKey::from_bytes(x25519_dalek::x25519(
@@ -250,6 +297,93 @@ impl DerpServer {
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
             shutdown,
+            store,
+            held: AtomicUsize::new(0),
+            reverify: Notify::new(),
+            refused_log: tailnet_listen::LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// Bytes the relay holds for its clients now: queued packets and
+    /// packets being written. At most [`DerpConfig::total_queue_bytes`].
+    pub fn queued_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Whether `key` may use the relay now.
+    async fn allowed(&self, key: PublicKey) -> bool {
+        if !self.config.verify_clients || self.config.allowed_keys.contains(&key) {
+            return true;
+        }
+        let Some(store) = self.store.clone() else {
+            return false;
+        };
+        let looked_up = super::blocking(move || store.node_by_node_key(key.as_bytes())).await;
+        match looked_up {
+            Ok(Ok(Some(node))) => !node.key_expired(std::time::SystemTime::now()),
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "derp: node lookup failed; refusing");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Checks every connected client again now (a node was removed).
+    pub fn reverify_now(&self) {
+        self.reverify.notify_one();
+    }
+
+    /// Every [`DerpConfig::reverify_interval`] (or when woken), closes the
+    /// connections of keys no longer allowed. Ends at shutdown.
+    pub(crate) async fn reverify_loop(self: Arc<Self>) {
+        if !self.config.verify_clients {
+            return;
+        }
+        let mut shutdown = self.shutdown.clone();
+        let every = self.config.reverify_interval.max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.reverify.notified() => {}
+                _ = super::until_shutdown(&mut shutdown) => return,
+            }
+            let clients: Vec<Arc<Client>> = self.state.lock().clients.values().cloned().collect();
+            if clients.is_empty() {
+                continue;
+            }
+            // One query for all of them (not one per client).
+            let Some(store) = self.store.clone() else {
+                continue;
+            };
+            let valid = super::blocking(move || {
+                let now = std::time::SystemTime::now();
+                store.nodes().map(|nodes| {
+                    nodes
+                        .into_iter()
+                        .filter(|n| !n.key_expired(now))
+                        .map(|n| PublicKey::from_bytes(n.node_key))
+                        .collect::<HashSet<_>>()
+                })
+            })
+            .await;
+            let valid = match valid {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "derp: re-checking clients; keeping them for now");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            for c in clients {
+                if !valid.contains(&c.key) && !self.config.allowed_keys.contains(&c.key) {
+                    bump(&self.counters.revoked);
+                    tracing::info!(client = %c.key.short(), "derp: node deleted or expired; disconnecting");
+                    c.revoked.store(true, Ordering::Release);
+                    c.wake.notify_one();
+                }
+            }
         }
     }
 
@@ -369,12 +503,24 @@ impl DerpServer {
                 return;
             }
         };
+        if !self.allowed(client_key).await {
+            bump(&self.counters.refused_unknown_key);
+            if let Some(suppressed) = self.refused_log.allow() {
+                tracing::info!(
+                    client = %client_key.short(),
+                    suppressed,
+                    "derp: refused a key that is not a node of this coordinator"
+                );
+            }
+            return;
+        }
         let client = Arc::new(Client {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             key: client_key,
             queues: Mutex::new(Queues::default()),
             wake: Notify::new(),
             kicked: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
             preferred: AtomicBool::new(false),
             not_here: Mutex::new(TokenBucket::new()),
         });
@@ -458,7 +604,14 @@ impl DerpServer {
         let leftover = {
             let mut q = client.queues.lock();
             q.closed = true;
-            q.packets.len() + q.disco.len()
+            self.held
+                .fetch_sub(q.packet_bytes + q.disco_bytes, Ordering::Relaxed);
+            q.packet_bytes = 0;
+            q.disco_bytes = 0;
+            let n = q.packets.len() + q.disco.len();
+            q.packets.clear();
+            q.disco.clear();
+            n
         };
         self.counters
             .dropped_gone
@@ -514,11 +667,36 @@ impl DerpServer {
                 return;
             }
             let depth = self.config.queue_depth.max(1);
-            let queue = if disco { &mut q.disco } else { &mut q.packets };
-            while queue.len() >= depth {
-                queue.pop_front();
-                bump(&self.counters.dropped_queue_full);
+            let budget = self.config.queue_bytes.max(derp::MAX_PACKET_SIZE);
+            let len = packet.len();
+            let q = &mut *q;
+            let (queue, bytes) = if disco {
+                (&mut q.disco, &mut q.disco_bytes)
+            } else {
+                (&mut q.packets, &mut q.packet_bytes)
+            };
+            // Drop-oldest within the connection's budgets (packets, bytes).
+            while queue.len() >= depth || (!queue.is_empty() && *bytes + len > budget) {
+                if let Some((_, old)) = queue.pop_front() {
+                    *bytes -= old.len();
+                    self.held.fetch_sub(old.len(), Ordering::Relaxed);
+                    bump(&self.counters.dropped_queue_full);
+                }
             }
+            // Then the relay's total budget: a packet that does not fit is
+            // dropped (the receivers holding the memory are the slow ones).
+            let total = self.config.total_queue_bytes;
+            if self
+                .held
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                    (h + len <= total).then_some(h + len)
+                })
+                .is_err()
+            {
+                bump(&self.counters.dropped_memory);
+                return;
+            }
+            *bytes += len;
             queue.push_back((src, packet.to_vec()));
         }
         dst.wake.notify_one();
@@ -612,6 +790,9 @@ impl DerpServer {
                 _ = client.wake.notified() => {}
                 _ = sleep_until(next_keepalive) => keepalive = true,
             }
+            if client.revoked.load(Ordering::Acquire) {
+                return End::Revoked;
+            }
             if client.kicked.load(Ordering::Acquire) {
                 return End::Replaced;
             }
@@ -623,6 +804,8 @@ impl DerpServer {
             }
             let (pong, gone, disco, packets) = {
                 let mut q = client.queues.lock();
+                q.packet_bytes = 0;
+                q.disco_bytes = 0;
                 (
                     q.pong.take(),
                     std::mem::take(&mut q.peer_gone),
@@ -648,10 +831,19 @@ impl DerpServer {
                 Frame::Pong { data }.encode(&mut out);
                 bump(&self.counters.pongs);
             }
+            // Still held (accounted) until written, or until this future is
+            // dropped mid-write (the connection ended).
+            drop((disco, packets));
+            let held = Held(&self.held, bytes as usize);
             if out.is_empty() {
                 continue;
             }
-            if let Err(e) = self.write(wr, &out).await {
+            let written = self.write(wr, &out).await;
+            drop(held);
+            if out.capacity() > 1 << 20 {
+                out = Vec::with_capacity(64 << 10);
+            }
+            if let Err(e) = written {
                 self.counters.dropped_gone.fetch_add(n, Ordering::Relaxed);
                 return e;
             }
@@ -695,6 +887,15 @@ impl DerpServer {
     }
 }
 
+/// Bytes taken from the queues and not yet written: released on drop.
+struct Held<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
 /// Frame types whose payload the server reads; a malformed one closes the
 /// connection. Others are skipped whatever they hold, as in Go.
 fn handled_by_server(t: FrameType) -> bool {
@@ -735,6 +936,7 @@ mod tests {
             queues: Mutex::new(Queues::default()),
             wake: Notify::new(),
             kicked: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
             preferred: AtomicBool::new(false),
             not_here: Mutex::new(TokenBucket::new()),
         }
@@ -750,7 +952,7 @@ mod tests {
             queue_depth: 2,
             ..DerpConfig::default()
         };
-        let server = DerpServer::new(key, config, rx);
+        let server = DerpServer::new(key, config, None, rx);
         let dst = client(1);
         let src = PublicKey::from_bytes([2; 32]);
         let mut disco = derp::DISCO_MAGIC.to_vec();

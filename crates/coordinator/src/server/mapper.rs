@@ -188,6 +188,31 @@ pub fn is_visible_peer(self_id: NodeId, peer: &Node, now: SystemTime) -> bool {
     peer.id != self_id && !peer.key_expired(now)
 }
 
+/// Most bytes of a peer's `Hostinfo` sent to other nodes. A node's own
+/// Hostinfo may be up to 16 KiB (`crate::hostinfo`), but every peer's goes
+/// to every node in every full map: at 10,000 nodes 16 KiB each would be
+/// 160 MB, far past the client's frame limits (16 MiB on the wire, 64 MiB
+/// decompressed). A larger one is sent as its hostname and home region.
+pub const PEER_HOSTINFO_BUDGET: usize = 1024;
+
+/// `node` as a peer: [`wire_node`] with its Hostinfo cut to the hostname
+/// and NetInfo when it is over [`PEER_HOSTINFO_BUDGET`].
+pub fn peer_node(node: &Node, base: &BaseDomain) -> wire::Node {
+    let mut n = wire_node(node, base);
+    let over = n
+        .hostinfo
+        .as_ref()
+        .is_some_and(|h| serde_json::to_vec(h).map_or(true, |b| b.len() > PEER_HOSTINFO_BUDGET));
+    if over {
+        n.hostinfo = n.hostinfo.take().map(|h| Hostinfo {
+            hostname: h.hostname,
+            net_info: h.net_info,
+            ..Hostinfo::default()
+        });
+    }
+    n
+}
+
 /// The peers of `self_id` among `nodes`, as `tailcfg.Node`s sorted by ID.
 pub fn peers(
     self_id: NodeId,
@@ -198,7 +223,7 @@ pub fn peers(
     let mut peers: Vec<wire::Node> = nodes
         .iter()
         .filter(|n| is_visible_peer(self_id, n, now))
-        .map(|n| wire_node(n, base))
+        .map(|n| peer_node(n, base))
         .collect();
     peers.sort_by_key(|n| n.id);
     peers
@@ -232,7 +257,7 @@ pub fn full_map(
 /// A delta that adds or replaces one peer.
 pub fn peer_changed(peer: &Node, base: &BaseDomain) -> MapResponse {
     MapResponse {
-        peers_changed: vec![wire_node(peer, base)],
+        peers_changed: vec![peer_node(peer, base)],
         ..MapResponse::default()
     }
 }
@@ -399,6 +424,61 @@ mod tests {
             dns_resolvers: vec![],
             dns_extra_records: vec![],
         }
+    }
+
+    /// Issue 16 finding 7: at 10,000 nodes whose Hostinfo is over the
+    /// peer budget (4 KiB of barely compressible text each, within the
+    /// register limits), a full map still fits the client's frame limits.
+    /// Without the budget it was ~40 MB of JSON and did not encode.
+    #[test]
+    fn a_full_map_of_ten_thousand_large_hostinfos_fits_a_frame() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut noise = |len: usize| {
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    char::from(b"0123456789abcdef"[(seed % 16) as usize])
+                })
+                .collect::<String>()
+        };
+        let nodes: Vec<Node> = (1..=10_000i64)
+            .map(|id| {
+                let mut n = node(1, None);
+                n.id = NodeId(id);
+                n.stable_id = format!("n{id:016x}");
+                n.node_key[..8].copy_from_slice(&id.to_le_bytes());
+                n.machine_key[..8].copy_from_slice(&id.to_le_bytes());
+                let h = serde_json::json!({
+                    "Hostname": noise(1000), "OSVersion": noise(1000),
+                    "DeviceModel": noise(1000), "Distro": noise(1000),
+                    "NetInfo": {"PreferredDERP": 900}
+                });
+                crate::hostinfo::check_hostinfo(&h).expect("within the register limits");
+                n.hostinfo = Some(h);
+                n
+            })
+            .collect();
+        let msg = full_map(&nodes[0], &nodes, vec![], &ctx(), SystemTime::UNIX_EPOCH);
+        assert_eq!(msg.peers.len(), 9_999);
+        let frame =
+            tailnet_wire::control::MapStreamEncoder::new(tailnet_wire::control::Compression::Zstd)
+                .encode_message(&msg)
+                .expect("under the client's frame limits");
+        assert!(frame.len() < 16 << 20, "{} bytes", frame.len());
+        let p = &msg.peers[0];
+        let h = p.hostinfo.as_ref().expect("peer hostinfo");
+        assert_eq!(h.hostname.len(), 1000, "the hostname stays");
+        assert!(h.os_version.is_empty(), "the rest is cut");
+        assert_eq!(p.home_derp, 900);
+        // The node itself still gets its whole Hostinfo.
+        let me = msg
+            .node
+            .as_ref()
+            .and_then(|n| n.hostinfo.as_ref())
+            .expect("self");
+        assert_eq!(me.os_version.len(), 1000);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::names::BaseDomain;
 use crate::nodes::Node;
 use crate::policy::PolicyNode;
 use crate::{Store, StoreError, DEFAULT_EPHEMERAL_GRACE};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +50,8 @@ use tailnet_wire::control::{DerpMap, DnsRecord, FilterRule, MachinePublic, Resol
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+pub use tailnet_listen::Limits;
 
 /// Where packet filters come from. The policy engine implements this; the
 /// default, [`AllowAll`], lets every node reach every port of every other.
@@ -115,6 +117,9 @@ pub struct ServerConfig {
     pub sweep_interval: Duration,
     /// Largest request body accepted (register and map requests).
     pub max_body: usize,
+    /// Timeouts and connection caps of every connection (HTTP/1.1, the
+    /// HTTP/2 inside Noise, DERP).
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +130,13 @@ impl Default for ServerConfig {
             ephemeral_grace: DEFAULT_EPHEMERAL_GRACE,
             sweep_interval: Duration::from_secs(30),
             max_body: 1 << 20,
+            limits: Limits {
+                // Every node holds a control and a DERP connection, and a
+                // cluster behind one NAT shares a source address.
+                max_connections: 16_384,
+                max_connections_per_ip: 4_096,
+                ..Limits::default()
+            },
         }
     }
 }
@@ -213,6 +225,10 @@ pub(crate) struct Shared {
     /// Swapped by [`ServerHandle::set_policy`].
     pub(crate) policy: parking_lot::RwLock<Arc<dyn PacketFilterPolicy>>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The relay, told when nodes are removed (it disconnects them).
+    pub(crate) derp: Arc<derp::DerpServer>,
+    /// Refused registrations are logged at most once per interval.
+    pub(crate) refused_log: tailnet_listen::LogLimiter,
 }
 
 impl Shared {
@@ -369,6 +385,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Timeouts and connection caps of every connection.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
     /// Largest request body accepted.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.config.max_body = bytes;
@@ -418,8 +440,10 @@ impl ServerBuilder {
         let derp = Arc::new(derp::DerpServer::new(
             derp_key,
             self.derp_config,
+            Some(self.store.clone()),
             shutdown_rx.clone(),
         ));
+        tokio::spawn(derp.clone().reverify_loop());
         // STUN on the same port number over UDP, when it is free.
         let stun_counters = Arc::new(stun::StunCounters::default());
         let stun_socket = match tokio::net::UdpSocket::bind(local_addr).await {
@@ -456,13 +480,16 @@ impl ServerBuilder {
             config: self.config,
             policy: parking_lot::RwLock::new(self.policy),
             shutdown: shutdown_rx,
+            derp: derp.clone(),
+            refused_log: tailnet_listen::LogLimiter::new(Duration::from_secs(10)),
         });
 
         let s = shared.clone();
         let relay = derp.clone();
+        let limits = shared.config.limits;
         let accept = tokio::spawn(async move {
             let handler = move |conn: NoiseConn| serve_noise(s.clone(), conn);
-            serve_inner(listener, key, tls, Some(relay), handler).await
+            serve_inner(listener, key, tls, Some(relay), limits, handler).await
         });
         let sweep = tokio::spawn(sweep_ephemeral(shared.clone()));
         let stun_task = stun_socket.map(|sock| {
@@ -480,7 +507,7 @@ impl ServerBuilder {
             control_public,
             shared,
             shutdown: shutdown_tx,
-            accept,
+            accept: Some(accept),
             sweep,
         })
     }
@@ -497,8 +524,7 @@ async fn serve_noise(shared: Arc<Shared>, conn: NoiseConn) {
         async move { Ok::<_, std::convert::Infallible>(control::route(s, machine, req).await) }
     });
     let mut shutdown = shared.shutdown.clone();
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service);
+    let conn = shared.config.limits.http2().serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -536,9 +562,12 @@ async fn sweep_ephemeral(shared: Arc<Shared>) {
         .await;
         match removed {
             Ok(Ok(ids)) => {
-                for id in ids {
+                for id in &ids {
                     tracing::info!(node = id.0, "coordinator: removed offline ephemeral node");
-                    shared.hub.publish_removed(id);
+                    shared.hub.publish_removed(*id);
+                }
+                if !ids.is_empty() {
+                    shared.derp.reverify_now();
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "coordinator: ephemeral sweep"),
@@ -553,7 +582,9 @@ pub struct ServerHandle {
     control_public: MachinePublic,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    accept: JoinHandle<io::Result<()>>,
+    /// `None` once [`ServerHandle::accept_failed`] saw it end (a
+    /// finished `JoinHandle` must not be polled again).
+    accept: Option<JoinHandle<io::Result<()>>>,
     sweep: JoinHandle<()>,
     stun: Arc<stun::StunCounters>,
     stun_task: Option<JoinHandle<()>>,
@@ -621,10 +652,18 @@ impl ServerHandle {
         self.shared.hub.publish_policy_changed();
     }
 
-    /// Waits until accepting connections fails (it never ends otherwise);
-    /// the server keeps running until [`shutdown`](Self::shutdown).
+    /// Waits until the accept loop ends. It does not end on accept
+    /// errors (those are retried after a backoff), only if its task
+    /// panicked; the server keeps running until
+    /// [`shutdown`](Self::shutdown). Safe to call again: it then answers
+    /// at once.
     pub async fn accept_failed(&mut self) -> io::Error {
-        match (&mut self.accept).await {
+        let Some(task) = self.accept.as_mut() else {
+            return io::Error::other("accept loop ended");
+        };
+        let r = task.await;
+        self.accept = None;
+        match r {
             Ok(Err(e)) => e,
             Ok(Ok(())) => io::Error::other("accept loop ended"),
             Err(e) => io::Error::other(e),
@@ -635,9 +674,12 @@ impl ServerHandle {
     /// every DERP connection and the sweep.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        // The accept loop has no shutdown of its own.
-        self.accept.abort();
-        let _ = self.accept.await;
+        // The accept loop has no shutdown of its own (and may be gone
+        // already, see `accept_failed`).
+        if let Some(accept) = self.accept {
+            accept.abort();
+            let _ = accept.await;
+        }
         let _ = self.sweep.await;
         if let Some(t) = self.stun_task {
             let _ = t.await;

@@ -1,0 +1,232 @@
+//! Hostile load against the release-shaped binary (issue 16): the
+//! coordinator stays up when it runs out of file descriptors.
+
+mod common;
+
+use common::{path, EXE};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Keeps at most this much of a child's stderr.
+const STDERR_CAP: usize = 256 * 1024;
+
+/// `GET /key` over a fresh connection; the status line, or why not.
+fn get_key(addr: SocketAddr) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /key?v=130 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.take(4096)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if text.starts_with("HTTP/1.1 200") && text.contains("publicKey") {
+        Ok(text)
+    } else {
+        Err(format!("unexpected answer: {text:?}"))
+    }
+}
+
+/// Issue 16 finding 1: with the descriptor limit at 256, 300 idle
+/// connections made `accept()` fail with EMFILE, which ended the accept
+/// loop and the process. Now the loop backs off and retries: the
+/// coordinator stays alive, logs the failure a bounded number of times,
+/// and serves `/key` again once the connections close.
+#[test]
+fn coordinator_survives_running_out_of_file_descriptors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("coord");
+    // `ulimit` in a shell that then execs the binary: the child we kill on
+    // drop is the coordinator itself.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+        .arg(EXE)
+        .args([
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(path(&state))
+        .env("INFERADB_MESH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = common::Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("coordinator listening on") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let log = Arc::new(Mutex::new(String::new()));
+    let log_w = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = log_w.lock().expect("log");
+            if l.len() + line.len() < STDERR_CAP {
+                l.push_str(&line);
+                l.push('\n');
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("coordinator printed no listening line in 30 s");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .expect("URL in the listening line")
+        .parse()
+        .expect("address");
+    get_key(addr).expect("/key before the flood");
+
+    // 300 idle connections: more than the process has descriptors.
+    let conns: Vec<TcpStream> = (0..300)
+        .map(|i| TcpStream::connect(addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    // Let the coordinator accept until it runs out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut child = child;
+    while Instant::now() < deadline && !log.lock().expect("log").contains("accept failed") {
+        assert!(
+            child.0.try_wait().expect("try_wait").is_none(),
+            "coordinator exited under 300 idle connections: {}",
+            log.lock().expect("log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        log.lock().expect("log").contains("accept failed"),
+        "the coordinator never ran out of descriptors; the test proves nothing: {}",
+        log.lock().expect("log")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "coordinator exited after running out of descriptors: {}",
+        log.lock().expect("log")
+    );
+    drop(conns);
+
+    // Serves again once they are gone.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = Err(String::new());
+    while Instant::now() < deadline {
+        last = get_key(addr);
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last.expect("/key after the connections closed");
+    assert!(child.0.try_wait().expect("try_wait").is_none());
+    // Logged, but not once per failed accept.
+    let text = log.lock().expect("log").clone();
+    let lines = text.matches("accept failed").count();
+    assert!(
+        (1..=5).contains(&lines),
+        "{lines} accept-failure lines:\n{text}"
+    );
+}
+
+/// `--derp-allow-keys` names a bad line instead of starting with a
+/// half-read allow-list.
+#[test]
+fn a_bad_derp_allow_list_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("allow");
+    std::fs::write(
+        &list,
+        "# relay users\nnodekey:0000000000000000000000000000000000000000000000000000000000000001\nnot-a-key\n",
+    )
+    .expect("write");
+    let out = common::run(&[
+        "coordinator",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        path(&dir.path().join("coord")),
+        "--derp-allow-keys",
+        path(&list),
+    ]);
+    assert!(!out.status.success());
+    let err = common::text(&out.stderr);
+    assert!(err.contains("line 3: not a node key"), "{err}");
+}
+
+/// `coordinator serve --max-connections-per-ip 2 --header-timeout 1`: a
+/// third connection from one address is closed at once, the idle ones
+/// after about a second, and `/key` is served again.
+#[test]
+fn coordinator_limits_are_set_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_c, line) = common::spawn_until(
+        &[
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            path(&dir.path().join("coord")),
+            "--max-connections-per-ip",
+            "2",
+            "--header-timeout",
+            "1",
+        ],
+        "coordinator listening on",
+    );
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .expect("URL")
+        .parse()
+        .expect("address");
+    let closed_within = |s: &mut TcpStream, limit: Duration| {
+        s.set_read_timeout(Some(limit)).expect("timeout");
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        }
+    };
+    let mut a = TcpStream::connect(addr).expect("a");
+    let mut b = TcpStream::connect(addr).expect("b");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = TcpStream::connect(addr).expect("c");
+    assert!(
+        closed_within(&mut c, Duration::from_millis(500)),
+        "third connection held"
+    );
+    let start = Instant::now();
+    assert!(closed_within(&mut a, Duration::from_secs(5)), "idle a held");
+    assert!(closed_within(&mut b, Duration::from_secs(5)), "idle b held");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    get_key(addr).expect("/key once the idle ones are gone");
+}
