@@ -1175,6 +1175,8 @@ struct Netns {
     namespaces: Vec<String>,
     host_links: Vec<String>,
     children: Vec<std::process::Child>,
+    /// Files to remove (wireguard-go's UAPI sockets, which it leaves).
+    files: Vec<PathBuf>,
 }
 
 impl Drop for Netns {
@@ -1193,6 +1195,9 @@ impl Drop for Netns {
                 .args(["link", "del", l])
                 .stderr(Stdio::null())
                 .status();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
         }
     }
 }
@@ -1246,6 +1251,7 @@ async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> anyhow::Result
         .spawn()
         .context("cannot start wireguard-go")?;
     env.children.push(child);
+    env.files.push(sock.clone().into());
     for _ in 0..100 {
         if std::path::Path::new(&sock).exists() {
             break;
@@ -1305,6 +1311,7 @@ async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         namespaces: vec![],
         host_links: vec![],
         children: vec![],
+        files: vec![],
     };
     for ns in [&na, &nb] {
         sh(&["ip", "netns", "add", ns]).await?;
@@ -1401,6 +1408,7 @@ async fn wireguard_go_wan_path(
     let mut env_b = env_b;
     env.namespaces.append(&mut env_b.namespaces);
     env.host_links.append(&mut env_b.host_links);
+    env.files.append(&mut env_b.files);
     let mut spec = RelaySpec::symmetric(
         "198.18.246.1:0".parse()?,
         "198.18.247.1:0".parse()?,
@@ -1563,6 +1571,7 @@ async fn host_namespace(tag: &str, third: u8) -> anyhow::Result<(Netns, String)>
         namespaces: vec![],
         host_links: vec![],
         children: vec![],
+        files: vec![],
     };
     sh(&["ip", "netns", "add", &ns]).await?;
     env.namespaces.push(ns.clone());

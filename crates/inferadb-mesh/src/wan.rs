@@ -27,6 +27,11 @@ pub const BATCH: usize = 64;
 /// Largest datagram relayed (bigger ones are truncated by the kernel and
 /// dropped here).
 const MAX_DATAGRAM: usize = 65_535;
+/// How close a delivery time must be for the relay to sleep precisely
+/// instead of on tokio's millisecond timer.
+const NEAR: Duration = Duration::from_millis(2);
+/// Longest precise sleep between two looks at the sockets.
+const PRECISE_STEP: Duration = Duration::from_micros(200);
 /// Default bottleneck queue when a rate is given without one.
 pub const DEFAULT_QUEUE_PKTS: usize = 1000;
 
@@ -306,6 +311,10 @@ async fn run(
     mut peers: tokio::sync::mpsc::UnboundedReceiver<(Side, SocketAddr)>,
     stats: &SharedStats,
 ) -> anyhow::Result<()> {
+    // I/O on the std sockets (a syscall every time, so the precise sleeps
+    // below see new datagrams); the tokio handles on the same sockets only
+    // wait for readiness.
+    let (a_io, b_io) = (a.try_clone()?, b.try_clone()?);
     let a = tokio::net::UdpSocket::from_std(a)?;
     let b = tokio::net::UdpSocket::from_std(b)?;
     let mut peer_a = spec.peer_a;
@@ -318,8 +327,8 @@ async fn run(
     let mut unsent = 0u64;
     loop {
         let now = origin.elapsed();
-        unsent += flush(&b, &mut ab, peer_b, now, &mut pool);
-        unsent += flush(&a, &mut ba, peer_a, now, &mut pool);
+        unsent += flush(&b_io, &mut ab, peer_b, now, &mut pool);
+        unsent += flush(&a_io, &mut ba, peer_a, now, &mut pool);
         stats.set(RelayStats {
             a_to_b: ab.link().stats(),
             b_to_a: ba.link().stats(),
@@ -329,19 +338,50 @@ async fn run(
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
         };
-        tokio::select! {
-            _ = &mut stop => break,
-            Some((side, addr)) = peers.recv() => match side {
-                Side::A => peer_a = Some(addr),
-                Side::B => peer_b = Some(addr),
+        match next {
+            // Due sooner than tokio's 1 ms timer can tell: sleep precisely
+            // (nanosleep) in short steps, draining between them, so
+            // datagrams leave on time rather than in 1 ms clumps, and an
+            // arrival is stamped at most PRECISE_STEP late.
+            Some(at) if at.saturating_sub(origin.elapsed()) < NEAR => {
+                std::thread::sleep(at.saturating_sub(origin.elapsed()).min(PRECISE_STEP));
+                if !matches!(
+                    stop.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                ) {
+                    break;
+                }
+                while let Ok((side, addr)) = peers.try_recv() {
+                    match side {
+                        Side::A => peer_a = Some(addr),
+                        Side::B => peer_b = Some(addr),
+                    }
+                }
+            }
+            _ => tokio::select! {
+                _ = &mut stop => break,
+                Some((side, addr)) = peers.recv() => match side {
+                    Side::A => peer_a = Some(addr),
+                    Side::B => peer_b = Some(addr),
+                },
+                r = a.readable() => r?,
+                r = b.readable() => r?,
+                _ = tokio::time::sleep_until(origin + next.unwrap_or_default().saturating_sub(NEAR)),
+                    if next.is_some() => {}
             },
-            r = a.readable() => r?,
-            r = b.readable() => r?,
-            _ = tokio::time::sleep_until(origin + next.unwrap_or_default()), if next.is_some() => {}
         }
         // Both sides every wake: a busy side cannot starve the other.
-        drain(&a, &mut ab, &mut peer_a, origin, &mut scratch, &mut pool)?;
-        drain(&b, &mut ba, &mut peer_b, origin, &mut scratch, &mut pool)?;
+        for (io, tokio_sock, queue, peer) in [
+            (&a_io, &a, &mut ab, &mut peer_a),
+            (&b_io, &b, &mut ba, &mut peer_b),
+        ] {
+            if drain(io, queue, peer, origin, &mut scratch, &mut pool)? {
+                // Emptied: let tokio wait for the next datagram again.
+                let _ = tokio_sock.try_io(tokio::io::Interest::READABLE, || {
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+        }
     }
     stats.set(RelayStats {
         a_to_b: ab.link().stats(),
@@ -352,17 +392,17 @@ async fn run(
 }
 
 /// Takes up to [`BATCH`] datagrams from `sock` into `queue`; the sender
-/// becomes the side's peer.
+/// becomes the side's peer. True when the socket has no more.
 fn drain(
-    sock: &tokio::net::UdpSocket,
+    sock: &std::net::UdpSocket,
     queue: &mut LinkQueue<Vec<u8>>,
     peer: &mut Option<SocketAddr>,
     origin: tokio::time::Instant,
     scratch: &mut [u8],
     pool: &mut Vec<Vec<u8>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     for _ in 0..BATCH {
-        match sock.try_recv_from(scratch) {
+        match sock.recv_from(scratch) {
             Ok((n, from)) => {
                 *peer = Some(from);
                 // A buffer the datagram's size, not the scratch's: memory
@@ -373,19 +413,19 @@ fn drain(
                 // Lost or tail-dropped: the buffer goes with the datagram.
                 queue.push(buf, n, origin.elapsed());
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             // ICMP errors of earlier sends (port unreachable) surface here.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(e) => return Err(e).context("relay receive"),
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Sends every datagram of `queue` due at `now` to `peer`; returns how many
 /// could not be sent.
 fn flush(
-    sock: &tokio::net::UdpSocket,
+    sock: &std::net::UdpSocket,
     queue: &mut LinkQueue<Vec<u8>>,
     peer: Option<SocketAddr>,
     now: Duration,
@@ -394,7 +434,7 @@ fn flush(
     let mut unsent = 0;
     while let Some(p) = queue.pop_due(now) {
         match peer {
-            Some(to) if sock.try_send_to(&p, to).is_ok() => {}
+            Some(to) if sock.send_to(&p, to).is_ok() => {}
             _ => unsent += 1,
         }
         if pool.len() < 4096 {

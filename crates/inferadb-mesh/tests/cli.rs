@@ -155,6 +155,47 @@ fn bench_tunnel_json_has_our_path_with_figures() {
     assert!(p50 > 0.0 && p99 >= p50, "{p}");
 }
 
+/// `--wan`: our row crosses the impairment relay (its round trip carries
+/// the configured RTT), rows the relay cannot carry say so, and a bad
+/// condition is refused with the expected format. A few seconds.
+#[test]
+fn bench_tunnel_wan_routes_our_path_through_the_relay() {
+    let v = run_json(&[
+        "bench",
+        "tunnel",
+        "--paths",
+        "tailnet,onetun",
+        "--wan",
+        "20",
+        "--duration",
+        "1",
+        "--samples",
+        "10",
+        "--json",
+    ]);
+    let p = &v["paths"][0];
+    assert_eq!(
+        (&p["name"], &p["wan"]),
+        (&"tailnet".into(), &"20 ms RTT".into()),
+        "{p}"
+    );
+    assert!(p["gbit_per_s"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(p["rtt_p50_us"].as_f64().unwrap() >= 20_000.0, "{p}");
+    assert!(p["path"].as_str().unwrap().contains("WAN relay"), "{p}");
+    let skipped = v["paths"][1]["skipped"].as_str().unwrap();
+    assert!(
+        skipped.contains("not routed through the WAN relay"),
+        "{skipped}"
+    );
+    let out = bin()
+        .args(["bench", "tunnel", "--wan", "70,abc"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LOSS_PCT"), "{err}");
+}
+
 /// Our node ↔ our node and our node ↔ Go tsnet over HTTP, one second
 /// each: both rows have figures and say the path was direct (or, with
 /// `TAILNET_SKIP_INTEROP=1` and no Caddy, the Go row says it was skipped).
