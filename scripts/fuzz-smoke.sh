@@ -251,6 +251,12 @@ put("control_json", "map-request",
     ('{"Version":130,"Compress":"zstd","KeepAlive":true,"NodeKey":"%s","DiscoKey":"%s",'
      '"Stream":true,"Endpoints":["192.0.2.1:41641","[2001:db8::1]:41641"],'
      '"EndpointTypes":[2,1]}' % (NK, DK)).encode())
+# As tailscale-rs 0.6.1 spells it (serde PascalCase): Go's rule folds it.
+put("control_json", "map-request-tsrs",
+    ('{"Version":130,"Compress":"zstd","KeepAlive":true,"NodeKey":"%s","DiscoKey":"%s",'
+     '"Stream":true,"HostInfo":{"IpnVersion":"0.6.1","Os":"linux","Hostname":"t",'
+     '"NetInfo":{"PreferredDerp":900,"DerpLatency":{"900-v4":0.001},"OsHasIpv6":true}},'
+     '"Endpoints":["192.0.2.1:41641"],"TKAHead":""}' % (NK, DK)).encode())
 put("control_json", "key-response",
     ('{"legacyPublicKey":"mkey:%s","publicKey":"%s"}' % ("0" * 64, MK)).encode())
 

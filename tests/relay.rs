@@ -334,4 +334,52 @@ async fn a_relay_only_peer_completes_its_handshake_under_an_initiation_flood() {
     );
     flood.abort();
     flow.abort();
+/// `ping` reported a direct pong, yet `status` still said `CurAddr: ""`,
+/// `Relay: 900`: the user's pings bypassed disco's path state. A direct
+/// pong to `ping` now moves the path like any of disco's own, so status
+/// (and the data plane) use the direct path `ping` just proved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_direct_path_a_ping_just_proved() {
+    let (a, b, _ka, kb, _da, db) = relayed_pair().await;
+    let _relay = RelayBridge::attach(&[&a, &b]).await;
+    // A learns B's UDP endpoint, but no traffic flows: nothing makes disco
+    // probe it, so the path is still the relay.
+    let mut pb = disco_peer(2, &kb, &db);
+    pb.endpoint = Some(b.listen_addr());
+    pb.endpoints = vec![b.listen_addr()];
+    a.set_peers(vec![pb]).await.unwrap();
+    wait_until(5, "A's path to B is the relay", || {
+        path_of(&a, &b).relay_region == REGION
+    })
+    .await;
+    assert_eq!(path_of(&a, &b).cur_addr, None);
+
+    let b_ip = b.ipv4().unwrap();
+    let mut direct = None;
+    for _ in 0..10 {
+        let r = a
+            .ping(b_ip, Duration::from_secs(2))
+            .await
+            .expect("B answers");
+        if r.addr.is_some() {
+            direct = r.addr;
+            break;
+        }
+    }
+    assert_eq!(
+        direct,
+        Some(b.listen_addr()),
+        "a direct pong within 10 pings"
+    );
+    // Right away, no timer in between.
+    let st = a.status();
+    let ps = st.peer.values().next().expect("peer in status");
+    assert_eq!(
+        (ps.cur_addr.as_str(), ps.relay.as_str()),
+        (b.listen_addr().to_string().as_str(), ""),
+        "status shows the path ping reported"
+    );
+    // The data plane's path state says the same.
+    let p = path_of(&a, &b);
+    assert_eq!((p.cur_addr, p.relay_region), (Some(b.listen_addr()), 0));
 }

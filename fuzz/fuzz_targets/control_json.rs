@@ -3,6 +3,10 @@
 //! decodes re-encodes to JSON that decodes to the same value (and encodes
 //! to the same bytes again). Decoded map responses are also applied to a
 //! `Netmap`, which must not panic and must honour the full-`Peers` rule.
+//! Every message decodes field names by Go's rule (`control::go_json`:
+//! exact, then case-insensitive); decoding the same JSON from bytes and
+//! from a `serde_json::Value` (two different inner deserializers under the
+//! key folding) must agree.
 
 #![no_main]
 
@@ -20,6 +24,12 @@ where
     T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     let v: T = serde_json::from_slice(data).ok()?;
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        // Duplicate keys collapse in a Value, so only a success must agree.
+        if let Ok(w) = serde_json::from_value::<T>(value) {
+            assert_eq!(w, v, "from_value and from_slice disagree");
+        }
+    }
     let a = serde_json::to_vec(&v).expect("a decoded value encodes");
     let back: T = serde_json::from_slice(&a)
         .unwrap_or_else(|e| panic!("re-decode failed: {e}\n{}", String::from_utf8_lossy(&a)));

@@ -3,6 +3,7 @@
 
 pub mod caddy;
 pub mod netns;
+pub mod tsrs;
 
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -255,6 +255,50 @@ async fn lite_update_reaches_peers_and_keeps_the_stream() {
     h.server.shutdown().await;
 }
 
+/// tailscale-rs writes its control JSON with serde's PascalCase
+/// (`HostInfo`, `IpnVersion`, `PreferredDerp`, `DerpLatency`); a Go control
+/// server reads those case-insensitively, and so must we, or its home DERP
+/// region never reaches its peers (`HomeDERP` 0: unreachable).
+#[tokio::test]
+async fn a_tailscale_rs_spelled_update_reaches_peers_with_its_home_derp() {
+    let h = Harness::start_with(|b| b.keepalive(Duration::from_millis(300), Duration::ZERO)).await;
+    let key = h.reusable();
+    let (mut a, a_nk) = h.node(&key, "a").await;
+    let (mut b, b_nk) = h.node(&key, "b").await;
+    let mut a_stream = a.stream(map_request(&a_nk)).await;
+    a_stream.next_change().await;
+    let body = serde_json::json!({
+        "Version": 130,
+        "Compress": "zstd",
+        "KeepAlive": true,
+        "NodeKey": tailnet_wire::control::NodePublic::from_bytes(public_of(&b_nk)).to_string(),
+        "DiscoKey": tailnet_wire::control::DiscoPublic::from_bytes([7; 32]).to_string(),
+        "Stream": false,
+        "OmitPeers": true,
+        "HostInfo": {
+            "IpnVersion": "0.6.1",
+            "Os": "linux",
+            "Hostname": "b",
+            "NetInfo": {"PreferredDerp": 900, "DerpLatency": {"900-v4": 0.001}}
+        },
+        "Endpoints": ["192.0.2.9:41641"],
+        "TKAHead": ""
+    });
+    let (status, _) = b
+        .post("/machine/map", serde_json::to_vec(&body).expect("json"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let m = a_stream
+        .wait_for(|m| m.peers_changed.iter().any(|p| p.home_derp == 900))
+        .await;
+    let p = &m.peers_changed[0];
+    assert_eq!(p.disco_key.as_bytes(), &[7; 32]);
+    let hi = p.hostinfo.as_ref().expect("peer hostinfo");
+    assert_eq!(hi.ipn_version, "0.6.1");
+    assert_eq!(hi.os, "linux");
+    h.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn map_with_another_machines_node_key_is_refused() {
     let h = Harness::start().await;

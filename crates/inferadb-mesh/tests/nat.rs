@@ -338,8 +338,11 @@ fn peers_homed_in_different_regions_relay_through_each_others_home() {
     }}"#;
     let w = World::start_with('m', Some(map));
     // Region 901's relay: another coordinator, used only for its DERP
-    // relay and STUN.
+    // relay and STUN. Not the control listener, so the nodes speak TLS to
+    // it as Go would (the map's InsecureForTests skips verification of its
+    // self-signed certificate; vendor-notes/derp.md).
     let relay2 = w.dir.path().join("relay2");
+    let tls = coordinator::testing::self_signed(w.dir.path(), [203, 0, 113, 1].into());
     let (_relay2, _) = spawn_in(
         Some(&w.lab.router),
         &[
@@ -351,6 +354,10 @@ fn peers_homed_in_different_regions_relay_through_each_others_home() {
             path(&relay2),
             // Its relay serves nodes registered with the other coordinator.
             "--derp-open",
+            "--tls-cert",
+            path(&tls.cert),
+            "--tls-key",
+            path(&tls.key),
         ],
         "coordinator listening on",
     );

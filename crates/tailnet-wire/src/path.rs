@@ -255,14 +255,22 @@ impl PeerPath {
 
     fn ping(&mut self, to: SocketAddr, now: Instant, out: &mut Vec<Action>) {
         let tx_id = self.next_tx_id();
-        if self.sent.len() >= MAX_SENT_PINGS {
-            self.sent.remove(0);
-        }
-        self.sent.push(SentPing { tx_id, to, at: now });
+        self.note_ping(to, tx_id, now);
         if let Some(c) = self.candidates.get_mut(&to) {
             c.last_ping = Some(now);
         }
         out.push(Action::Ping { to, tx_id });
+    }
+
+    /// A ping the caller sent itself (the user's `ping`) to `to` with
+    /// `tx_id` at `now`: its pong over UDP counts like one of ours, so the
+    /// direct path it proves is the path packets take from then on (Go's
+    /// `cliPing` goes through `startDiscoPingLocked` the same way).
+    pub fn note_ping(&mut self, to: SocketAddr, tx_id: TxId, now: Instant) {
+        if self.sent.len() >= MAX_SENT_PINGS {
+            self.sent.remove(0);
+        }
+        self.sent.push(SentPing { tx_id, to, at: now });
     }
 
     /// Discovery (Go's `sendDiscoPingsLocked`): pings every candidate not

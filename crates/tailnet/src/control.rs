@@ -106,6 +106,7 @@ pub struct NodeBuilder {
     magic_dns: bool,
     dns_options: tailnet_dns::DnsOptions,
     dns_listen: Option<SocketAddr>,
+    derp_http: Option<bool>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -137,6 +138,7 @@ impl Default for NodeBuilder {
             magic_dns: true,
             dns_options: tailnet_dns::DnsOptions::default(),
             dns_listen: None,
+            derp_http: None,
         }
     }
 }
@@ -222,6 +224,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Speak plain HTTP to every DERP relay of the map, as Go's
+    /// `TS_DEBUG_USE_DERP_HTTP=1` does (default port 3340). Unset: that
+    /// environment variable decides. Otherwise relays get TLS, except our
+    /// coordinator's own relay on a plain `http://` control URL (see
+    /// `vendor-notes/derp.md`).
+    pub fn derp_http(mut self, plain: bool) -> Self {
+        self.derp_http = Some(plain);
+        self
+    }
+
     /// How long [`up`](Self::up) may take (default 60 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -256,7 +268,15 @@ impl NodeBuilder {
             },
         };
         let hostname = self.hostname.clone().unwrap_or_else(system_hostname);
+        let derp_scheme = crate::derp::DerpScheme::new(
+            url.is_tls(),
+            url.host(),
+            url.port(),
+            self.derp_http
+                .unwrap_or_else(crate::derp::DerpScheme::debug_use_http_from_env),
+        );
         let session = Arc::new(Session {
+            derp_scheme,
             url,
             node_public: NodePublic::from(crate::config::public_of(&keys.node)),
             disco_public: DiscoPublic::from(crate::config::public_of(&keys.disco)),
@@ -431,6 +451,8 @@ struct Session {
     ephemeral: bool,
     tags: Vec<String>,
     state: Option<StateDir>,
+    /// Which relays speak TLS (Go's rule; [`crate::derp::DerpScheme`]).
+    derp_scheme: crate::derp::DerpScheme,
     /// Our home DERP region (0 until the DERP map names one), reported as
     /// `Hostinfo.NetInfo.PreferredDERP` so peers learn it as our HomeDERP.
     home_derp: std::sync::atomic::AtomicU16,
@@ -729,7 +751,7 @@ async fn update_relay(
     home: u16,
     routes: &crate::relay::Routes,
 ) -> Option<Relay> {
-    let tls = session.url.is_tls();
+    let scheme = &session.derp_scheme;
     let Some(map) = netmap.derp_map() else {
         return current;
     };
@@ -742,7 +764,7 @@ async fn update_relay(
     };
     let Some(region) = Some(home)
         .filter(|h| in_map(*h))
-        .or_else(|| crate::relay::fallback_home(map, tls))
+        .or_else(|| crate::relay::fallback_home(map, scheme))
     else {
         // No usable region (yet): keep what we have.
         return current;
@@ -761,7 +783,7 @@ async fn update_relay(
     let (relay, link) = Relay::start(
         region,
         map,
-        tls,
+        scheme,
         *session.keys.node.as_bytes(),
         node.relay_counters(),
         routes.clone(),
@@ -954,7 +976,7 @@ impl Runner {
             .session
             .home_derp
             .load(std::sync::atomic::Ordering::Relaxed);
-        let best = crate::relay::choose_home(map, self.session.url.is_tls(), current, latencies);
+        let best = crate::relay::choose_home(map, &self.session.derp_scheme, current, latencies);
         if best == current {
             return Ok(());
         }

@@ -140,7 +140,9 @@ pub(crate) enum PingError {
 
 /// A ping of ours awaiting its pong.
 struct PendingPing {
-    tx_id: disco::TxId,
+    /// One per destination (each direct address, the relay), as Go's
+    /// `cliPing` sends a ping of its own to each.
+    tx_ids: Vec<disco::TxId>,
     peer: PublicKey,
     sent: std::time::Instant,
     reply: oneshot::Sender<Result<Pong, PingError>>,
@@ -955,11 +957,11 @@ impl Tunnels {
             let _ = reply.send(Err(PingError::UnknownPeer));
             return;
         };
-        let Some(peer) = self.peers.get(&index) else {
+        let Some(peer) = self.peers.get_mut(&index) else {
             let _ = reply.send(Err(PingError::UnknownPeer));
             return;
         };
-        let Some(d) = peer.disco.as_deref() else {
+        let Some(d) = peer.disco.as_deref_mut() else {
             let _ = reply.send(Err(PingError::PlainWireGuard));
             return;
         };
@@ -973,24 +975,35 @@ impl Tunnels {
             let _ = reply.send(Err(PingError::Unreachable));
             return;
         }
-        let mut tx_id = [0u8; 12];
-        let _ = getrandom::fill(&mut tx_id);
-        let pkt = d.sealer.seal_random(&Message::Ping(disco::Ping {
-            tx_id,
-            node_key: Some(self.node_key),
-            padding: 0,
-        }));
+        let node_key = self.node_key;
+        let seal = |d: &mut PeerDisco| {
+            let mut tx_id = [0u8; 12];
+            let _ = getrandom::fill(&mut tx_id);
+            let pkt = d.sealer.seal_random(&Message::Ping(disco::Ping {
+                tx_id,
+                node_key: Some(node_key),
+                padding: 0,
+            }));
+            (tx_id, pkt)
+        };
+        let mut tx_ids = Vec::with_capacity(direct.len() + 1);
         for to in direct {
+            let (tx_id, pkt) = seal(d);
+            // Its pong updates the path like disco's own pings do.
+            d.path.note_ping(to, tx_id, now);
             self.out.push(to, &pkt);
+            tx_ids.push(tx_id);
         }
         if relay {
+            let (tx_id, pkt) = seal(d);
             self.relay_out.push((peer.config.public_key, pkt));
+            tx_ids.push(tx_id);
         }
         if self.pings.len() >= MAX_PENDING_PINGS {
             self.pings.remove(0);
         }
         self.pings.push(PendingPing {
-            tx_id,
+            tx_ids,
             peer: peer.config.public_key,
             sent: now,
             reply,
@@ -1087,10 +1100,23 @@ impl Tunnels {
                 self.emit(src, &pong);
             }
             Message::Pong(pong) => {
+                // Every pong of ours moves the path first, the user's
+                // pings' too, so `status` shows the path `ping` reported.
+                let outcome = d.path.on_pong(now, pong.tx_id, matches!(src, Src::Udp(_)));
+                if let PongOutcome::Direct {
+                    addr,
+                    latency,
+                    best_changed: true,
+                } = outcome
+                {
+                    tracing::debug!(peer = %peer_key.short(), %addr, ?latency, "disco: direct path");
+                }
+                let path = (d.path.trusted_addr(now), relay_region(&d.path, home, now));
+                *peer.counters.path.lock() = path;
                 if let Some(i) = self
                     .pings
                     .iter()
-                    .position(|p| p.tx_id == pong.tx_id && p.peer == peer_key)
+                    .position(|p| p.peer == peer_key && p.tx_ids.contains(&pong.tx_id))
                 {
                     let p = self.pings.swap_remove(i);
                     let (addr, region) = match src {
@@ -1103,19 +1129,7 @@ impl Tunnels {
                         region,
                         rtt: now.saturating_duration_since(p.sent),
                     }));
-                    return;
                 }
-                let outcome = d.path.on_pong(now, pong.tx_id, matches!(src, Src::Udp(_)));
-                if let PongOutcome::Direct {
-                    addr,
-                    latency,
-                    best_changed: true,
-                } = outcome
-                {
-                    tracing::debug!(peer = %peer_key.short(), %addr, ?latency, "disco: direct path");
-                }
-                let path = (d.path.trusted_addr(now), relay_region(&d.path, home, now));
-                *peer.counters.path.lock() = path;
             }
             Message::CallMeMaybe(cmm) => {
                 // Only over the relay, as Go accepts it.

@@ -24,7 +24,7 @@
 //! unless another is clearly faster.
 
 use crate::dataplane::RelayLink;
-use crate::derp::{spawn_derp, DerpEvent, DerpHandle, DerpTarget};
+use crate::derp::{spawn_derp, DerpEvent, DerpHandle, DerpScheme, DerpTarget};
 use crate::stats::RelayCounters;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -51,18 +51,18 @@ const HOME_KEEP_ABSOLUTE: Duration = Duration::from_millis(10);
 pub(crate) type Routes = Arc<HashMap<PublicKey, u16>>;
 
 /// The first node of `region` in `map` we can dial.
-fn dialable(map: &DerpMap, region: u16, tls: bool) -> Option<DerpNode> {
+fn dialable(map: &DerpMap, region: u16, scheme: &DerpScheme) -> Option<DerpNode> {
     let r = map.regions.as_ref()?.get(&i32::from(region))?;
     r.nodes
         .iter()
-        .find(|n| DerpTarget::from_node(n, tls).is_some())
+        .find(|n| DerpTarget::from_node(n, scheme).is_some())
         .cloned()
 }
 
 /// The home region before any measurement: the lowest-numbered region
 /// with a node we can dial, skipping `NoMeasureNoHome` and `Avoid` regions
 /// unless nothing else is left.
-pub(crate) fn fallback_home(map: &DerpMap, tls: bool) -> Option<u16> {
+pub(crate) fn fallback_home(map: &DerpMap, scheme: &DerpScheme) -> Option<u16> {
     let regions = map.regions.as_ref()?;
     let usable = |avoid_ok: bool| {
         regions.iter().find_map(|(id, r)| {
@@ -70,7 +70,7 @@ pub(crate) fn fallback_home(map: &DerpMap, tls: bool) -> Option<u16> {
             if !avoid_ok && (r.no_measure_no_home || r.avoid) {
                 return None;
             }
-            dialable(map, id, tls).map(|_| id)
+            dialable(map, id, scheme).map(|_| id)
         })
     };
     usable(false).or_else(|| usable(true))
@@ -87,7 +87,7 @@ pub(crate) fn fallback_home(map: &DerpMap, tls: bool) -> Option<u16> {
 /// compare one round.
 pub(crate) fn choose_home(
     map: &DerpMap,
-    tls: bool,
+    scheme: &DerpScheme,
     current: u16,
     latencies: &[(u16, Duration)],
 ) -> u16 {
@@ -96,7 +96,7 @@ pub(crate) fn choose_home(
             .as_ref()
             .and_then(|r| r.get(&i32::from(id)))
             .is_some_and(|r| !r.no_measure_no_home && !r.avoid)
-            && dialable(map, id, tls).is_some()
+            && dialable(map, id, scheme).is_some()
     };
     let scores = map
         .home_params
@@ -144,7 +144,7 @@ impl Relay {
     pub(crate) fn start(
         home: u16,
         map: &DerpMap,
-        tls: bool,
+        scheme: &DerpScheme,
         node_private: [u8; 32],
         counters: Arc<RelayCounters>,
         routes: Routes,
@@ -153,7 +153,7 @@ impl Relay {
         let mut bridge = Bridge {
             home,
             map: map.clone(),
-            tls,
+            scheme: scheme.clone(),
             node_private,
             counters,
             events_tx,
@@ -209,7 +209,7 @@ struct Client {
 struct Bridge {
     home: u16,
     map: DerpMap,
-    tls: bool,
+    scheme: DerpScheme,
     node_private: [u8; 32],
     counters: Arc<RelayCounters>,
     events_tx: mpsc::Sender<DerpEvent>,
@@ -237,8 +237,8 @@ impl Bridge {
     /// when the map has no node of it to dial.
     fn client(&mut self, region: u16) -> Option<&mut Client> {
         if !self.clients.contains_key(&region) {
-            let node = dialable(&self.map, region, self.tls)?;
-            let mut target = DerpTarget::from_node(&node, self.tls)?;
+            let node = dialable(&self.map, region, &self.scheme)?;
+            let mut target = DerpTarget::from_node(&node, &self.scheme)?;
             target.home = region == self.home;
             let handle = spawn_derp(region, &target, self.node_private, self.events_tx.clone());
             if region != self.home {
@@ -264,7 +264,7 @@ impl Bridge {
         let region = routes
             .get(&dst)
             .copied()
-            .filter(|r| *r != 0 && dialable(&self.map, *r, self.tls).is_some())
+            .filter(|r| *r != 0 && dialable(&self.map, *r, &self.scheme).is_some())
             .unwrap_or(self.home);
         let sent = match self.client(region) {
             Some(c) => {
@@ -410,7 +410,7 @@ mod tests {
         let mut bridge = Bridge {
             home: 1,
             map: m,
-            tls: false,
+            scheme: DerpScheme::default(),
             node_private: [7; 32],
             counters: counters.clone(),
             events_tx,
@@ -450,15 +450,21 @@ mod tests {
     #[test]
     fn fallback_is_the_lowest_region_that_may_be_home() {
         assert_eq!(
-            fallback_home(&map(&[(3, false), (1, false)]), false),
+            fallback_home(&map(&[(3, false), (1, false)]), &DerpScheme::default()),
             Some(1)
         );
         assert_eq!(
-            fallback_home(&map(&[(1, true), (2, false)]), false),
+            fallback_home(&map(&[(1, true), (2, false)]), &DerpScheme::default()),
             Some(2)
         );
-        assert_eq!(fallback_home(&map(&[(1, true)]), false), Some(1));
-        assert_eq!(fallback_home(&DerpMap::default(), false), None);
+        assert_eq!(
+            fallback_home(&map(&[(1, true)]), &DerpScheme::default()),
+            Some(1)
+        );
+        assert_eq!(
+            fallback_home(&DerpMap::default(), &DerpScheme::default()),
+            None
+        );
     }
 
     #[test]
@@ -467,24 +473,50 @@ mod tests {
         let ms = Duration::from_millis;
         // Region 3 is fastest but may not be home.
         assert_eq!(
-            choose_home(&m, false, 1, &[(1, ms(30)), (2, ms(10)), (3, ms(1))]),
+            choose_home(
+                &m,
+                &DerpScheme::default(),
+                1,
+                &[(1, ms(30)), (2, ms(10)), (3, ms(1))]
+            ),
             2
         );
         // Faster by less than 10 ms, or by less than a third: home stays.
-        assert_eq!(choose_home(&m, false, 1, &[(1, ms(9)), (2, ms(1))]), 1);
-        assert_eq!(choose_home(&m, false, 1, &[(1, ms(100)), (2, ms(70))]), 1);
-        assert_eq!(choose_home(&m, false, 1, &[(1, ms(100)), (2, ms(60))]), 2);
+        assert_eq!(
+            choose_home(&m, &DerpScheme::default(), 1, &[(1, ms(9)), (2, ms(1))]),
+            1
+        );
+        assert_eq!(
+            choose_home(&m, &DerpScheme::default(), 1, &[(1, ms(100)), (2, ms(70))]),
+            1
+        );
+        assert_eq!(
+            choose_home(&m, &DerpScheme::default(), 1, &[(1, ms(100)), (2, ms(60))]),
+            2
+        );
         // The current home did not answer: the fastest that did.
-        assert_eq!(choose_home(&m, false, 1, &[(2, ms(40))]), 2);
+        assert_eq!(
+            choose_home(&m, &DerpScheme::default(), 1, &[(2, ms(40))]),
+            2
+        );
         // Nothing answered: no change.
-        assert_eq!(choose_home(&m, false, 1, &[]), 1);
+        assert_eq!(choose_home(&m, &DerpScheme::default(), 1, &[]), 1);
         // A region not in the map is not a home.
-        assert_eq!(choose_home(&m, false, 1, &[(9, ms(1)), (1, ms(50))]), 1);
+        assert_eq!(
+            choose_home(&m, &DerpScheme::default(), 1, &[(9, ms(1)), (1, ms(50))]),
+            1
+        );
         // A score above 1 penalises a region (below 1 favours it).
         m.home_params = Some(tailnet_wire::control::DerpHomeParams {
             region_score: Some([(2, 2.0)].into_iter().collect()),
         });
-        assert_eq!(choose_home(&m, false, 1, &[(1, ms(100)), (2, ms(60))]), 1);
-        assert_eq!(choose_home(&m, false, 3, &[(1, ms(100)), (2, ms(60))]), 1);
+        assert_eq!(
+            choose_home(&m, &DerpScheme::default(), 1, &[(1, ms(100)), (2, ms(60))]),
+            1
+        );
+        assert_eq!(
+            choose_home(&m, &DerpScheme::default(), 3, &[(1, ms(100)), (2, ms(60))]),
+            1
+        );
     }
 }

@@ -4,9 +4,12 @@ use super::serde_util::{is_false, is_zero_f64, is_zero_i32, null_as_default};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 
+// Decoded by Go's field-name rule (`go_json`): exact, then case-insensitive.
+super::go_json::go_json_messages!(DerpMap);
+
 /// The DERP relays a node may use (`tailcfg.DERPMap`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", remote = "Self")]
 pub struct DerpMap {
     /// Tuning of the home-region choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,9 +15,19 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+// Decoded by Go's field-name rule (`go_json`): exact, then case-insensitive.
+super::go_json::go_json_messages!(
+    OverTlsPublicKeyResponse,
+    RegisterRequest,
+    RegisterResponse,
+    MapRequest,
+    MapResponse,
+);
+
 /// Body of `GET /key?v=<capver>` (`tailcfg.OverTLSPublicKeyResponse`).
 /// Unlike the rest of tailcfg its JSON keys are lowercase.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct OverTlsPublicKeyResponse {
     /// The pre-Noise NaCl key; zero from new servers (Headscale leaves it
     /// out).
@@ -65,7 +75,7 @@ impl fmt::Debug for RegisterAuth {
 /// tailnet-lock and request-signature fields are not modelled: decoding
 /// ignores them and encoding leaves them out, which Go reads as unset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", remote = "Self")]
 pub struct RegisterRequest {
     /// Client capability version (130 for Go 1.90.9; never 0).
     #[serde(default)]
@@ -101,7 +111,7 @@ pub struct RegisterRequest {
 /// at most [`MAX_REGISTER_RESPONSE`](super::MAX_REGISTER_RESPONSE) bytes.
 /// Go writes every field, so this does too.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", remote = "Self")]
 pub struct RegisterResponse {
     /// The user the node belongs to.
     #[serde(default)]
@@ -203,7 +213,7 @@ pub mod endpoint_type {
 /// Body of `POST /machine/map` (`tailcfg.MapRequest`). The hardware
 /// attestation fields (capver 130) are not modelled.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", remote = "Self")]
 pub struct MapRequest {
     /// Client capability version.
     #[serde(default)]
@@ -337,7 +347,7 @@ mod empty_string_ip {
 /// (`Some(vec![])` → `[]`, deny all): Go's `omitempty` cannot, which is why
 /// Go servers marshal through a separate type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", remote = "Self")]
 pub struct MapResponse {
     /// Opaque handle of a resumable map session (first message only).
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -11,9 +11,9 @@
 //! JSON conventions, matching Go's `encoding/json` as the Go peers use it:
 //! - Field names are Go's (PascalCase with Go's acronyms: `ID`, `DERPMap`,
 //!   `AllowedIPs`), except where Go tags them (`/key`'s `publicKey`,
-//!   `omitDefaultRegions`, `sshHostKeys`). Go also matches names
-//!   case-insensitively on decode; we match them exactly, as every known
-//!   peer writes the exact names.
+//!   `omitDefaultRegions`, `sshHostKeys`). On decode a key matches a field
+//!   exactly, else case-insensitively, as in Go ([`go_json`]; tailscale-rs
+//!   writes `HostInfo`, `PreferredDerp`).
 //! - Unknown fields are ignored on decode (forward compatible).
 //! - Fields Go tags `omitempty` are left out when empty on encode; Go
 //!   `null` for a slice, map or key decodes as empty / zero.
@@ -32,6 +32,7 @@
 pub mod derp;
 pub mod dns;
 pub mod filter;
+pub mod go_json;
 pub mod keys;
 pub mod messages;
 pub mod netmap;
@@ -74,5 +75,7 @@ pub const REGISTER_PATH: &str = "/machine/register";
 /// Path of the map request inside the Noise connection.
 pub const MAP_PATH: &str = "/machine/map";
 
+#[cfg(test)]
+mod go_json_tests;
 #[cfg(test)]
 mod tests;

@@ -6,13 +6,14 @@
 //! L3167).
 
 use super::dns::Resolver;
+use super::go_json;
 use super::keys::{DiscoPublic, MachinePublic, NodePublic};
 use super::serde_util::{
     is_false, is_zero_i32, is_zero_i64, map_null_values, null_as_default, opt_map_null_values,
 };
 use super::time::Timestamp;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -228,7 +229,7 @@ impl Node {
 /// Location, push tokens, …) are kept in `other` and written back, so a
 /// coordinator passes a client's Hostinfo on to its peers intact.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", remote = "Self")]
 pub struct Hostinfo {
     /// Client version (`version.Long`).
     #[serde(
@@ -376,9 +377,46 @@ pub struct Hostinfo {
         skip_serializing_if = "String::is_empty"
     )]
     pub exit_node_id: String,
-    /// Fields this type does not model, kept as JSON.
-    #[serde(flatten)]
+    /// Fields this type does not model, kept as JSON (written after the
+    /// modelled ones, as they came).
+    #[serde(flatten, skip_deserializing)]
     pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl Serialize for Hostinfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Hostinfo::serialize(self, s)
+    }
+}
+
+/// Go's field-name rule (`go_json`) with the unmodelled keys kept: each key
+/// that names a modelled field (exactly, else case-insensitively) goes to
+/// it under its declared name, every other key to `other`.
+impl<'de> Deserialize<'de> for Hostinfo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        static FIELDS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        let fields = *FIELDS.get_or_init(|| go_json::struct_fields(|p| Hostinfo::deserialize(p)));
+        let all = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut known = serde_json::Map::new();
+        let mut other = BTreeMap::new();
+        for (key, value) in all {
+            match go_json::match_field(fields, &key) {
+                Some(name) => {
+                    if known.insert(name.to_string(), value).is_some() {
+                        return Err(D::Error::custom(format_args!("duplicate field `{name}`")));
+                    }
+                }
+                None => {
+                    other.insert(key, value);
+                }
+            }
+        }
+        let mut h = Hostinfo::deserialize(go_json::GoKeys(serde_json::Value::Object(known)))
+            .map_err(D::Error::custom)?;
+        h.other = other;
+        Ok(h)
+    }
 }
 
 /// A service a node advertises (`tailcfg.Service`).

@@ -83,6 +83,61 @@ pub(crate) enum DerpEvent {
     },
 }
 
+/// Which relays speak plain HTTP instead of TLS. Go's rule
+/// (`derphttp_client.go` `useHTTPS`, v1.90.9): a region client always
+/// speaks TLS to the map's nodes (`InsecureForTests` only skips
+/// verification); `TS_DEBUG_USE_DERP_HTTP=1` turns every relay to plain
+/// HTTP, with port 3340 when `DERPPort` is 0. A DERP map has no field for
+/// the scheme. Our one addition: a node that is the very endpoint of a
+/// plain `http://` control URL (same host or address, same port) is that
+/// server's own relay (our coordinator serves DERP on its control listener)
+/// and is spoken to in plain HTTP, as the control connection is. See
+/// `vendor-notes/derp.md`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DerpScheme {
+    /// `TS_DEBUG_USE_DERP_HTTP`: plain HTTP to every relay.
+    pub(crate) debug_use_http: bool,
+    /// Host and port of a plain-HTTP control URL.
+    pub(crate) plain_control: Option<(String, u16)>,
+}
+
+impl DerpScheme {
+    /// The scheme for a node whose control URL is `control` (`tls`: it is
+    /// `https://`), with Go's debug knob `debug_use_http`.
+    pub(crate) fn new(control_tls: bool, host: &str, port: u16, debug_use_http: bool) -> Self {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        DerpScheme {
+            debug_use_http,
+            plain_control: (!control_tls).then(|| (host.to_ascii_lowercase(), port)),
+        }
+    }
+
+    /// Go's `envknob.Bool("TS_DEBUG_USE_DERP_HTTP")`: `strconv.ParseBool`
+    /// of the variable, false when unset or unparsable.
+    pub(crate) fn debug_use_http_from_env() -> bool {
+        matches!(
+            std::env::var("TS_DEBUG_USE_DERP_HTTP").as_deref(),
+            Ok("1" | "t" | "T" | "true" | "TRUE" | "True")
+        )
+    }
+
+    /// Whether `node` (dialled at `port`) speaks plain HTTP.
+    fn plain(&self, node: &DerpNode, port: Option<u16>) -> bool {
+        if self.debug_use_http {
+            return true;
+        }
+        let Some((host, control_port)) = &self.plain_control else {
+            return false;
+        };
+        // The relay on the control listener: the port must be named (a
+        // DERPPort of 0 means 443, never a plain control port).
+        port == Some(*control_port)
+            && [&node.host_name, &node.ipv4, &node.ipv6]
+                .iter()
+                .any(|h| !h.is_empty() && h.eq_ignore_ascii_case(host))
+    }
+}
+
 /// How to reach one relay: built from the DERP map's node with
 /// [`DerpTarget::from_node`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +149,7 @@ pub(crate) struct DerpTarget {
     pub(crate) dial_host: String,
     /// TCP port.
     pub(crate) port: u16,
-    /// Speak TLS (Go always does, unless `TS_DEBUG_USE_DERP_HTTP=1`).
+    /// Speak TLS ([`DerpScheme`]).
     pub(crate) tls: bool,
     /// With TLS: accept any certificate (`InsecureForTests`).
     pub(crate) insecure_for_tests: bool,
@@ -103,11 +158,9 @@ pub(crate) struct DerpTarget {
 }
 
 impl DerpTarget {
-    /// The relay of a DERP map node. `tls` decides the scheme: a DERP map
-    /// has no field for it (Go clients assume TLS). Our coordinator serves
-    /// its relay on the control listener, so a node passes "the control URL
-    /// is https". `None` when the node has no DERP or no address to dial.
-    pub(crate) fn from_node(node: &DerpNode, tls: bool) -> Option<DerpTarget> {
+    /// The relay of a DERP map node, TLS or not by `scheme`. `None` when
+    /// the node has no DERP or no address to dial.
+    pub(crate) fn from_node(node: &DerpNode, scheme: &DerpScheme) -> Option<DerpTarget> {
         if node.stun_only {
             return None;
         }
@@ -120,10 +173,12 @@ impl DerpTarget {
             _ if node.host_name.is_empty() => return None,
             _ => node.host_name.clone(),
         };
-        let port = match u16::try_from(node.derp_port) {
-            Ok(p) if p > 0 => p,
-            _ if tls => DEFAULT_TLS_PORT,
-            _ => DEFAULT_PLAIN_PORT,
+        let named_port = u16::try_from(node.derp_port).ok().filter(|p| *p > 0);
+        let tls = !scheme.plain(node, named_port);
+        let port = match named_port {
+            Some(p) => p,
+            None if tls => DEFAULT_TLS_PORT,
+            None => DEFAULT_PLAIN_PORT,
         };
         Some(DerpTarget {
             host_name: if node.host_name.is_empty() {

@@ -49,14 +49,18 @@ async fn start_coordinator(
     b.bind(addr).await.expect("coordinator binds")
 }
 
+/// The target a node joined to `server` dials: its control URL is
+/// `https://` when `tls`, else `http://`, at the server's address.
 fn target_of(server: &ServerHandle, tls: bool) -> DerpTarget {
+    let addr = server.local_addr();
+    let scheme = DerpScheme::new(tls, &addr.ip().to_string(), addr.port(), false);
     let map = server.derp_map();
     let region = map
         .regions
         .as_ref()
         .and_then(|r| r.get(&900))
         .expect("region 900");
-    DerpTarget::from_node(&region.nodes[0], tls).expect("a DERP node")
+    DerpTarget::from_node(&region.nodes[0], &scheme).expect("a DERP node")
 }
 
 struct Pair {
@@ -272,7 +276,8 @@ async fn the_client_answers_pings_notes_its_home_and_reports_a_lost_relay() {
         derp_port: i32::from(port),
         ..DerpNode::default()
     };
-    let target = DerpTarget::from_node(&node, false).expect("target");
+    let target = DerpTarget::from_node(&node, &DerpScheme::new(false, "127.0.0.1", port, false))
+        .expect("target");
     let (tx, mut rx) = mpsc::channel(16);
     let c = spawn_derp(900, &target, [1; 32], tx);
     assert_eq!(
@@ -305,25 +310,30 @@ async fn the_client_answers_pings_notes_its_home_and_reports_a_lost_relay() {
 
 #[test]
 fn targets_from_derp_map_nodes() {
+    let tls = DerpScheme::default();
+    let debug_http = DerpScheme {
+        debug_use_http: true,
+        ..DerpScheme::default()
+    };
     let node = DerpNode {
         host_name: "derp.example.com".into(),
         ipv4: "192.0.2.1".into(),
         ipv6: "2001:db8::1".into(),
         ..DerpNode::default()
     };
-    let t = DerpTarget::from_node(&node, true).expect("target");
+    let t = DerpTarget::from_node(&node, &tls).expect("target");
     assert_eq!(
         (t.host_name.as_str(), t.dial_host.as_str(), t.port, t.tls),
         ("derp.example.com", "192.0.2.1", 443, true)
     );
-    let plain = DerpTarget::from_node(&node, false).expect("target");
-    assert_eq!(plain.port, 3340);
+    let plain = DerpTarget::from_node(&node, &debug_http).expect("target");
+    assert_eq!((plain.port, plain.tls), (3340, false));
     let v6_only = DerpNode {
         ipv4: "none".into(),
         ..node.clone()
     };
     assert_eq!(
-        DerpTarget::from_node(&v6_only, true).expect("v6").dial_host,
+        DerpTarget::from_node(&v6_only, &tls).expect("v6").dial_host,
         "2001:db8::1"
     );
     let dns = DerpNode {
@@ -332,17 +342,71 @@ fn targets_from_derp_map_nodes() {
         derp_port: 8443,
         ..node.clone()
     };
-    let t = DerpTarget::from_node(&dns, true).expect("dns");
+    let t = DerpTarget::from_node(&dns, &tls).expect("dns");
     assert_eq!((t.dial_host.as_str(), t.port), ("derp.example.com", 8443));
     let off = DerpNode {
         ipv4: "none".into(),
         ipv6: "none".into(),
         ..node.clone()
     };
-    assert_eq!(DerpTarget::from_node(&off, true), None);
+    assert_eq!(DerpTarget::from_node(&off, &tls), None);
     let stun_only = DerpNode {
         stun_only: true,
         ..node
     };
-    assert_eq!(DerpTarget::from_node(&stun_only, true), None);
+    assert_eq!(DerpTarget::from_node(&stun_only, &tls), None);
+}
+
+/// Go's rule: TLS to every relay of the map whatever the control URL's
+/// scheme; plain HTTP only with `TS_DEBUG_USE_DERP_HTTP`, or (ours) for
+/// the relay on the plain control listener itself.
+#[test]
+fn tls_follows_the_derp_map_not_the_control_url() {
+    let relay = |host: &str, ip: &str, port: i32| DerpNode {
+        host_name: host.into(),
+        ipv4: ip.into(),
+        ipv6: "none".into(),
+        derp_port: port,
+        ..DerpNode::default()
+    };
+    let plain_control = DerpScheme::new(false, "127.0.0.1", 8080, false);
+    let tls_of = |n: &DerpNode, s: &DerpScheme| DerpTarget::from_node(n, s).expect("dialable").tls;
+    // A derper or Tailscale relay named by a map from an http:// control
+    // server: TLS (the bug: plain HTTP, "closed during the upgrade").
+    assert!(tls_of(
+        &relay("derp.example.com", "192.0.2.1", 0),
+        &plain_control
+    ));
+    assert!(tls_of(
+        &relay("127.0.0.1", "127.0.0.1", 8443),
+        &plain_control
+    ));
+    assert!(tls_of(&relay("derp.example.com", "", 8080), &plain_control));
+    // The control listener's own relay: plain, by address or by name.
+    assert!(!tls_of(
+        &relay("127.0.0.1", "127.0.0.1", 8080),
+        &plain_control
+    ));
+    assert!(!tls_of(
+        &relay("coord.internal", "127.0.0.1", 8080),
+        &plain_control
+    ));
+    let by_name = DerpScheme::new(false, "Coord.Internal", 8080, false);
+    assert!(!tls_of(&relay("coord.internal", "", 8080), &by_name));
+    let v6 = DerpScheme::new(false, "[::1]", 8080, false);
+    let v6_relay = DerpNode {
+        ipv4: "none".into(),
+        ipv6: "::1".into(),
+        ..relay("::1", "", 8080)
+    };
+    assert!(!tls_of(&v6_relay, &v6));
+    // Port 0 means 443: never the plain listener.
+    assert!(tls_of(&relay("127.0.0.1", "127.0.0.1", 0), &plain_control));
+    // An https:// control URL: TLS everywhere, even at the same address.
+    let tls_control = DerpScheme::new(true, "127.0.0.1", 8080, false);
+    assert!(tls_of(&relay("127.0.0.1", "127.0.0.1", 8080), &tls_control));
+    // Go's debug knob: plain HTTP to every relay, 3340 by default.
+    let knob = DerpScheme::new(true, "127.0.0.1", 8080, true);
+    let t = DerpTarget::from_node(&relay("derp.example.com", "192.0.2.1", 0), &knob).unwrap();
+    assert_eq!((t.tls, t.port), (false, 3340));
 }
