@@ -334,6 +334,8 @@ async fn a_relay_only_peer_completes_its_handshake_under_an_initiation_flood() {
     );
     flood.abort();
     flow.abort();
+}
+
 /// `ping` reported a direct pong, yet `status` still said `CurAddr: ""`,
 /// `Relay: 900`: the user's pings bypassed disco's path state. A direct
 /// pong to `ping` now moves the path like any of disco's own, so status

@@ -1295,6 +1295,32 @@ async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> anyhow::Result
     Ok(())
 }
 
+/// Sets kernel TCP's congestion control in namespace `ns` to the one
+/// `--congestion` names (so both sides of a row run the same algorithm).
+/// A namespace may only pick algorithms the host allows
+/// (`net.ipv4.tcp_allowed_congestion_control`).
+async fn kernel_congestion(ns: &str, opts: &TunnelOptions) -> anyhow::Result<()> {
+    let Some(c) = opts.congestion else {
+        return Ok(());
+    };
+    let algo = match c {
+        tailnet::Congestion::Cubic => "cubic",
+        tailnet::Congestion::Bbr => "bbr",
+        tailnet::Congestion::Reno => "reno",
+        tailnet::Congestion::None => bail!("kernel TCP has no 'none' congestion control"),
+    };
+    let key = format!("net.ipv4.tcp_congestion_control={algo}");
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &key])
+        .await
+        .with_context(|| {
+            format!(
+                "kernel TCP cannot use {algo} in a namespace: add it to the host's \
+                 net.ipv4.tcp_allowed_congestion_control"
+            )
+        })?;
+    Ok(())
+}
+
 fn public_of(k: &PrivateKey) -> tailnet::PublicKey {
     NodeConfig::new(k.clone(), tunnel_addrs(1)).public_key()
 }
@@ -1317,18 +1343,7 @@ async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
         sh(&["ip", "netns", "add", ns]).await?;
         env.namespaces.push(ns.clone());
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]).await?;
-        if let Some(c) = opts.congestion {
-            let algo = match c {
-                tailnet::Congestion::Cubic => "cubic",
-                tailnet::Congestion::Bbr => "bbr",
-                tailnet::Congestion::Reno => "reno",
-                tailnet::Congestion::None => {
-                    anyhow::bail!("kernel TCP has no 'none' congestion control")
-                }
-            };
-            let key = format!("net.ipv4.tcp_congestion_control={algo}");
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &key]).await?;
-        }
+        kernel_congestion(ns, opts).await?;
     }
     let (va, vb) = (format!("vbA{id}"), format!("vbB{id}"));
     sh(&[
@@ -1404,6 +1419,8 @@ async fn wireguard_go_wan_path(
     let id = std::process::id() % 10000;
     let (mut env, na) = host_namespace("WA", 246).await?;
     let (env_b, nb) = host_namespace("WB", 247).await?;
+    kernel_congestion(&na, opts).await?;
+    kernel_congestion(&nb, opts).await?;
     // One environment to tear down (namespaces after their processes).
     let mut env_b = env_b;
     env.namespaces.append(&mut env_b.namespaces);
