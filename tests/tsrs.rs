@@ -107,10 +107,16 @@ async fn tailscale_rs_joins_is_reached_over_our_tls_relay_and_follows_the_acl() 
     };
     let dir = tempfile::tempdir().expect("tempdir");
     // The relay: a coordinator's /derp over TLS (self-signed for 127.0.0.1).
+    // Its nodes registered with the other coordinator, so it serves any key
+    // (as `coordinator serve --derp-open`).
     let files = coordinator::testing::self_signed(dir.path(), [127, 0, 0, 1].into());
     let relay = Server::builder(Arc::new(
         Store::open(&dir.path().join("relay")).expect("relay store"),
     ))
+    .derp_config(coordinator::server::derp::DerpConfig {
+        verify_clients: false,
+        ..Default::default()
+    })
     .tls(files)
     .bind("127.0.0.1:0".parse().unwrap())
     .await

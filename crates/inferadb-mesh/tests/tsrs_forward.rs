@@ -21,13 +21,19 @@ fn up_forward_reaches_a_tailscale_rs_echo_over_a_tls_relay() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // The relay: a coordinator's /derp over TLS, in this process.
+    // The relay: a coordinator's /derp over TLS, in this process. Its
+    // nodes registered with the other coordinator, so it serves any key
+    // (as `coordinator serve --derp-open`).
     let rt = tokio::runtime::Runtime::new().unwrap();
     let files = coordinator::testing::self_signed(dir.path(), [127, 0, 0, 1].into());
     let relay = rt.block_on(async {
         coordinator::server::Server::builder(Arc::new(
             coordinator::Store::open(&dir.path().join("relay")).unwrap(),
         ))
+        .derp_config(coordinator::server::derp::DerpConfig {
+            verify_clients: false,
+            ..Default::default()
+        })
         .tls(files)
         .bind("127.0.0.1:0".parse().unwrap())
         .await
