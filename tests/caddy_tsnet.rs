@@ -26,6 +26,13 @@ impl Coordinator {
         Coordinator::start_on("127.0.0.1:0".parse().expect("addr"), derp_port, None).await
     }
 
+    /// Like `start`, with a relay that serves any key (as `coordinator
+    /// serve --derp-open`): for a test's raw DERP client, which never
+    /// registers.
+    async fn start_open_relay() -> Coordinator {
+        Coordinator::start_with("127.0.0.1:0".parse().expect("addr"), None, None, false).await
+    }
+
     /// On `addr` (which the default DERP map then names), with the
     /// relay on `derp_port` instead of the listener's, over TLS with
     /// `tls`.
@@ -34,9 +41,23 @@ impl Coordinator {
         derp_port: Option<u16>,
         tls: Option<TlsFiles>,
     ) -> Coordinator {
+        Coordinator::start_with(addr, derp_port, tls, true).await
+    }
+
+    /// `start_on`, choosing whether the relay serves only nodes registered
+    /// here (`verify_clients`, the default) or any key.
+    async fn start_with(
+        addr: SocketAddr,
+        derp_port: Option<u16>,
+        tls: Option<TlsFiles>,
+        verify_clients: bool,
+    ) -> Coordinator {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(dir.path()).expect("store opens"));
-        let mut b = Server::builder(store);
+        let mut b = Server::builder(store).derp_config(coordinator::server::derp::DerpConfig {
+            verify_clients,
+            ..Default::default()
+        });
         if let Some(port) = derp_port {
             // The relay's port is closed; STUN stays on the coordinator's
             // port, so netcheck sees UDP and never probes outside.
@@ -304,7 +325,8 @@ async fn go_clients_connect_to_our_derp_relay() {
         return;
     }
     let _links = HOST_LINKS.read().await;
-    let coord = Coordinator::start(None).await;
+    // The raw DERP client below never registers.
+    let coord = Coordinator::start_open_relay().await;
     let key = coord.auth_key();
     let mut webs = Vec::new();
     for name in ["relayed1", "relayed2"] {
