@@ -909,11 +909,7 @@ impl Tunnels {
                     *peer.counters.path.lock() = (Some(from), 0);
                 }
             }
-            // Handshake messages, and the first data of a session: a
-            // responder's session starts with the initiator's first data
-            // packet, which the timer tick would only notice up to a tick
-            // later (a fast transfer could end with no handshake shown).
-            if msg.kind != WgKind::Data || peer.last_handshake_age.is_none() {
+            if msg.kind != WgKind::Data {
                 peer.note_handshake();
             }
         }
