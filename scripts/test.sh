@@ -29,7 +29,7 @@ cargo test --workspace --exclude tailnet-vtime-tests
 # The vendored smoltcp's own TCP unit tests, ours among them
 # (vendor-notes/smoltcp.md); its own lockfile, our target directory.
 step "cargo test (vendored smoltcp, its unit tests)"
-(cd vendor/smoltcp && CARGO_TARGET_DIR=../../target/vendor-smoltcp cargo test --lib)
+(cd vendor/smoltcp && CARGO_TARGET_DIR=../../target/vendor-smoltcp cargo test --lib --features socket-tcp-bbr)
 
 # Built on its own: the mock clock feature must not leak into the builds
 # above through feature unification.
