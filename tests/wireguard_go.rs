@@ -134,20 +134,7 @@ async fn our_node_fetches_a_file_over_http_from_wireguard_go_side() {
     let got: [u8; 32] = Sha256::digest(body).into();
     assert_eq!(hex(&got), hex(&want), "SHA-256 of the fetched file");
 
-    // The responder's handshake shows in stats at the data plane's next
-    // timer tick (250 ms); a fast transfer can end before it.
-    let stats = within(5, "the handshake shows in the peer's stats", async {
-        loop {
-            let s = node
-                .peer_stats(&net.wg_public_key)
-                .expect("stats for the wireguard-go peer");
-            if s.last_handshake.is_some() {
-                break s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let stats = handshake_stats(&node, &net.wg_public_key).await;
     assert!(stats.last_handshake.is_some(), "no handshake: {stats:?}");
     assert!(stats.handshakes >= 1, "no handshake counted: {stats:?}");
     assert!(
@@ -238,20 +225,7 @@ async fn curl_in_wireguard_go_namespace_reaches_a_listener_on_our_node() {
     let got: [u8; 32] = Sha256::digest(&body).into();
     assert_eq!(hex(&got), hex(&sent), "SHA-256 of the body curl saved");
 
-    // The responder's handshake shows in stats at the data plane's next
-    // timer tick (250 ms); a fast transfer can end before it.
-    let stats = within(5, "the handshake shows in the peer's stats", async {
-        loop {
-            let s = node
-                .peer_stats(&net.wg_public_key)
-                .expect("stats for the wireguard-go peer");
-            if s.last_handshake.is_some() {
-                break s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let stats = handshake_stats(&node, &net.wg_public_key).await;
     assert!(stats.last_handshake.is_some(), "no handshake: {stats:?}");
     assert!(
         stats.tx_bytes > BODY_SIZE,
@@ -262,4 +236,22 @@ async fn curl_in_wireguard_go_namespace_reaches_a_listener_on_our_node() {
         net.n
     );
     node.shutdown().await;
+}
+
+/// The wireguard-go peer's stats once its handshake shows there: the data
+/// plane notes a responder's handshake at its next timer tick (250 ms), and
+/// a fast transfer can end before it.
+async fn handshake_stats(node: &tailnet::Node, key: &tailnet::PublicKey) -> tailnet::PeerStats {
+    within(5, "the handshake shows in the peer's stats", async {
+        loop {
+            let s = node
+                .peer_stats(key)
+                .expect("stats for the wireguard-go peer");
+            if s.last_handshake.is_some() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
