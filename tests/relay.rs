@@ -290,14 +290,14 @@ async fn a_relay_only_peer_completes_its_handshake_under_an_initiation_flood() {
     tokio::spawn(async move {
         while let Some((dst, data)) = a_out_rx.recv().await {
             if dst == bk {
-                let _ = to_b.try_send((ak, data));
+                let _ = to_b.try_send(vec![(ak, data)]);
             }
         }
     });
     tokio::spawn(async move {
         while let Some((dst, data)) = b_out_rx.recv().await {
             if dst == ak {
-                let _ = a_in_tx.try_send((bk, data));
+                let _ = a_in_tx.try_send(vec![(bk, data)]);
             }
         }
     });
@@ -309,7 +309,7 @@ async fn a_relay_only_peer_completes_its_handshake_under_an_initiation_flood() {
         loop {
             tick.tick().await;
             for _ in 0..50 {
-                let _ = b_in_tx.try_send((flooder, init.clone()));
+                let _ = b_in_tx.try_send(vec![(flooder, init.clone())]);
             }
         }
     });

@@ -195,7 +195,7 @@ impl RelayBridge {
                 while let Some((dst, data)) = rx.recv().await {
                     if let Some(tx) = inboxes.get(&dst) {
                         // A full inbox drops, as a DERP queue does.
-                        if tx.try_send((src, data)).is_ok() {
+                        if tx.try_send(vec![(src, data)]).is_ok() {
                             relayed.fetch_add(1, Relaxed);
                         }
                     }

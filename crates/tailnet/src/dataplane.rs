@@ -82,13 +82,21 @@ const DERP_MAGIC_IP: Ipv4Addr = Ipv4Addr::new(127, 3, 3, 40);
 /// `RecvPacket`). Packets are whole WireGuard or disco datagrams. The node
 /// never waits for the relay: when `outbound` is full the packet is
 /// dropped and counted (`send_errors`).
+///
+/// Inbound packets come in batches: what one read from a relay connection
+/// brought. The data plane handles a batch before its TCP stack answers,
+/// so a bulk transfer gets one ACK per batch rather than one per packet or
+/// two (the batching GRO gives a kernel).
 #[derive(Debug)]
 pub struct RelayLink {
     /// Packets to peers, by node key.
     pub outbound: mpsc::Sender<(PublicKey, Vec<u8>)>,
-    /// Packets from peers, by node key.
-    pub inbound: mpsc::Receiver<(PublicKey, Vec<u8>)>,
+    /// Packets from peers, by node key, in batches.
+    pub inbound: mpsc::Receiver<RelayBatch>,
 }
+
+/// Packets relayed to us, each with its sender's node key.
+pub type RelayBatch = Vec<(PublicKey, Vec<u8>)>;
 
 pub(crate) enum Command {
     SetPeers(Vec<PeerConfig>),
@@ -424,14 +432,22 @@ impl DataPlane {
                     }
                     Some(Command::Shutdown) | None => break,
                 },
-                pkt = recv_relay(&mut self.relay) => match pkt {
-                    Some((src, data)) => {
-                        self.tunnels.on_relay(src, &data);
+                batch = recv_relay(&mut self.relay) => match batch {
+                    Some(batch) => {
+                        let mut n = batch.len();
+                        for (src, data) in batch {
+                            self.tunnels.on_relay(src, &data);
+                        }
                         // Drain what else is queued, a bounded batch.
-                        for _ in 0..INBOUND_BATCH {
+                        while n < INBOUND_BATCH {
                             let Some(link) = self.relay.as_mut() else { break };
                             match link.inbound.try_recv() {
-                                Ok((src, data)) => self.tunnels.on_relay(src, &data),
+                                Ok(batch) => {
+                                    n += batch.len();
+                                    for (src, data) in batch {
+                                        self.tunnels.on_relay(src, &data);
+                                    }
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -574,7 +590,7 @@ impl DataPlane {
 }
 
 /// The next packet from the relay; never ready without one.
-async fn recv_relay(relay: &mut Option<RelayLink>) -> Option<(PublicKey, Vec<u8>)> {
+async fn recv_relay(relay: &mut Option<RelayLink>) -> Option<RelayBatch> {
     match relay {
         Some(link) => link.inbound.recv().await,
         None => std::future::pending().await,

@@ -42,7 +42,7 @@ pub mod testing;
 
 pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use control::{NodeBuilder, UpError};
-pub use dataplane::RelayLink;
+pub use dataplane::{RelayBatch, RelayLink};
 pub use dns::{DnsStats, ResolveError};
 pub use node::{Node, NodeError, PingResult};
 pub use state::{NodeKeys, StateDir, StateError};

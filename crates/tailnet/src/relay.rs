@@ -7,7 +7,9 @@
 //!   data plane ─RelayLink.outbound (key, pkt)─▶ bridge: the key's home region
 //!     (routes, from the netmap's HomeDERP) ─▶ that region's DerpHandle
 //!     (spawned on first use; closed after 60 s unused) ─▶ SendPacket
-//!   every client's DerpEvent::Packet ─▶ bridge ─RelayLink.inbound─▶ data plane
+//!   every client's RecvPacket ─PacketSink = RelayLink.inbound─▶ data plane
+//!     (straight, not through the bridge); the bridge hears the clients'
+//!     other events (connected, lost, peer gone)
 //! ```
 //!
 //! A DERP server forwards only between clients connected to it (Tailscale
@@ -24,9 +26,9 @@
 //! unless another is clearly faster.
 
 use crate::dataplane::RelayLink;
-use crate::derp::{spawn_derp, DerpEvent, DerpHandle, DerpScheme, DerpTarget};
+use crate::derp::{spawn_derp, DerpEvent, DerpHandle, DerpScheme, DerpTarget, PacketSink};
 use crate::stats::RelayCounters;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +38,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Packets buffered between the data plane and the DERP clients, each way.
+/// Packets buffered from the data plane to the DERP clients.
 const LINK_QUEUE: usize = 1024;
+/// Batches (each at most 64 packets, one read from a relay) buffered from
+/// the DERP clients to the data plane.
+const INBOUND_QUEUE: usize = 64;
+/// The clients' events (connected, lost, peer gone) for the bridge.
+const EVENT_QUEUE: usize = 64;
 /// A connection to a region other than home is closed after this long
 /// without a packet sent through it (Go's `derpInactiveCleanupTime`).
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
@@ -149,23 +156,15 @@ impl Relay {
         counters: Arc<RelayCounters>,
         routes: Routes,
     ) -> Option<(Relay, RelayLink)> {
-        let (events_tx, events) = mpsc::channel(LINK_QUEUE);
-        let mut bridge = Bridge {
-            home,
-            map: map.clone(),
-            scheme: scheme.clone(),
-            node_private,
-            counters,
-            events_tx,
-            clients: HashMap::new(),
-        };
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+        let mut bridge = Bridge::new(home, map, scheme, node_private, counters, events_tx, in_tx);
         bridge.client(home)?;
         bridge.counters.region.store(u32::from(home), Relaxed);
         let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
-        let (in_tx, in_rx) = mpsc::channel(LINK_QUEUE);
         let (routes_tx, routes_rx) = watch::channel(routes);
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(bridge.run(out_rx, events, in_tx, routes_rx, stop_rx));
+        let task = tokio::spawn(bridge.run(out_rx, events, routes_rx, stop_rx));
         Some((
             Relay {
                 home,
@@ -213,6 +212,10 @@ struct Bridge {
     node_private: [u8; 32],
     counters: Arc<RelayCounters>,
     events_tx: mpsc::Sender<DerpEvent>,
+    /// Where every client puts the packets relayed to us.
+    sink: PacketSink,
+    /// Regions of `map` with a node we can dial (looked up per packet).
+    dialable: HashSet<u16>,
     clients: HashMap<u16, Client>,
 }
 
@@ -233,6 +236,38 @@ impl Drop for Bridge {
 }
 
 impl Bridge {
+    fn new(
+        home: u16,
+        map: &DerpMap,
+        scheme: &DerpScheme,
+        node_private: [u8; 32],
+        counters: Arc<RelayCounters>,
+        events_tx: mpsc::Sender<DerpEvent>,
+        inbound: mpsc::Sender<crate::dataplane::RelayBatch>,
+    ) -> Bridge {
+        let dialable = map
+            .regions
+            .iter()
+            .flat_map(|r| r.keys())
+            .filter_map(|id| u16::try_from(*id).ok())
+            .filter(|id| dialable(map, *id, scheme).is_some())
+            .collect();
+        Bridge {
+            home,
+            map: map.clone(),
+            scheme: scheme.clone(),
+            node_private,
+            sink: PacketSink {
+                packets: inbound,
+                counters: counters.clone(),
+            },
+            counters,
+            events_tx,
+            dialable,
+            clients: HashMap::new(),
+        }
+    }
+
     /// The client of `region`, connecting to it first if needed. `None`
     /// when the map has no node of it to dial.
     fn client(&mut self, region: u16) -> Option<&mut Client> {
@@ -240,7 +275,13 @@ impl Bridge {
             let node = dialable(&self.map, region, &self.scheme)?;
             let mut target = DerpTarget::from_node(&node, &self.scheme)?;
             target.home = region == self.home;
-            let handle = spawn_derp(region, &target, self.node_private, self.events_tx.clone());
+            let handle = spawn_derp(
+                region,
+                &target,
+                self.node_private,
+                self.events_tx.clone(),
+                self.sink.clone(),
+            );
             if region != self.home {
                 tracing::debug!(region, host = %node.host_name, "DERP: connecting to a peer's home region");
             }
@@ -264,7 +305,7 @@ impl Bridge {
         let region = routes
             .get(&dst)
             .copied()
-            .filter(|r| *r != 0 && dialable(&self.map, *r, &self.scheme).is_some())
+            .filter(|r| *r != 0 && self.dialable.contains(r))
             .unwrap_or(self.home);
         let sent = match self.client(region) {
             Some(c) => {
@@ -309,7 +350,6 @@ impl Bridge {
         mut self,
         mut out_rx: mpsc::Receiver<(PublicKey, Vec<u8>)>,
         mut events: mpsc::Receiver<DerpEvent>,
-        in_tx: mpsc::Sender<(PublicKey, Vec<u8>)>,
         routes: watch::Receiver<Routes>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
@@ -326,12 +366,6 @@ impl Bridge {
                     None => break,
                 },
                 ev = events.recv() => match ev {
-                    Some(DerpEvent::Packet { src, data }) => {
-                        self.counters.rx_packets.fetch_add(1, Relaxed);
-                        if in_tx.send((src, data)).await.is_err() {
-                            break;
-                        }
-                    }
                     Some(DerpEvent::Connected { region }) => {
                         if region == self.home {
                             self.counters.connected.store(true, Relaxed);
@@ -406,16 +440,17 @@ mod tests {
             r.nodes[0].derp_port = 1;
         }
         let (events_tx, _events) = mpsc::channel(16);
+        let (in_tx, _in_rx) = mpsc::channel(16);
         let counters = Arc::new(RelayCounters::default());
-        let mut bridge = Bridge {
-            home: 1,
-            map: m,
-            scheme: DerpScheme::default(),
-            node_private: [7; 32],
-            counters: counters.clone(),
+        let mut bridge = Bridge::new(
+            1,
+            &m,
+            &DerpScheme::default(),
+            [7; 32],
+            counters.clone(),
             events_tx,
-            clients: HashMap::new(),
-        };
+            in_tx,
+        );
         let (k2, k3, k9) = (
             PublicKey::from_bytes([2; 32]),
             PublicKey::from_bytes([3; 32]),

@@ -4,12 +4,13 @@
 //! `tailnet_wire::derp`; this module is its tokio shell.
 //!
 //! ```text
-//! spawn_derp(region, &DerpTarget, node key, events) ─▶ task:
+//! spawn_derp(region, &DerpTarget, node key, events, sink) ─▶ task:
 //!   TCP (1.5 s) [+ TLS, no ALPN; InsecureForTests: no verification]
 //!   GET /derp, Upgrade: DERP ─▶ 101 ─▶ ServerKey ─▶ ClientInfo (sealed)
 //!   + NotePreferred(1) for the home region ─▶ ServerInfo opens ─▶ Connected
-//!   then: RecvPacket ─▶ DerpEvent::Packet, PeerGone ─▶ DerpEvent::PeerGone,
-//!         Ping ─▶ Pong, DerpHandle::send ─▶ SendPacket;
+//!   then, reader and writer side by side:
+//!         RecvPacket ─▶ PacketSink (the data plane), PeerGone ─▶
+//!         DerpEvent::PeerGone, Ping ─▶ Pong, DerpHandle::send ─▶ SendPacket;
 //!   nothing heard for 120 s, an error, or a close ─▶ Disconnected,
 //!   reconnect after 0.5 s … 30 s (±25 %), until DerpHandle::shutdown.
 //! ```
@@ -20,6 +21,7 @@
 //! not reported. Packets handed to [`DerpHandle::send`] while no connection
 //! is up are refused, not queued.
 
+use crate::stats::RelayCounters;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +40,9 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+/// Most packets in one batch for the data plane (one read from the relay
+/// is at most 64 KiB: ~50 full-size WireGuard packets).
+const MAX_BATCH: usize = 64;
 /// Packets [`DerpHandle::send`] may queue before it refuses more.
 pub(crate) const SEND_QUEUE: usize = 512;
 /// Limit for one TCP dial (Go's `dialNodeTimeout`).
@@ -66,13 +71,6 @@ pub(crate) enum DerpEvent {
         /// Why, one line.
         error: String,
     },
-    /// A packet relayed from `src` (a WireGuard or disco packet).
-    Packet {
-        /// The sender's node key.
-        src: PublicKey,
-        /// The packet.
-        data: Vec<u8>,
-    },
     /// `key` is not reachable through this relay.
     PeerGone {
         /// The peer's node key.
@@ -81,6 +79,18 @@ pub(crate) enum DerpEvent {
         /// false: it was connected and left.
         not_here: bool,
     },
+}
+
+/// Where a client puts the packets relayed to us (WireGuard or disco, by
+/// sender node key): straight into the data plane's relay link, not
+/// through [`DerpEvent`]s, so a packet takes one channel hop.
+#[derive(Debug, Clone)]
+pub(crate) struct PacketSink {
+    /// The data plane's inbound relay channel: the packets of one read
+    /// from the relay go as one batch.
+    pub(crate) packets: mpsc::Sender<crate::dataplane::RelayBatch>,
+    /// `rx_packets` counts what arrived.
+    pub(crate) counters: Arc<RelayCounters>,
 }
 
 /// Which relays speak plain HTTP instead of TLS. Go's rule
@@ -260,6 +270,7 @@ pub(crate) fn spawn_derp(
     target: &DerpTarget,
     node_private: [u8; 32],
     events: mpsc::Sender<DerpEvent>,
+    sink: PacketSink,
 ) -> DerpHandle {
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let (stop, stop_rx) = watch::channel(false);
@@ -275,6 +286,7 @@ pub(crate) fn spawn_derp(
         target: target.clone(),
         private: Zeroizing::new(node_private),
         events,
+        sink,
         outbound: rx,
         stop: stop_rx,
         inner: Arc::downgrade(&inner),
@@ -288,6 +300,7 @@ struct Runner {
     target: DerpTarget,
     private: Zeroizing<[u8; 32]>,
     events: mpsc::Sender<DerpEvent>,
+    sink: PacketSink,
     outbound: mpsc::Receiver<(PublicKey, Vec<u8>)>,
     stop: watch::Receiver<bool>,
     inner: std::sync::Weak<Inner>,
@@ -450,6 +463,13 @@ impl Runner {
 
     /// Runs a connection until it ends; also says whether it got as far as
     /// `Connected`.
+    ///
+    /// Until ServerInfo, one loop reads and answers Pings. Then reading and
+    /// writing run side by side: a receiver that is slow to take relayed
+    /// packets (the reader waits on [`DerpSink::packets`]) never holds up
+    /// what we send, and a write the relay is slow to take never holds up
+    /// reading. (With one loop, a bulk transfer's ACKs queued behind the
+    /// data coming in, and the sender stalled.)
     async fn serve(&mut self, conn: Conn) -> (End, bool) {
         let Conn {
             io,
@@ -457,135 +477,221 @@ impl Runner {
             server_key,
         } = conn;
         let (mut rd, mut wr) = tokio::io::split(io);
-        let mut connected = false;
         let mut buf = vec![0u8; 64 << 10];
-        let mut out = Vec::with_capacity(64 << 10);
         // ServerInfo must arrive within the connect budget.
-        let mut deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut pongs = Vec::new();
         let end = loop {
-            // Frames already buffered first.
-            let before = connected;
-            if let Err(end) = self
-                .drain(&mut reader, &server_key, &mut connected, &mut out)
-                .await
-            {
-                break end;
+            match self.handshake_frames(&mut reader, &server_key, &mut pongs) {
+                Ok(true) => break None,
+                Ok(false) => {}
+                Err(end) => break Some(end),
             }
-            if connected && !before {
-                // Connected: from now on the 120 s read deadline.
-                deadline = tokio::time::Instant::now() + derp::CLIENT_READ_TIMEOUT;
-            }
-            if !out.is_empty() {
-                if let Err(e) = write(&mut wr, &out).await {
-                    break End::Lost(e);
+            if !pongs.is_empty() {
+                if let Err(e) = write(&mut wr, &pongs).await {
+                    break Some(End::Lost(e));
                 }
-                out.clear();
+                pongs.clear();
             }
             tokio::select! {
                 r = tokio::time::timeout_at(deadline, rd.read(&mut buf)) => match r {
-                    Err(_) if connected => break End::Lost("no frame from the relay in 120 s".into()),
-                    Err(_) => break End::Lost("no ServerInfo in time".into()),
-                    Ok(Ok(0)) => break End::Lost("relay closed the connection".into()),
-                    Ok(Ok(n)) => {
-                        reader.push(&buf[..n]);
-                        if connected {
-                            deadline = tokio::time::Instant::now() + derp::CLIENT_READ_TIMEOUT;
-                        }
-                    }
-                    Ok(Err(e)) => break End::Lost(format!("read: {e}")),
+                    Err(_) => break Some(End::Lost("no ServerInfo in time".into())),
+                    Ok(Ok(0)) => break Some(End::Lost("relay closed the connection".into())),
+                    Ok(Ok(n)) => reader.push(&buf[..n]),
+                    Ok(Err(e)) => break Some(End::Lost(format!("read: {e}"))),
                 },
-                p = self.outbound.recv(), if connected => {
-                    let Some((dst, data)) = p else { break End::Stop };
-                    Frame::SendPacket { dst, packet: &data }.encode(&mut out);
-                    // Whatever else is queued goes in the same write.
-                    while out.len() < (256 << 10) {
-                        match self.outbound.try_recv() {
-                            Ok((dst, data)) => Frame::SendPacket { dst, packet: &data }.encode(&mut out),
-                            Err(_) => break,
-                        }
-                    }
+                _ = self.stop.changed() => break Some(End::Stop),
+            }
+        };
+        let was_connected = end.is_none();
+        let end = match end {
+            Some(end) => end,
+            None => {
+                self.set_connected(true);
+                tracing::debug!(region = self.region, "derp: connected");
+                let ev = DerpEvent::Connected {
+                    region: self.region,
+                };
+                if self.events.send(ev).await.is_err() {
+                    End::Stop
+                } else {
+                    self.connected(&mut rd, &mut wr, reader, buf).await
                 }
-                _ = self.stop.changed() => break End::Stop,
             }
         };
         if matches!(end, End::Stop) {
             // A clean close: TLS close_notify, then FIN.
             let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
         }
-        (end, connected)
+        (end, was_connected)
     }
 
-    /// Handles every whole frame in `reader`; replies go to `out`.
-    async fn drain(
-        &mut self,
+    /// Handles the frames buffered before ServerInfo: true once it opened.
+    /// Pongs for Pings go to `out`; anything else waits for `Connected`.
+    fn handshake_frames(
+        &self,
         reader: &mut FrameReader,
         server_key: &PublicKey,
-        connected: &mut bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), End> {
+    ) -> Result<bool, End> {
         loop {
-            let frame = match reader.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+            match reader.next_frame() {
+                Ok(None) => return Ok(false),
+                Ok(Some(Frame::ServerInfo { sealed })) => {
+                    derp::open_server_info(&self.private, server_key, sealed)
+                        .map_err(|e| End::Lost(format!("ServerInfo: {e}")))?;
+                    return Ok(true);
+                }
+                Ok(Some(Frame::Ping { data })) => Frame::Pong { data }.encode(out),
+                Ok(Some(_)) => {}
                 Err(e @ derp::DerpError::FrameTooLarge { .. }) => {
                     return Err(End::Lost(e.to_string()))
                 }
                 Err(e) => {
-                    // Go's client drops a malformed frame and reads on.
                     tracing::debug!(region = self.region, error = %e, "derp: skipped a frame");
-                    continue;
                 }
-            };
-            let event = match frame {
-                Frame::ServerInfo { sealed } if !*connected => {
-                    derp::open_server_info(&self.private, server_key, sealed)
-                        .map_err(|e| End::Lost(format!("ServerInfo: {e}")))?;
-                    *connected = true;
-                    self.set_connected(true);
-                    tracing::debug!(region = self.region, "derp: connected");
-                    DerpEvent::Connected {
-                        region: self.region,
-                    }
-                }
-                Frame::RecvPacket { src, packet } if *connected => DerpEvent::Packet {
-                    src,
-                    data: packet.to_vec(),
-                },
-                Frame::PeerGone { key, reason } => DerpEvent::PeerGone {
-                    key,
-                    not_here: reason == PeerGoneReason::NotHere,
-                },
-                Frame::Ping { data } => {
-                    Frame::Pong { data }.encode(out);
-                    continue;
-                }
-                Frame::Health { problem } if !problem.is_empty() => {
-                    tracing::warn!(
-                        region = self.region,
-                        problem = %String::from_utf8_lossy(problem),
-                        "derp: relay reports a problem"
-                    );
-                    continue;
-                }
-                Frame::Restarting {
-                    reconnect_in_ms, ..
-                } => {
-                    tracing::debug!(
-                        region = self.region,
-                        reconnect_in_ms,
-                        "derp: relay restarting"
-                    );
-                    continue;
-                }
-                // KeepAlive, Pong, an empty Health, unknown frames: nothing
-                // to do (hearing them already reset the read deadline).
-                _ => continue,
-            };
-            if self.events.send(event).await.is_err() {
-                return Err(End::Stop);
             }
         }
     }
+
+    /// The connected phase: the reader and the writer side by side, until
+    /// either ends or the client is stopped.
+    async fn connected<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        mut reader: FrameReader,
+        mut buf: Vec<u8>,
+    ) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        // Pongs from the reader to the writer; a Ping beyond these few
+        // unanswered ones goes unanswered, as a slow Go client's would.
+        let (pong_tx, mut pong_rx) = mpsc::channel::<[u8; 8]>(4);
+        let region = self.region;
+        let sink = &self.sink;
+        let events = &self.events;
+        let outbound = &mut self.outbound;
+        let read = async {
+            let mut batch = Vec::new();
+            let mut deadline = tokio::time::Instant::now() + derp::CLIENT_READ_TIMEOUT;
+            loop {
+                loop {
+                    let frame = match reader.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e @ derp::DerpError::FrameTooLarge { .. }) => {
+                            return End::Lost(e.to_string())
+                        }
+                        Err(e) => {
+                            // Go's client drops a malformed frame and reads on.
+                            tracing::debug!(region, error = %e, "derp: skipped a frame");
+                            continue;
+                        }
+                    };
+                    let event = match frame {
+                        Frame::RecvPacket { src, packet } => {
+                            batch.push((src, packet.to_vec()));
+                            if batch.len() >= MAX_BATCH && !deliver(sink, &mut batch).await {
+                                return End::Stop;
+                            }
+                            continue;
+                        }
+                        Frame::PeerGone { key, reason } => DerpEvent::PeerGone {
+                            key,
+                            not_here: reason == PeerGoneReason::NotHere,
+                        },
+                        Frame::Ping { data } => {
+                            let _ = pong_tx.try_send(data);
+                            continue;
+                        }
+                        Frame::Health { problem } if !problem.is_empty() => {
+                            tracing::warn!(
+                                region,
+                                problem = %String::from_utf8_lossy(problem),
+                                "derp: relay reports a problem"
+                            );
+                            continue;
+                        }
+                        Frame::Restarting {
+                            reconnect_in_ms, ..
+                        } => {
+                            tracing::debug!(region, reconnect_in_ms, "derp: relay restarting");
+                            continue;
+                        }
+                        // KeepAlive, Pong, an empty Health, another
+                        // ServerInfo, unknown frames: nothing to do (hearing
+                        // them already reset the read deadline).
+                        _ => continue,
+                    };
+                    // Packets before an event go first.
+                    if !deliver(sink, &mut batch).await || events.send(event).await.is_err() {
+                        return End::Stop;
+                    }
+                }
+                if !deliver(sink, &mut batch).await {
+                    return End::Stop;
+                }
+                match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+                    Err(_) => return End::Lost("no frame from the relay in 120 s".into()),
+                    Ok(Ok(0)) => return End::Lost("relay closed the connection".into()),
+                    Ok(Ok(n)) => {
+                        reader.push(&buf[..n]);
+                        deadline = tokio::time::Instant::now() + derp::CLIENT_READ_TIMEOUT;
+                    }
+                    Ok(Err(e)) => return End::Lost(format!("read: {e}")),
+                }
+            }
+        };
+        let write_loop = async {
+            let mut out = Vec::with_capacity(64 << 10);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(data) = pong_rx.recv() => Frame::Pong { data }.encode(&mut out),
+                    p = outbound.recv() => {
+                        let Some((dst, data)) = p else { return End::Stop };
+                        Frame::SendPacket { dst, packet: &data }.encode(&mut out);
+                    }
+                }
+                // Whatever else is queued goes in the same write.
+                while out.len() < (256 << 10) {
+                    match outbound.try_recv() {
+                        Ok((dst, data)) => {
+                            Frame::SendPacket { dst, packet: &data }.encode(&mut out)
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = write(wr, &out).await {
+                    return End::Lost(e);
+                }
+                out.clear();
+                if out.capacity() > 1 << 20 {
+                    out = Vec::with_capacity(64 << 10);
+                }
+            }
+        };
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            end = read => end,
+            end = write_loop => end,
+            _ = stop.changed() => End::Stop,
+        }
+    }
+}
+
+/// Hands `batch` (if any) to the data plane; false when it is gone.
+async fn deliver(sink: &PacketSink, batch: &mut crate::dataplane::RelayBatch) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    sink.counters
+        .rx_packets
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    sink.packets.send(std::mem::take(batch)).await.is_ok()
 }
 
 async fn write<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> Result<(), String> {

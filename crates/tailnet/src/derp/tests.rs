@@ -22,6 +22,33 @@ async fn next_event(rx: &mut mpsc::Receiver<DerpEvent>) -> DerpEvent {
         .expect("events channel open")
 }
 
+type Packets = mpsc::Receiver<crate::dataplane::RelayBatch>;
+
+/// A client whose events and relayed packets come out of two receivers.
+fn spawn_client(
+    target: &DerpTarget,
+    private: [u8; 32],
+    events: usize,
+) -> (DerpHandle, mpsc::Receiver<DerpEvent>, Packets) {
+    let (tx, rx) = mpsc::channel(events);
+    let (ptx, prx) = mpsc::channel(64);
+    let sink = PacketSink {
+        packets: ptx,
+        counters: Arc::default(),
+    };
+    (spawn_derp(900, target, private, tx, sink), rx, prx)
+}
+
+/// The next batch's only packet.
+async fn next_packet(rx: &mut Packets) -> (PublicKey, Vec<u8>) {
+    let mut batch = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a relayed packet in time")
+        .expect("packet channel open");
+    assert_eq!(batch.len(), 1, "one packet in the batch");
+    batch.remove(0)
+}
+
 /// Waits for `Connected`, skipping anything else.
 async fn connected(rx: &mut mpsc::Receiver<DerpEvent>) {
     loop {
@@ -66,21 +93,25 @@ fn target_of(server: &ServerHandle, tls: bool) -> DerpTarget {
 struct Pair {
     a: DerpHandle,
     a_rx: mpsc::Receiver<DerpEvent>,
+    a_pk: Packets,
     a_key: PublicKey,
     b: DerpHandle,
     b_rx: mpsc::Receiver<DerpEvent>,
+    b_pk: Packets,
     b_key: PublicKey,
 }
 
 fn spawn_pair(target: &DerpTarget) -> Pair {
-    let (a_tx, a_rx) = mpsc::channel(64);
-    let (b_tx, b_rx) = mpsc::channel(64);
+    let (a, a_rx, a_pk) = spawn_client(target, [1; 32], 64);
+    let (b, b_rx, b_pk) = spawn_client(target, [2; 32], 64);
     Pair {
-        a: spawn_derp(900, target, [1; 32], a_tx),
+        a,
         a_rx,
+        a_pk,
         a_key: public(&[1; 32]),
-        b: spawn_derp(900, target, [2; 32], b_tx),
+        b,
         b_rx,
+        b_pk,
         b_key: public(&[2; 32]),
     }
 }
@@ -88,22 +119,10 @@ fn spawn_pair(target: &DerpTarget) -> Pair {
 async fn exchange(p: &mut Pair, tag: &str) {
     let msg = format!("{tag}: a to b").into_bytes();
     assert!(p.a.send(p.b_key, msg.clone()));
-    assert_eq!(
-        next_event(&mut p.b_rx).await,
-        DerpEvent::Packet {
-            src: p.a_key,
-            data: msg
-        }
-    );
+    assert_eq!(next_packet(&mut p.b_pk).await, (p.a_key, msg));
     let msg = format!("{tag}: b to a").into_bytes();
     assert!(p.b.send(p.a_key, msg.clone()));
-    assert_eq!(
-        next_event(&mut p.a_rx).await,
-        DerpEvent::Packet {
-            src: p.b_key,
-            data: msg
-        }
-    );
+    assert_eq!(next_packet(&mut p.a_pk).await, (p.b_key, msg));
 }
 
 #[tokio::test]
@@ -187,8 +206,7 @@ async fn relaying_over_the_coordinators_tls_listener() {
         insecure_for_tests: false,
         ..target.clone()
     };
-    let (tx, mut rx) = mpsc::channel(4);
-    let c = spawn_derp(900, &strict, [3; 32], tx);
+    let (c, mut rx, _pk) = spawn_client(&strict, [3; 32], 4);
     assert!(
         tokio::time::timeout(Duration::from_secs(1), rx.recv())
             .await
@@ -278,8 +296,7 @@ async fn the_client_answers_pings_notes_its_home_and_reports_a_lost_relay() {
     };
     let target = DerpTarget::from_node(&node, &DerpScheme::new(false, "127.0.0.1", port, false))
         .expect("target");
-    let (tx, mut rx) = mpsc::channel(16);
-    let c = spawn_derp(900, &target, [1; 32], tx);
+    let (c, mut rx, mut pk) = spawn_client(&target, [1; 32], 16);
     assert_eq!(
         next_event(&mut rx).await,
         DerpEvent::Connected { region: 900 }
@@ -292,11 +309,8 @@ async fn the_client_answers_pings_notes_its_home_and_reports_a_lost_relay() {
         }
     );
     assert_eq!(
-        next_event(&mut rx).await,
-        DerpEvent::Packet {
-            src: PublicKey::from_bytes([6; 32]),
-            data: b"relayed".to_vec()
-        }
+        next_packet(&mut pk).await,
+        (PublicKey::from_bytes([6; 32]), b"relayed".to_vec())
     );
     relay.await.expect("fake relay saw the Pong");
     match next_event(&mut rx).await {
@@ -409,4 +423,53 @@ fn tls_follows_the_derp_map_not_the_control_url() {
     let knob = DerpScheme::new(true, "127.0.0.1", 8080, true);
     let t = DerpTarget::from_node(&relay("derp.example.com", "192.0.2.1", 0), &knob).unwrap();
     assert_eq!((t.tls, t.port), (false, 3340));
+}
+
+/// A node that is slow to take relayed packets (its data plane is busy
+/// with a bulk download) still sends: its ACKs must not queue behind the
+/// data coming in. Before the reader and writer ran side by side, a full
+/// packet channel stopped the client's only loop, and with it every send.
+#[tokio::test]
+async fn a_client_slow_to_take_packets_still_sends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_coordinator(dir.path(), "127.0.0.1:0".parse().unwrap(), None).await;
+    let target = target_of(&server, false);
+    // a's packet channel holds one packet, and nobody reads it yet.
+    let (a_tx, mut a_rx) = mpsc::channel(16);
+    let (a_ptx, a_pk) = mpsc::channel(1);
+    let a = spawn_derp(
+        900,
+        &target,
+        [1; 32],
+        a_tx,
+        PacketSink {
+            packets: a_ptx,
+            counters: Arc::default(),
+        },
+    );
+    let (b, mut b_rx, mut b_pk) = spawn_client(&target, [2; 32], 16);
+    let (a_key, b_key) = (public(&[1; 32]), public(&[2; 32]));
+    connected(&mut a_rx).await;
+    connected(&mut b_rx).await;
+    // b floods a: 300 KB, several reads' worth. a's channel takes the
+    // first batch and its reader then waits to hand over the next.
+    for i in 0..300u32 {
+        let mut p = vec![0u8; 1000];
+        p[..4].copy_from_slice(&i.to_be_bytes());
+        while !b.send(a_key, p.clone()) {
+            tokio::task::yield_now().await;
+        }
+    }
+    tokio::time::timeout(WAIT, async {
+        while a_pk.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("a's reader fills its channel");
+    // a, still not reading, sends to b: it arrives.
+    assert!(a.send(b_key, b"ack".to_vec()));
+    assert_eq!(next_packet(&mut b_pk).await, (a_key, b"ack".to_vec()));
+    a.shutdown().await;
+    b.shutdown().await;
 }
