@@ -152,19 +152,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let socket = localapi::socket_path(&args.state_dir);
     let source_node = node.clone();
-    let dns_node = node.clone();
-    let dns: localapi::DnsSource = Arc::new(move |name, qtype| {
-        let node = dns_node.clone();
-        Box::pin(async move {
-            let (name, t) = crate::dns_cmd::query_of(&name, &qtype)?;
-            let r = node.dns_query(&name, t).await.map_err(|e| e.to_string())?;
-            serde_json::to_vec(&crate::dns_cmd::DnsReply::from(r)).map_err(|e| e.to_string())
-        })
-    });
     let _api = localapi::serve_with_dns(
         &socket,
         Arc::new(move || source_node.status()),
-        Some(dns),
+        Some(localapi::node_dns_source(&node)),
         Some(node.clone()),
     )
     .await
