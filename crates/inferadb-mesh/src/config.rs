@@ -763,8 +763,11 @@ fn describe(e: &figment::Error, file: Option<&Path>, origins: &Origins) -> Confi
     // An unknown key reads as discovery's do: the key's own path, then
     // `unknown key (known here: …)`.
     if let figment::error::Kind::UnknownField(field, expected) = &e.kind {
+        // figment's path may already end in the key.
         let mut at = e.path.clone();
-        at.push(field.clone());
+        if at.last() != Some(field) {
+            at.push(field.clone());
+        }
         let source = source_of(&at.join("."), file, origins);
         return ConfigError(format!(
             "{}: unknown key (known here: {}){source}",

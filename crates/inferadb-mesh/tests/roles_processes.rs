@@ -265,6 +265,26 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// [`wait_for`], printing what `f` last left in `last` when time is up.
+fn wait_for_or<T, L: std::fmt::Debug>(
+    secs: u64,
+    what: &str,
+    last: &mut L,
+    mut f: impl FnMut(&mut L) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f(last) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s; last: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A role process and the OS address of its HTTP server.
 struct Role {
     proc: Proc,
@@ -1204,23 +1224,10 @@ fn the_guides_verification_steps_against_role_processes() {
         text(&out.stdout)
     );
 
-    // Step 3 and "High Latency": status --json | jq '.Peer[] | {Name,
-    // CurAddr, Relay}' with a direct path on loopback, no health warning;
-    // ping answers over it.
-    let st: Value = wait_for(30, "a direct path and no Health entry", || {
-        let out = run(&["status", "--json", "--state-dir", p(&engine_state)]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let direct = st["Peer"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .any(|(_, p)| p["Name"] == "inferadb-control-0" && p["CurAddr"] != "");
-        let healthy = st["Health"].as_array().is_none_or(|h| h.is_empty());
-        (direct && healthy).then_some(st)
-    });
-    assert_eq!(st["BackendState"], "Running");
-    assert_eq!(st["Self"]["Name"], "inferadb-engine-0");
+    // "High Latency": ping (like tailscale ping, it stops at the first
+    // direct pong: disco has found the path), then Step 3's status --json
+    // | jq '.Peer[] | {Name, CurAddr, Relay}' shows it, with no health
+    // warning.
     let out = run(&[
         "ping",
         "inferadb-control-0",
@@ -1240,6 +1247,22 @@ fn the_guides_verification_steps_against_role_processes() {
         "{}",
         text(&out.stdout)
     );
+    let mut last = Value::Null;
+    let st: Value = wait_for_or(30, "a direct path and no Health entry", &mut last, |last| {
+        let out = run(&["status", "--json", "--state-dir", p(&engine_state)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        *last = st.clone();
+        let direct = st["Peer"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, p)| p["Name"] == "inferadb-control-0" && p["CurAddr"] != "");
+        let healthy = st["Health"].as_array().is_none_or(|h| h.is_empty());
+        (direct && healthy).then_some(st)
+    });
+    assert_eq!(st["BackendState"], "Running");
+    assert_eq!(st["Self"]["Name"], "inferadb-engine-0");
 
     // Test Cross-Cluster Cache Invalidation: the engine's log file.
     let (status, resp) = http(
