@@ -202,8 +202,17 @@ impl Shared {
     /// Whether a failure of `cluster` is expected start-up noise (INFO):
     /// within the start-up grace and never found before.
     fn quiet(&self, cluster: &str) -> bool {
-        self.started.elapsed() < STARTUP_GRACE && !self.state.lock().ever_found.contains(cluster)
+        start_up_noise(
+            self.started.elapsed(),
+            self.state.lock().ever_found.contains(cluster),
+        )
     }
+}
+
+/// Whether a discovery failure `since_start` into discovery is expected
+/// start-up noise (INFO): within the grace and for something never found.
+fn start_up_noise(since_start: Duration, found_before: bool) -> bool {
+    since_start < STARTUP_GRACE && !found_before
 }
 
 impl Shared {
@@ -744,8 +753,10 @@ async fn refresh<R: Resolve>(
 /// `No Tailscale endpoints discovered across any cluster`: INFO while
 /// nothing was ever found within the start-up grace, else WARN.
 fn log_none_found(shared: &Shared) {
-    let quiet =
-        shared.started.elapsed() < STARTUP_GRACE && shared.state.lock().ever_found.is_empty();
+    let quiet = start_up_noise(
+        shared.started.elapsed(),
+        !shared.state.lock().ever_found.is_empty(),
+    );
     if quiet {
         tracing::info!("No Tailscale endpoints discovered across any cluster");
     } else {
@@ -1028,6 +1039,19 @@ mod tests {
         // A TTL under the fast retry's first step: the TTL.
         let short = Duration::from_millis(500);
         assert_eq!(next_delay(true, s(1), short), (short, s(1)));
+    }
+
+    /// Issue 17: the demo printed 16 WARN lines of clusters not joined
+    /// yet. Only the first minute of something never found is quiet; a
+    /// cluster lost after it was found, or never found for a minute, warns.
+    #[test]
+    fn only_start_up_failures_of_never_found_clusters_are_quiet() {
+        let s = Duration::from_secs;
+        assert!(start_up_noise(s(0), false));
+        assert!(start_up_noise(s(59), false));
+        assert!(!start_up_noise(STARTUP_GRACE, false), "a minute on: WARN");
+        assert!(!start_up_noise(s(1), true), "found, then lost: WARN");
+        assert!(!start_up_noise(s(3600), true));
     }
 
     #[tokio::test(start_paused = true)]

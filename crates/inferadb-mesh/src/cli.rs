@@ -156,11 +156,12 @@ enum Command {
 macro_rules! mesh_keys {
     ($env:literal, $port:literal) => {
         concat!(
-            "Configuration keys (YAML; each also as an environment variable, e.g. ",
+            "Configuration keys (YAML; each also as an environment variable, e.g.\n",
             $env,
             "MESH__STATE_DIR, list items as __0__; unknown keys are errors):\n",
             "  mesh.control_url          the control server: the coordinator, Tailscale or Headscale\n",
-            "  mesh.auth_key_file        a file with the pre-auth key (or mesh.auth_key; needed for the first join only)\n",
+            "  mesh.auth_key_file        a file with the pre-auth key (or mesh.auth_key);\n",
+            "                            needed for the first join only\n",
             "  mesh.hostname             the host name to register (the chart: the pod name)\n",
             "  mesh.state_dir            node keys and registration, and the local API socket\n",
             "                            (`status`, `dns query`, `ping` --state-dir DIR)\n",
@@ -168,7 +169,8 @@ macro_rules! mesh_keys {
             "  mesh.listen               UDP address for WireGuard (default 0.0.0.0:0)\n",
             "  mesh.ephemeral            leave no identity behind (default false)\n",
             "  mesh.timeout_seconds      give up joining after this long (default 60)\n",
-            "  http.listen               OS address of /metrics /healthz /readyz (default 127.0.0.1:0)\n",
+            "  http.listen               OS address of /metrics /healthz /readyz\n",
+            "                            (default 127.0.0.1:0)\n",
             "  http.tailnet_port         the same server on the tailnet (default ",
             $port,
             "; 0: off)\n",
@@ -178,25 +180,34 @@ macro_rules! mesh_keys {
 
 const ENGINE_KEYS: &str = concat!(
     mesh_keys!("INFERADB__", "8080"),
-    "  auth.discovery            how to find control: mode {type: tailscale | kubernetes | static | none,\n",
-    "                            local_cluster, remote_clusters: [{name, tailscale_domain, service_name, port}]},\n",
-    "                            cache_ttl_seconds (300), health_check {enabled, path, interval_ms, timeout_ms,\n",
-    "                            healthy_threshold, unhealthy_threshold}\n",
-    "  cache_invalidation.webhook_secret_file   the shared webhook secret (or .webhook_secret)\n",
-    "\nEach key is described in docs/tailscale-multi-region.md (\"Configuration\"); --check prints\n",
-    "the effective configuration."
+    "  auth.discovery            how to find control:\n",
+    "                            mode {type: tailscale | kubernetes | static | none,\n",
+    "                                  local_cluster, remote_clusters: [{name,\n",
+    "                                  tailscale_domain, service_name, port}]},\n",
+    "                            cache_ttl_seconds (300),\n",
+    "                            health_check {enabled, path, interval_ms, timeout_ms,\n",
+    "                                          healthy_threshold, unhealthy_threshold}\n",
+    "  cache_invalidation.webhook_secret_file\n",
+    "                            the shared webhook secret (or .webhook_secret)\n",
+    "\nThe keys are described in docs/tailscale-multi-region.md (\"Configuration\");\n",
+    "--check prints the effective configuration."
 );
 
 const CONTROL_KEYS: &str = concat!(
     mesh_keys!("INFERADB_CTRL__", "9090"),
     "  api.token_file            the bearer token of POST /v1/vaults (or api.token)\n",
-    "  cache_invalidation.discovery   how to find engines: the same shape as the engine's auth.discovery\n",
-    "  cache_invalidation.http_endpoints   static engine URLs (mode none; leave empty with discovery)\n",
-    "  cache_invalidation.timeout_ms       per-attempt timeout of one webhook (default 5000)\n",
-    "  cache_invalidation.retry_attempts   retries after the first attempt (default 2)\n",
-    "  cache_invalidation.webhook_secret_file   the shared webhook secret (or .webhook_secret)\n",
-    "\nEach key is described in docs/tailscale-multi-region.md (\"Configuration\"); --check prints\n",
-    "the effective configuration."
+    "  cache_invalidation.discovery\n",
+    "                            how to find engines: the shape of the engine's auth.discovery\n",
+    "  cache_invalidation.http_endpoints\n",
+    "                            static engine URLs (mode none; leave empty with discovery)\n",
+    "  cache_invalidation.timeout_ms\n",
+    "                            per-attempt timeout of one webhook (default 5000)\n",
+    "  cache_invalidation.retry_attempts\n",
+    "                            retries after the first attempt (default 2)\n",
+    "  cache_invalidation.webhook_secret_file\n",
+    "                            the shared webhook secret (or .webhook_secret)\n",
+    "\nThe keys are described in docs/tailscale-multi-region.md (\"Configuration\");\n",
+    "--check prints the effective configuration."
 );
 
 /// Arguments of `engine` and `control`.
@@ -235,11 +246,13 @@ enum CoordinatorCommand {
 #[derive(Debug, Subcommand)]
 enum AuthkeyCommand {
     /// Create a key and print it (`tskey-auth-…`); it is shown only once.
-    ///
-    /// Example, one region's key as in the multi-region guide (reusable,
-    /// not ephemeral, so replicas with persistent state keep their names):
-    /// inferadb-mesh coordinator authkey create --state-dir /var/lib/coord
-    ///   --reusable --tags tag:inferadb-us-west-1 --expiry 90d
+    #[command(
+        after_help = "Example: one region's key, as the multi-region guide recommends \
+(reusable, not ephemeral: replicas with persistent state keep their names):
+  inferadb-mesh coordinator authkey create --state-dir /var/lib/coord \\
+      --reusable --tags tag:inferadb-us-west-1 --expiry 90d
+A region without persistent state (ephemeral nodes) adds --ephemeral."
+    )]
     Create {
         /// The coordinator's state directory (created if missing).
         #[arg(long)]

@@ -161,7 +161,9 @@ pub(crate) fn health(
     }
     let mut relayed: Vec<&PeerStatus> = peers
         .values()
-        .filter(|p| p.online && !p.relay.is_empty() && p.cur_addr.is_empty())
+        // A live session over the relay; a peer never talked to has no
+        // path to speak of.
+        .filter(|p| p.online && p.active && !p.relay.is_empty() && p.cur_addr.is_empty())
         .collect();
     relayed.sort_by(|a, b| a.display_name().cmp(b.display_name()));
     for p in relayed {
@@ -187,6 +189,7 @@ mod tests {
                 cur_addr: cur_addr.to_string(),
                 relay: relay.to_string(),
                 online,
+                active: true,
                 ..PeerStatus::default()
             },
         )
@@ -209,6 +212,12 @@ mod tests {
             peer("direct", "127.0.0.1:1", "", true),
             peer("offline-relayed", "", "inferadb", false),
             peer("no-path", "", "", true),
+            // Relay route known, never talked to: not a problem yet.
+            {
+                let (k, mut p) = peer("idle-relayed", "", "inferadb", true);
+                p.active = false;
+                (k, p)
+            },
         ]
         .into_iter()
         .collect();
