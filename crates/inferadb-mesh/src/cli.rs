@@ -385,7 +385,25 @@ pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>)
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// Whether stderr carries JSON log lines (`--log-format json`).
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A progress line for a person on stderr (`joining the tailnet at …`):
+/// as is with text logs; with `--log-format json` an INFO log line, so
+/// stderr stays one JSON object per line.
+pub fn progress(line: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "inferadb_mesh", "{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 fn init_tracing(format: LogFormat, default_level: &str) {
+    JSON_LOGS.store(
+        format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFERADB_MESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -447,7 +465,12 @@ where
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_line(&e));
+            let line = format!("error: {}", error_line(&e));
+            if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(target: "inferadb_mesh", "{line}");
+            } else {
+                eprintln!("{line}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -1290,6 +1290,53 @@ fn the_guides_verification_steps_against_role_processes() {
         == "Vault created; invalidating engine caches"
         && v["vault_id"] == id.as_str()));
 
+    // The guide's debug node: `up` with JSON logs (every stderr line an
+    // object, its progress lines included), asked through its socket.
+    let ops_state = d.join("ops-0");
+    let ops_log = d.join("ops-0.log");
+    let mut ops = Proc::spawn_logging(
+        "ops-0",
+        &[
+            "up",
+            "--log-format",
+            "json",
+            "--control-url",
+            &url,
+            "--auth-key-file",
+            p(&key_files["us-west-1"]),
+            "--hostname",
+            "ops-0",
+            "--state-dir",
+            p(&ops_state),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Some(&ops_log),
+    );
+    ops.line_with("\"state\":\"Running\"", 40);
+    let out = run(&[
+        "dns",
+        "query",
+        "inferadb-engine.eu-west-1.ts.net",
+        "--state-dir",
+        p(&ops_state),
+    ]);
+    assert!(
+        text(&out.stdout).contains(&format!("A\t{engine_ip}")),
+        "{}",
+        text(&out.stdout)
+    );
+    let (s, _) = ops.terminate(10);
+    assert!(s.success(), "up exited {s}");
+    let lines = json_log(&ops_log);
+    assert!(
+        lines.iter().any(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("joining the tailnet at "))),
+        "{lines:?}"
+    );
+
     // Every role's /metrics: build info, process metrics, control health.
     for (role, addr) in [("engine", engine_http), ("control", control_http)] {
         let (_, m) = http(addr, "GET", "/metrics", None, "");
