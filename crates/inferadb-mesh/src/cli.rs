@@ -181,7 +181,7 @@ macro_rules! mesh_keys {
 const ENGINE_KEYS: &str = concat!(
     mesh_keys!("INFERADB__", "8080"),
     "  auth.discovery            how to find control:\n",
-    "                            mode {type: tailscale | kubernetes | static | none,\n",
+    "                            mode {type: tailscale | kubernetes | none,\n",
     "                                  local_cluster, remote_clusters: [{name,\n",
     "                                  tailscale_domain, service_name, port}]},\n",
     "                            cache_ttl_seconds (300),\n",
