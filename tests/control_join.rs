@@ -105,6 +105,16 @@ async fn three_nodes_join_get_distinct_addresses_and_move_data() {
     // The first node learns of the later ones as deltas on its stream.
     wait_for_peers(&a, &["bravo", "charlie"]).await;
     wait_for_peers(&b, &["alpha", "charlie"]).await;
+    // Back: connected, and the entry is gone.
+    assert!(a.control_health().is_some_and(|h| h.connected));
+    assert!(
+        !a.status()
+            .health
+            .iter()
+            .any(|h| h.starts_with("not connected to control")),
+        "{:?}",
+        a.status().health
+    );
     wait_for_peers(&c, &["alpha", "bravo"]).await;
 
     echo_server(&a, 7000);
@@ -166,8 +176,42 @@ async fn a_coordinator_restart_keeps_flows_and_addresses() {
     let mut buf = [0u8; 6];
     r.read_exact(&mut buf).await.unwrap();
 
+    assert!(
+        a.control_health()
+            .expect("joined through control")
+            .connected
+    );
+    assert!(
+        !a.status()
+            .health
+            .iter()
+            .any(|h| h.starts_with("not connected to control")),
+        "{:?}",
+        a.status().health
+    );
     coord.shutdown().await;
-    // Control is gone: the data plane keeps forwarding.
+    // Control is gone, and the node says so (issue 17: status said
+    // Running with no Health entry): `not connected to control since …`,
+    // while BackendState stays Running, as tailscaled's does.
+    within(LIMIT, "the lost control shows", async {
+        while a.control_health().is_some_and(|h| h.connected) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let st = a.status();
+    assert!(
+        st.health
+            .iter()
+            .any(|h| h.starts_with("not connected to control since ")),
+        "{:?}",
+        st.health
+    );
+    assert_eq!(st.backend_state, tailnet::BackendState::Running);
+    assert!(st
+        .to_table()
+        .contains("# health: not connected to control since "));
+    // The data plane keeps forwarding.
     w.write_all(b"during").await.unwrap();
     within(LIMIT, "the echo", r.read_exact(&mut buf))
         .await
@@ -181,6 +225,16 @@ async fn a_coordinator_restart_keeps_flows_and_addresses() {
         .unwrap();
     wait_for_peers(&a, &["bravo", "charlie"]).await;
     wait_for_peers(&b, &["alpha", "charlie"]).await;
+    // Back: connected, and the entry is gone.
+    assert!(a.control_health().is_some_and(|h| h.connected));
+    assert!(
+        !a.status()
+            .health
+            .iter()
+            .any(|h| h.starts_with("not connected to control")),
+        "{:?}",
+        a.status().health
+    );
     assert_eq!(
         (v4(&a), v4(&b)),
         (a_ip, b_ip),

@@ -33,6 +33,14 @@
 //!   health check turning an endpoint unhealthy starts the fast retry too.
 //!   So a role started before its peers, or a lookup that failed once, is
 //!   not stuck for a TTL.
+//!
+//! **Log levels**: `Failed to resolve Tailscale hostname` and `No Tailscale
+//! endpoints discovered across any cluster` are INFO during the start-up
+//! grace (`STARTUP_GRACE`, 60 s after discovery starts) for a cluster that
+//! has never been found, since regions join one after another and a role
+//! often starts before its peers; after that, or for a cluster that was
+//! found before, they are WARN (the same text and fields either way, so the
+//! guide's greps find both).
 
 use crate::config::{
     ClusterTarget, DiscoveryConfig, DiscoveryMode, HealthCheckConfig, KubernetesConfig,
@@ -52,6 +60,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
+/// How long after discovery starts a cluster that has never been found
+/// logs its failures at INFO rather than WARN (see "Log levels").
+const STARTUP_GRACE: Duration = Duration::from_secs(60);
 /// Longest one MagicDNS lookup may take (the node's own retries fit).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the first refresh waits for the Kubernetes watcher's first list.
@@ -168,6 +179,8 @@ struct State {
     refreshes: u64,
     /// Counts last logged per cluster (log on change only).
     logged: Option<BTreeMap<String, usize>>,
+    /// Clusters found (one endpoint or more) at least once.
+    ever_found: std::collections::BTreeSet<String>,
 }
 
 struct Shared {
@@ -181,6 +194,25 @@ struct Shared {
     /// Set by the health task when an endpoint turns unhealthy: start the
     /// fast retry.
     unhealthy: Notify,
+    /// When discovery started (the start-up grace of the log levels).
+    started: tokio::time::Instant,
+}
+
+impl Shared {
+    /// Whether a failure of `cluster` is expected start-up noise (INFO):
+    /// within the start-up grace and never found before.
+    fn quiet(&self, cluster: &str) -> bool {
+        start_up_noise(
+            self.started.elapsed(),
+            self.state.lock().ever_found.contains(cluster),
+        )
+    }
+}
+
+/// Whether a discovery failure `since_start` into discovery is expected
+/// start-up noise (INFO): within the grace and for something never found.
+fn start_up_noise(since_start: Duration, found_before: bool) -> bool {
+    since_start < STARTUP_GRACE && !found_before
 }
 
 impl Shared {
@@ -478,7 +510,9 @@ impl<R: Resolve, C: Connect> DiscoveryBuilder<R, C> {
                 members: BTreeMap::new(),
                 refreshes: 0,
                 logged: None,
+                ever_found: Default::default(),
             }),
+            started: tokio::time::Instant::now(),
             tx,
             changed: self.changed,
             unhealthy: Notify::new(),
@@ -604,8 +638,9 @@ async fn refresh<R: Resolve>(
         match s {
             Source::Dns(t) => {
                 let (t, r, m) = (t.clone(), resolver.clone(), shared.metrics.clone());
+                let quiet = shared.quiet(&t.name);
                 dns.spawn(async move {
-                    let found = resolve_cluster(&*r, &t, &m).await;
+                    let found = resolve_cluster(&*r, &t, &m, quiet).await;
                     (t.name, found)
                 });
             }
@@ -671,6 +706,9 @@ async fn refresh<R: Resolve>(
                 let h = old.get(&key).copied().unwrap_or_default();
                 st.members.insert(key, h);
             }
+            if !addrs.is_empty() {
+                st.ever_found.insert(cluster.clone());
+            }
         }
         st.refreshes += 1;
         let counts: BTreeMap<String, usize> = sources
@@ -703,19 +741,44 @@ async fn refresh<R: Resolve>(
             }
         }
         if total == 0 && shared.tailscale {
-            tracing::warn!("No Tailscale endpoints discovered across any cluster");
+            log_none_found(shared);
         }
     } else if shared.tailscale && shared.state.lock().members.is_empty() {
-        tracing::warn!("No Tailscale endpoints discovered across any cluster");
+        log_none_found(shared);
     }
     shared.publish();
     degraded
+}
+
+/// `No Tailscale endpoints discovered across any cluster`: INFO while
+/// nothing was ever found within the start-up grace, else WARN.
+fn log_none_found(shared: &Shared) {
+    let quiet = start_up_noise(
+        shared.started.elapsed(),
+        !shared.state.lock().ever_found.is_empty(),
+    );
+    if quiet {
+        tracing::info!("No Tailscale endpoints discovered across any cluster");
+    } else {
+        tracing::warn!("No Tailscale endpoints discovered across any cluster");
+    }
+}
+
+/// `Failed to resolve Tailscale hostname …` at INFO when `quiet` (expected
+/// start-up noise), else WARN; the same text and fields.
+fn log_resolve_failure(quiet: bool, hostname: &str, cluster: &str, error: &dyn std::fmt::Display) {
+    if quiet {
+        tracing::info!(hostname = %hostname, cluster = %cluster, error = %error, "Failed to resolve Tailscale hostname");
+    } else {
+        tracing::warn!(hostname = %hostname, cluster = %cluster, error = %error, "Failed to resolve Tailscale hostname");
+    }
 }
 
 async fn resolve_cluster<R: Resolve>(
     resolver: &R,
     target: &ClusterTarget,
     metrics: &DiscoveryMetrics,
+    quiet: bool,
 ) -> Found {
     let hostname = target.hostname();
     let outcome = tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve(&hostname)).await;
@@ -741,11 +804,11 @@ async fn resolve_cluster<R: Resolve>(
         }
         Ok(Err(e)) => {
             let kind = R::classify(&e);
-            tracing::warn!(hostname = %hostname, cluster = %target.name, error = %e, "Failed to resolve Tailscale hostname");
+            log_resolve_failure(quiet, &hostname, &target.name, &e);
             kind
         }
         Err(_) => {
-            tracing::warn!(hostname = %hostname, cluster = %target.name, error = "no answer in time", "Failed to resolve Tailscale hostname");
+            log_resolve_failure(quiet, &hostname, &target.name, &"no answer in time");
             ResolveFailure::Timeout
         }
     };
@@ -976,6 +1039,19 @@ mod tests {
         // A TTL under the fast retry's first step: the TTL.
         let short = Duration::from_millis(500);
         assert_eq!(next_delay(true, s(1), short), (short, s(1)));
+    }
+
+    /// Issue 17: the demo printed 16 WARN lines of clusters not joined
+    /// yet. Only the first minute of something never found is quiet; a
+    /// cluster lost after it was found, or never found for a minute, warns.
+    #[test]
+    fn only_start_up_failures_of_never_found_clusters_are_quiet() {
+        let s = Duration::from_secs;
+        assert!(start_up_noise(s(0), false));
+        assert!(start_up_noise(s(59), false));
+        assert!(!start_up_noise(STARTUP_GRACE, false), "a minute on: WARN");
+        assert!(!start_up_noise(s(1), true), "found, then lost: WARN");
+        assert!(!start_up_noise(s(3600), true));
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,12 +14,19 @@
 //! | `inferadb_tailnet_dataplane_drops_total` | counter | `reason` |
 //! | `inferadb_tailnet_packet_filter_drops_total` | counter | `reason` |
 //! | `inferadb_tailnet_control_state` | gauge (1 for the current) | `state` (Go's `ipn.State` names) |
+//! | `inferadb_tailnet_control_connected` | gauge (1 while the map stream to control is up) | none (absent for a static node) |
+//! | `inferadb_tailnet_health_warnings` | gauge (how many `status` Health entries) | `kind` (`control`, `derp_home`, `direct_path`) |
 //! | `inferadb_tailnet_dns_queries_total` | counter | `result` (MagicDNS responder; absent without MagicDNS) |
 //! | `inferadb_tailnet_derp_connected` | gauge (1 while connected) | `region` (home DERP region ID) |
 //! | `inferadb_tailnet_derp_connects_total` | counter | none |
 //! | `inferadb_tailnet_derp_packets_total` | counter | `direction` (`tx`, `rx`) |
 //! | `inferadb_tailnet_derp_dropped_total` | counter | none |
 //! | `inferadb_tailnet_derp_regions_open` | gauge | none (home plus peers' home regions in use) |
+//!
+//! `control_state` stays `Running` while control is unreachable (the node
+//! forwards on its last netmap and reconnects, as tailscaled does);
+//! `control_connected 0` and `health_warnings{kind="control"} 1` say
+//! control is gone.
 //!
 //! The DERP metrics describe the node's connection to its home relay
 //! region (`Node::stats().relay`) and are absent while it has none (a
@@ -44,6 +51,14 @@ const STATES: &[BackendState] = &[
     BackendState::Stopped,
 ];
 
+/// `inferadb_tailnet_health_warnings`' kinds and the start of the Health
+/// entries of each (`tailnet`'s `Status::health`).
+const HEALTH_KINDS: &[(&str, &str)] = &[
+    ("control", "not connected to control"),
+    ("derp_home", "no DERP home"),
+    ("direct_path", "no direct path to "),
+];
+
 struct Set {
     peers: IntGauge,
     rx: IntCounterVec,
@@ -61,6 +76,8 @@ struct Set {
     derp_packets: IntCounterVec,
     derp_dropped: IntCounter,
     derp_regions: IntGauge,
+    control_connected: IntGauge,
+    health: IntGaugeVec,
 }
 
 impl Set {
@@ -152,10 +169,20 @@ impl Set {
                 "DERP relay connections open: the home region's and those to peers' home regions in use.",
             )
             .expect("valid metric"),
+            control_connected: IntGauge::new(
+                "inferadb_tailnet_control_connected",
+                "Whether the node's map stream to control is up (0: forwarding on the last netmap, reconnecting).",
+            )
+            .expect("valid metric"),
+            health: g(
+                "inferadb_tailnet_health_warnings",
+                "Problems `inferadb-mesh status` lists under Health, by kind.",
+                &["kind"],
+            ),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 16] {
+    fn collectors(&self) -> [&dyn Collector; 18] {
         [
             &self.peers,
             &self.rx,
@@ -173,6 +200,8 @@ impl Set {
             &self.derp_packets,
             &self.derp_dropped,
             &self.derp_regions,
+            &self.control_connected,
+            &self.health,
         ]
     }
 }
@@ -303,6 +332,21 @@ impl Collector for TailnetCollector {
             .iter()
             .flat_map(|c| c.collect())
             .collect();
+        if let Some(control) = self.node.control_health() {
+            m.control_connected.set(i64::from(control.connected));
+            for (kind, prefix) in HEALTH_KINDS {
+                let n = status
+                    .health
+                    .iter()
+                    .filter(|h| h.starts_with(prefix))
+                    .count();
+                m.health
+                    .with_label_values(&[kind])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            families.extend(m.control_connected.collect());
+            families.extend(m.health.collect());
+        }
         if r.region != 0 {
             m.derp_connected
                 .with_label_values(&[&r.region.to_string()])
@@ -316,7 +360,7 @@ impl Collector for TailnetCollector {
                 .inc_by(r.rx_packets);
             m.derp_dropped.inc_by(r.tx_dropped);
             m.derp_regions.set(i64::from(r.regions_open));
-            families.extend(m.collectors()[11..].iter().flat_map(|c| c.collect()));
+            families.extend(m.collectors()[11..16].iter().flat_map(|c| c.collect()));
         }
         families
     }

@@ -637,11 +637,11 @@ fn redact_line(text: &str) -> String {
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .unwrap_or("");
-    let words: Vec<&str> = line
-        .split_whitespace()
-        .map(|w| if w.contains("tskey-") { "tskey-…" } else { w })
-        .collect();
-    words.join(" ").chars().take(300).collect()
+    let words: Vec<&str> = line.split_whitespace().collect();
+    tailnet_wire::control::redact_auth_keys(&words.join(" "))
+        .chars()
+        .take(300)
+        .collect()
 }
 
 fn public_of(k: &PrivateKey) -> PublicKey {

@@ -20,8 +20,47 @@ use crate::ping_cmd;
 #[derive(Debug, Parser)]
 #[command(name = "inferadb-mesh", version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines on stderr: `text` (`TIME LEVEL target: message key=value…`;
+    /// colours only when stderr is a terminal and NO_COLOR is unset) or
+    /// `json` (one object per line: timestamp, level, target, message and
+    /// each field as its own key). The filter is $INFERADB_MESH_LOG
+    /// (default `info` for engine, control, up and coordinator serve,
+    /// `warn` for the rest).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "INFERADB_MESH_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The log line format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIME LEVEL target: message key=value…`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Command {
+    /// Whether this is a long-running service whose log is its record
+    /// (`kubectl logs`): those log at `info` unless told otherwise.
+    fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Engine(_)
+                | Command::Control(_)
+                | Command::Up(_)
+                | Command::Coordinator {
+                    which: CoordinatorCommand::Serve(_)
+                }
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,10 +102,12 @@ enum Command {
     /// Run an InferaDB engine: the embedded node, discovery of control,
     /// the invalidation webhook receiver, /metrics /healthz /readyz.
     /// Configuration: --config FILE and INFERADB__… variables.
+    #[command(after_help = ENGINE_KEYS)]
     Engine(RoleArgs),
     /// Run InferaDB control: the embedded node, discovery of engines,
     /// POST /v1/vaults fanning invalidations out, /metrics /healthz
     /// /readyz. Configuration: --config FILE and INFERADB_CTRL__… variables.
+    #[command(after_help = CONTROL_KEYS)]
     Control(RoleArgs),
     /// The embedded coordination server's administration (pre-auth keys,
     /// nodes) and `serve`, the control server itself.
@@ -110,11 +151,70 @@ enum Command {
     },
 }
 
+/// The `mesh:` and `http:` keys both roles take (`engine --help`,
+/// `control --help`).
+macro_rules! mesh_keys {
+    ($env:literal, $port:literal) => {
+        concat!(
+            "Configuration keys (YAML; each also as an environment variable, e.g.\n",
+            $env,
+            "MESH__STATE_DIR, list items as __0__; unknown keys are errors):\n",
+            "  mesh.control_url          the control server: the coordinator, Tailscale or Headscale\n",
+            "  mesh.auth_key_file        a file with the pre-auth key (or mesh.auth_key);\n",
+            "                            needed for the first join only\n",
+            "  mesh.hostname             the host name to register (the chart: the pod name)\n",
+            "  mesh.state_dir            node keys and registration, and the local API socket\n",
+            "                            (`status`, `dns query`, `ping` --state-dir DIR)\n",
+            "  mesh.tags                 ACL tags to request, e.g. [tag:inferadb-us-west-1]\n",
+            "  mesh.listen               UDP address for WireGuard (default 0.0.0.0:0)\n",
+            "  mesh.ephemeral            leave no identity behind (default false)\n",
+            "  mesh.timeout_seconds      give up joining after this long (default 60)\n",
+            "  http.listen               OS address of /metrics /healthz /readyz\n",
+            "                            (default 127.0.0.1:0)\n",
+            "  http.tailnet_port         the same server on the tailnet (default ",
+            $port,
+            "; 0: off)\n",
+        )
+    };
+}
+
+const ENGINE_KEYS: &str = concat!(
+    mesh_keys!("INFERADB__", "8080"),
+    "  auth.discovery            how to find control:\n",
+    "                            mode {type: tailscale | kubernetes | none,\n",
+    "                                  local_cluster, remote_clusters: [{name,\n",
+    "                                  tailscale_domain, service_name, port}]},\n",
+    "                            cache_ttl_seconds (300),\n",
+    "                            health_check {enabled, path, interval_ms, timeout_ms,\n",
+    "                                          healthy_threshold, unhealthy_threshold}\n",
+    "  cache_invalidation.webhook_secret_file\n",
+    "                            the shared webhook secret (or .webhook_secret)\n",
+    "\nThe keys are described in docs/tailscale-multi-region.md (\"Configuration\");\n",
+    "--check prints the effective configuration."
+);
+
+const CONTROL_KEYS: &str = concat!(
+    mesh_keys!("INFERADB_CTRL__", "9090"),
+    "  api.token_file            the bearer token of POST /v1/vaults (or api.token)\n",
+    "  cache_invalidation.discovery\n",
+    "                            how to find engines: the shape of the engine's auth.discovery\n",
+    "  cache_invalidation.http_endpoints\n",
+    "                            static engine URLs (mode none; leave empty with discovery)\n",
+    "  cache_invalidation.timeout_ms\n",
+    "                            per-attempt timeout of one webhook (default 5000)\n",
+    "  cache_invalidation.retry_attempts\n",
+    "                            retries after the first attempt (default 2)\n",
+    "  cache_invalidation.webhook_secret_file\n",
+    "                            the shared webhook secret (or .webhook_secret)\n",
+    "\nThe keys are described in docs/tailscale-multi-region.md (\"Configuration\");\n",
+    "--check prints the effective configuration."
+);
+
 /// Arguments of `engine` and `control`.
 #[derive(Debug, Args)]
 struct RoleArgs {
-    /// The YAML configuration file (keys in crates/inferadb-mesh/src/config.rs
-    /// and docs/ARCHITECTURE.md); environment variables override it.
+    /// The YAML configuration file (its keys: below); environment
+    /// variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Check the configuration (the file and the environment) and print
@@ -146,10 +246,13 @@ enum CoordinatorCommand {
 #[derive(Debug, Subcommand)]
 enum AuthkeyCommand {
     /// Create a key and print it (`tskey-auth-…`); it is shown only once.
-    ///
-    /// Example, as in the multi-region guide:
-    /// inferadb-mesh coordinator authkey create --state-dir /var/lib/coord
-    ///   --reusable --ephemeral --tags tag:inferadb-us-west-1 --expiry 90d
+    #[command(
+        after_help = "Example: one region's key, as the multi-region guide recommends \
+(reusable, not ephemeral: replicas with persistent state keep their names):
+  inferadb-mesh coordinator authkey create --state-dir /var/lib/coord \\
+      --reusable --tags tag:inferadb-us-west-1 --expiry 90d
+A region without persistent state (ephemeral nodes) adds --ephemeral."
+    )]
     Create {
         /// The coordinator's state directory (created if missing).
         #[arg(long)]
@@ -275,13 +378,52 @@ fn parse_congestion(s: &str) -> Result<tailnet::Congestion, String> {
     }
 }
 
-fn init_tracing() {
+/// Whether log lines on stderr get terminal colours: only when stderr is a
+/// terminal and `NO_COLOR` is unset or empty (<https://no-color.org>). A
+/// pipe or file (`kubectl logs`, a log shipper, `grep`) gets plain text.
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Whether stderr carries JSON log lines (`--log-format json`).
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A progress line for a person on stderr (`joining the tailnet at …`):
+/// as is with text logs; with `--log-format json` an INFO log line, so
+/// stderr stays one JSON object per line.
+pub fn progress(line: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "inferadb_mesh", "{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn init_tracing(format: LogFormat, default_level: &str) {
+    JSON_LOGS.store(
+        format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFERADB_MESH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(log_colours(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Parses `args` and runs the command; errors print as one line.
@@ -301,7 +443,14 @@ where
             };
         }
     };
-    init_tracing();
+    init_tracing(
+        cli.log_format,
+        if cli.command.is_service() {
+            "info"
+        } else {
+            "warn"
+        },
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -316,10 +465,34 @@ where
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let line = format!("error: {}", error_line(&e));
+            if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(target: "inferadb_mesh", "{line}");
+            } else {
+                eprintln!("{line}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its causes on one line, `outer: cause: …`, leaving out a cause
+/// whose text the line already holds (an error that prints its source in
+/// its own message would otherwise read `Address already in use (os error
+/// 98): Address already in use (os error 98)`).
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -512,5 +685,47 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    /// Issue 17: `kubectl logs` (a pipe) showed colour codes, so the
+    /// seed's `grep "cluster=eu-west-1"` matched nothing.
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None), "a pipe or file gets plain text");
+        assert!(!log_colours(true, Some(OsStr::new("1"))), "NO_COLOR=1");
+        // no-color.org: an empty NO_COLOR does not count.
+        assert!(log_colours(true, Some(OsStr::new(""))));
+    }
+
+    /// Issue 17: `http.listen 127.0.0.1:1: Address already in use (os
+    /// error 98): Address already in use (os error 98)`.
+    #[test]
+    fn error_lines_say_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let io_text = io.to_string();
+        let role = crate::roles::RoleError::Listen {
+            what: "http.listen 127.0.0.1:1".into(),
+            source: io,
+        };
+        let line = error_line(&anyhow::Error::new(role));
+        assert_eq!(line, format!("http.listen 127.0.0.1:1: {io_text}"));
+        // Context that does not repeat its cause keeps it.
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("writing state");
+        assert_eq!(error_line(&e), "writing state: disk full");
+    }
+
+    #[test]
+    fn log_format_from_flag_and_environment() {
+        let cli = Cli::try_parse_from(["inferadb-mesh", "status", "--log-format", "json"])
+            .expect("parses");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["inferadb-mesh", "--log-format", "xml", "genkey"]).is_err());
     }
 }

@@ -760,6 +760,21 @@ fn one_line(s: &str) -> String {
 }
 
 fn describe(e: &figment::Error, file: Option<&Path>, origins: &Origins) -> ConfigError {
+    // An unknown key reads as discovery's do: the key's own path, then
+    // `unknown key (known here: …)`.
+    if let figment::error::Kind::UnknownField(field, expected) = &e.kind {
+        // figment's path may already end in the key.
+        let mut at = e.path.clone();
+        if at.last() != Some(field) {
+            at.push(field.clone());
+        }
+        let source = source_of(&at.join("."), file, origins);
+        return ConfigError(format!(
+            "{}: unknown key (known here: {}){source}",
+            display_path(&at),
+            expected.join(", ")
+        ));
+    }
     let path = e.path.join(".");
     let last = e.path.last().map(String::as_str).unwrap_or("");
     let kind = if SECRET_KEYS.contains(&last) {

@@ -32,10 +32,12 @@ pub struct QueryArgs {
     /// Record type: A, AAAA, PTR, ANY, TXT, …
     #[arg(default_value = "A")]
     qtype: String,
-    /// Ask the node running with this state directory (its local API).
-    #[arg(long, env = "INFERADB_MESH_STATE_DIR", conflicts_with = "server")]
+    /// Ask the node running with this state directory (its local API; `up`,
+    /// `engine` and `control` all serve it).
+    #[arg(long, value_name = "DIR", env = "INFERADB_MESH_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Ask a MagicDNS listener directly (a node's `up --dns-listen`).
+    /// Ask a MagicDNS listener directly (a node's `up --dns-listen`); wins
+    /// over --state-dir.
     #[arg(long)]
     server: Option<SocketAddr>,
     /// Print JSON instead of dig-like lines.

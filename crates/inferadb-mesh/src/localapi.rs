@@ -80,6 +80,20 @@ pub type DnsSource = Arc<
         + Sync,
 >;
 
+/// The [`DnsSource`] of a node: queries through its MagicDNS responder, as
+/// `up`, `engine` and `control` serve it.
+pub fn node_dns_source(node: &tailnet::Node) -> DnsSource {
+    let node = node.clone();
+    Arc::new(move |name, qtype| {
+        let node = node.clone();
+        Box::pin(async move {
+            let (name, t) = crate::dns_cmd::query_of(&name, &qtype)?;
+            let r = node.dns_query(&name, t).await.map_err(|e| e.to_string())?;
+            serde_json::to_vec(&crate::dns_cmd::DnsReply::from(r)).map_err(|e| e.to_string())
+        })
+    })
+}
+
 /// Why the local API could not be reached or answered badly.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -120,14 +120,16 @@ impl Role {
     }
 }
 
-/// Serves the local API for `node` in its state directory; a role runs on
-/// without it (and says so) if the socket cannot be made.
+/// Serves the local API for `node` in its state directory (status, DNS
+/// queries, disco pings: what `up` serves); a role runs on without it (and
+/// says so) if the socket cannot be made.
 async fn local_api(mesh: &MeshConfig, node: &Node) -> Option<crate::localapi::LocalApiHandle> {
     let dir = mesh.state_dir.as_ref()?;
     let path = crate::localapi::socket_path(dir);
     let n = node.clone();
     let source: crate::localapi::StatusSource = Arc::new(move || n.status());
-    match crate::localapi::serve_with_dns(&path, source, None, Some(node.clone())).await {
+    let dns = crate::localapi::node_dns_source(node);
+    match crate::localapi::serve_with_dns(&path, source, Some(dns), Some(node.clone())).await {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(socket = %path.display(), error = %e, "no local API: `inferadb-mesh status` will not reach this node");
@@ -290,6 +292,31 @@ async fn serve_both(
     Ok((addr, vec![serve(os, handler.clone()), serve(tn, handler)]))
 }
 
+/// Registers what every role's `/metrics` has beside its own:
+/// `inferadb_build_info{version, role} 1` and the process metrics
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_start_time_seconds`,
+/// `process_threads`, `process_virtual_memory_bytes`; read from /proc at
+/// scrape time).
+pub fn register_process_metrics(
+    registry: &prometheus::Registry,
+    role: &str,
+) -> Result<(), prometheus::Error> {
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "inferadb_build_info",
+            "The running build: always 1, labelled with the version and the role.",
+        ),
+        &["version", "role"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), role])
+        .set(1);
+    registry.register(Box::new(info))?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
+}
+
 fn start_discovery(
     config: inferadb_discovery::DiscoveryConfig,
     node: &Node,
@@ -312,6 +339,7 @@ pub async fn start_engine(cfg: EngineConfig) -> Result<Role, RoleError> {
     let node = join(&cfg.mesh).await?;
     let registry = prometheus::Registry::new();
     inferadb_discovery::tailnet_metrics::TailnetCollector::register(&node, &registry)?;
+    register_process_metrics(&registry, "engine")?;
     let discovery = start_discovery(cfg.discovery_config.clone(), &node, &registry)?;
     let recorder = Recorder::new();
     let receiver = Receiver::new(
@@ -401,6 +429,7 @@ pub async fn start_control(cfg: ControlConfig) -> Result<Role, RoleError> {
     let node = join(&cfg.mesh).await?;
     let registry = prometheus::Registry::new();
     inferadb_discovery::tailnet_metrics::TailnetCollector::register(&node, &registry)?;
+    register_process_metrics(&registry, "control")?;
     let discovery = start_discovery(cfg.discovery_config.clone(), &node, &registry)?;
     let targets = Targets::watch_map(discovery.subscribe(), |set: &Arc<EndpointSet>| {
         set.healthy()

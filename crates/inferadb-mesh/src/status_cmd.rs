@@ -55,11 +55,12 @@ pub struct StatusArgs {
     /// table.
     #[arg(long)]
     pub json: bool,
-    /// The running node's state directory (as given to `up`); its socket is
-    /// DIR/inferadb-mesh.sock. Default: $INFERADB_MESH_STATE_DIR.
-    #[arg(long, value_name = "DIR", conflicts_with = "socket")]
+    /// The running node's state directory (as given to `up`, or a role's
+    /// mesh.state_dir); its socket is DIR/inferadb-mesh.sock.
+    #[arg(long, value_name = "DIR", env = STATE_DIR_ENV)]
     pub state_dir: Option<PathBuf>,
-    /// The node's local API socket itself, instead of --state-dir.
+    /// The node's local API socket itself, instead of --state-dir (it
+    /// wins over both the flag and the variable).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 }

@@ -139,32 +139,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(a) = args.dns_listen {
         builder = builder.dns_listen(a);
     }
-    eprintln!("joining the tailnet at {} …", args.control_url);
+    crate::cli::progress(&format!("joining the tailnet at {} …", args.control_url));
     let node = builder.up().await?;
     services::spawn_on_node(&node, &args.serve)?;
     crate::forward::start_exposes(&node, &args.expose)?;
     crate::forward::start_forwards(&node, &args.forward).await?;
     for f in &args.forward {
-        eprintln!("forwarding {f}");
+        crate::cli::progress(&format!("forwarding {f}"));
     }
     for e in &args.expose {
-        eprintln!("exposing {e}");
+        crate::cli::progress(&format!("exposing {e}"));
     }
     let socket = localapi::socket_path(&args.state_dir);
     let source_node = node.clone();
-    let dns_node = node.clone();
-    let dns: localapi::DnsSource = Arc::new(move |name, qtype| {
-        let node = dns_node.clone();
-        Box::pin(async move {
-            let (name, t) = crate::dns_cmd::query_of(&name, &qtype)?;
-            let r = node.dns_query(&name, t).await.map_err(|e| e.to_string())?;
-            serde_json::to_vec(&crate::dns_cmd::DnsReply::from(r)).map_err(|e| e.to_string())
-        })
-    });
     let _api = localapi::serve_with_dns(
         &socket,
         Arc::new(move || source_node.status()),
-        Some(dns),
+        Some(localapi::node_dns_source(&node)),
         Some(node.clone()),
     )
     .await
@@ -178,12 +169,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         socket,
     };
     println!("{}", serde_json::to_string(&ready)?);
-    eprintln!(
+    crate::cli::progress(&format!(
         "running as {} ({}); `inferadb-mesh status --state-dir {}` shows peers",
         ready.name.trim_end_matches('.'),
         node.ipv4().map(|a| a.to_string()).unwrap_or_default(),
         args.state_dir.display()
-    );
+    ));
     crate::cli::shutdown_signal().await;
     node.shutdown().await;
     Ok(())

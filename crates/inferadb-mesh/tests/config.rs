@@ -284,8 +284,36 @@ fn bad_values_and_keys_give_one_line_naming_them() {
         &SEED_CONTROL_YAML.replace("timeout_ms: 5000", "timeout_mss: 5000"),
     );
     let e = err_of(ControlConfig::load_from(Some(&file), env(&[])));
-    assert!(e.contains("cache_invalidation"), "{e}");
-    assert!(e.contains("timeout_mss"), "{e}");
+    // Issue 17: one style for every unknown key, the key's own path first,
+    // whether serde or discovery's config found it.
+    assert!(
+        e.starts_with("config: cache_invalidation.timeout_mss: unknown key (known here: discovery, http_endpoints, timeout_ms,"),
+        "{e}"
+    );
+    let e = err_of(EngineConfig::load_from(
+        None,
+        env(&[("INFERADB__MESH__HOSTNAM", "inferadb-engine-0")]),
+    ));
+    assert!(
+        e.starts_with("config: mesh.hostnam: unknown key (known here: control_url, auth_key,"),
+        "{e}"
+    );
+    assert!(e.contains("INFERADB__MESH__HOSTNAM"), "{e}");
+    let e = err_of(EngineConfig::load_from(
+        None,
+        env(&[
+            ("INFERADB__AUTH__DISCOVERY__MODE__TYPE", "tailscale"),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__LOCAL_CLUSTER",
+                "eu-west-1",
+            ),
+            ("INFERADB__AUTH__DISCOVERY__MODE__LOCAL_CLUSTR", "eu-west-1"),
+        ]),
+    ));
+    assert!(
+        e.starts_with("config: auth.discovery.mode.local_clustr: unknown key (known here: "),
+        "{e}"
+    );
 
     let (_d, file) = write(
         "control.yaml",

@@ -103,12 +103,31 @@ fn collect(
 
 impl Proc {
     fn spawn(name: &str, args: &[&str], env: &[(String, String)]) -> Proc {
+        Proc::spawn_logging(name, args, env, None)
+    }
+
+    /// [`Proc::spawn`]; with `log`, stderr goes to that file, as a
+    /// container runtime keeps it for `kubectl logs`, and the log filter
+    /// and format are the binary's defaults unless `env` sets them.
+    fn spawn_logging(
+        name: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        log: Option<&Path>,
+    ) -> Proc {
         let mut cmd = Command::new(EXE);
-        cmd.args(args)
-            .env("INFERADB_MESH_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+        match log {
+            Some(path) => {
+                cmd.env_remove("INFERADB_MESH_LOG")
+                    .env_remove("INFERADB_MESH_LOG_FORMAT")
+                    .env_remove("NO_COLOR")
+                    .stderr(std::fs::File::create(path).expect("log file"));
+            }
+            None => {
+                cmd.env("INFERADB_MESH_LOG", "info").stderr(Stdio::piped());
+            }
+        }
         // Nothing of the test runner's environment configures the roles.
         for (k, _) in std::env::vars() {
             if k.starts_with("INFERADB__") || k.starts_with("INFERADB_CTRL__") {
@@ -123,7 +142,9 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
         collect(child.stdout.take().unwrap(), stdout.clone(), Some(tx));
-        collect(child.stderr.take().unwrap(), stderr.clone(), None);
+        if let Some(err) = child.stderr.take() {
+            collect(err, stderr.clone(), None);
+        }
         Proc {
             name: name.to_string(),
             child,
@@ -240,6 +261,26 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
             return v;
         }
         assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`wait_for`], printing what `f` last left in `last` when time is up.
+fn wait_for_or<T, L: std::fmt::Debug>(
+    secs: u64,
+    what: &str,
+    last: &mut L,
+    mut f: impl FnMut(&mut L) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f(last) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s; last: {last:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -931,6 +972,451 @@ fn roles_as_processes_with_the_guides_config() {
     eprintln!("whole test: {:?}", t0.elapsed());
     assert!(
         t0.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The guide's verification section, as an operator runs it in the pods
+
+/// Runs `grep ARGS FILE` (the tool, as the guide does); (exit code, stdout).
+fn grep(args: &[&str], file: &Path) -> (i32, String) {
+    let out = Command::new("grep")
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("run grep");
+    (out.status.code().unwrap_or(-1), text(&out.stdout))
+}
+
+/// The JSON log lines of `file`, each parsed (a panic on any other line).
+fn json_log(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect()
+}
+
+fn ready_address(line: &str) -> String {
+    let v: Value = serde_json::from_str(line).unwrap();
+    v["addresses"][0].as_str().expect("an address").to_string()
+}
+
+/// docs/tailscale-multi-region.md, "Verification" and "Step 3", against
+/// role processes as the chart runs them (logs on stderr into a file, as
+/// `kubectl logs` reads them, at the binary's default level): a us-west-1
+/// control logging JSON (`INFERADB_MESH_LOG_FORMAT=json`) and an eu-west-1
+/// engine logging text. The guide's greps find their lines in the files
+/// (no colour codes in between), `dns query` and `status --json` and
+/// `ping` work against each role's state directory, the vault's
+/// invalidation reaches the engine's log, and `/metrics` carries
+/// `inferadb_build_info` and the process metrics. Then the coordinator
+/// stops: `status` names the lost control in Health, the metrics say so,
+/// and the peers still answer on the last netmap.
+#[test]
+fn the_guides_verification_steps_against_role_processes() {
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let coord_dir = d.join("coordinator");
+    let mut coord = Proc::spawn(
+        "coordinator",
+        &[
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            p(&coord_dir),
+        ],
+        &[],
+    );
+    let line = coord.line_with("coordinator listening on", 20);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("URL in the listening line")
+        .to_string();
+    let mut key_files = BTreeMap::new();
+    for region in ["us-west-1", "eu-west-1"] {
+        let out = run(&[
+            "coordinator",
+            "authkey",
+            "create",
+            "--state-dir",
+            p(&coord_dir),
+            "--reusable",
+            "--tags",
+            &format!("tag:inferadb-{region}"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let f = d.join(format!("authkey-{region}"));
+        std::fs::write(&f, text(&out.stdout)).unwrap();
+        key_files.insert(region, f);
+    }
+    let secret_file = d.join("webhook-secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+
+    // Control, us-west-1, JSON logs.
+    let control_state = d.join("control");
+    let control_file = d.join("control.yaml");
+    std::fs::write(
+        &control_file,
+        format!(
+            "{}api:\n  token: {TOKEN}\ncache_invalidation:\n  discovery:\n    mode:\n      type: tailscale\n      local_cluster: us-west-1\n      remote_clusters:\n        - name: eu-west-1\n          tailscale_domain: eu-west-1.ts.net\n          service_name: inferadb-engine\n          port: 8080\n  webhook_secret_file: {}\n",
+            mesh_yaml(&url, &key_files["us-west-1"], &control_state, "tag:inferadb-us-west-1"),
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let control_log = d.join("control.log");
+    let mut control = Proc::spawn_logging(
+        "control",
+        &["control", "--config", p(&control_file)],
+        &vars(&[
+            ("INFERADB_CTRL__MESH__HOSTNAME", "inferadb-control-0"),
+            ("INFERADB_MESH_LOG_FORMAT", "json"),
+        ]),
+        Some(&control_log),
+    );
+    let control_ready = control.line_with("\"state\":\"Running\"", 40);
+    let control_ip = ready_address(&control_ready);
+    let control_http: SocketAddr = serde_json::from_str::<Value>(&control_ready).unwrap()["http"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Engine, eu-west-1, text logs; discovery from the guide's variables.
+    let engine_state = d.join("engine");
+    let engine_file = d.join("engine.yaml");
+    std::fs::write(
+        &engine_file,
+        format!(
+            "{}cache_invalidation:\n  webhook_secret_file: {}\n",
+            mesh_yaml(
+                &url,
+                &key_files["eu-west-1"],
+                &engine_state,
+                "tag:inferadb-eu-west-1"
+            ),
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let engine_log = d.join("engine.log");
+    let mut engine = Proc::spawn_logging(
+        "engine",
+        &["engine", "--config", p(&engine_file)],
+        &vars(&[
+            ("INFERADB__AUTH__DISCOVERY__MODE__TYPE", "tailscale"),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__LOCAL_CLUSTER",
+                "eu-west-1",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__NAME",
+                "us-west-1",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__TAILSCALE_DOMAIN",
+                "us-west-1.ts.net",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__SERVICE_NAME",
+                "inferadb-control",
+            ),
+            (
+                "INFERADB__AUTH__DISCOVERY__MODE__REMOTE_CLUSTERS__0__PORT",
+                "9090",
+            ),
+            ("INFERADB__MESH__HOSTNAME", "inferadb-engine-0"),
+        ]),
+        Some(&engine_log),
+    );
+    let engine_ready = engine.line_with("\"state\":\"Running\"", 40);
+    let engine_ip = ready_address(&engine_ready);
+    let engine_http: SocketAddr = serde_json::from_str::<Value>(&engine_ready).unwrap()["http"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Test Cross-Cluster Discovery: `kubectl logs … | grep "Discovered
+    // Tailscale endpoints"`, and the seed's key=value greps.
+    let want = "Discovered Tailscale endpoints across clusters cluster=us-west-1 endpoint_count=1";
+    wait_for(
+        30,
+        "the engine's log has the guide's discovery line",
+        || {
+            grep(&["-F", want], &engine_log)
+                .1
+                .contains(want)
+                .then_some(())
+        },
+    );
+    let (rc, found) = grep(&["Discovered Tailscale endpoints"], &engine_log);
+    assert_eq!(rc, 0);
+    assert!(found.lines().all(|l| l.contains(" INFO ")), "{found}");
+    let (rc, n) = grep(&["-c", "cluster=eu-west-1"], &engine_log);
+    assert_eq!(rc, 0, "grep -c cluster=eu-west-1 found nothing");
+    assert!(n.trim().parse::<u32>().unwrap() >= 1, "{n}");
+    let raw = std::fs::read_to_string(&engine_log).unwrap();
+    assert!(
+        !raw.contains('\u{1b}'),
+        "colour codes in a log file:\n{raw}"
+    );
+    // Expected start-up noise (control's own region has no engine yet) is
+    // not WARN.
+    assert!(
+        !raw.lines().any(|l| l.contains(" WARN ")),
+        "WARN lines in a healthy start:\n{raw}"
+    );
+    // The same lines in JSON: the text as the message, each field a key.
+    wait_for(30, "control's JSON log has the discovery line", || {
+        json_log(&control_log)
+            .iter()
+            .any(|v| {
+                v["message"] == "Discovered Tailscale endpoints across clusters"
+                    && v["cluster"] == "eu-west-1"
+                    && v["endpoint_count"] == 1
+                    && v["level"] == "INFO"
+            })
+            .then_some(())
+    });
+
+    // Test MagicDNS Resolution, in both pods.
+    for (state, name, ip) in [
+        (
+            &engine_state,
+            "inferadb-control.us-west-1.ts.net",
+            &control_ip,
+        ),
+        (
+            &control_state,
+            "inferadb-engine.eu-west-1.ts.net",
+            &engine_ip,
+        ),
+    ] {
+        let out = run(&["dns", "query", name, "--state-dir", p(state)]);
+        let o = text(&out.stdout);
+        assert!(out.status.success(), "{name}: {o}{}", text(&out.stderr));
+        assert!(o.contains(";; status: NOERROR"), "{o}");
+        assert!(
+            o.lines()
+                .any(|l| l.starts_with(&format!("{name}.")) && l.ends_with(&format!("A\t{ip}"))),
+            "{name} → {ip}: {o}"
+        );
+    }
+    let out = run(&[
+        "dns",
+        "query",
+        "inferadb-control.eu-west-1.ts.net",
+        "--state-dir",
+        p(&engine_state),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains(";; status: NXDOMAIN"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // "High Latency": ping (like tailscale ping, it stops at the first
+    // direct pong: disco has found the path), then Step 3's status --json
+    // | jq '.Peer[] | {Name, CurAddr, Relay}' shows it, with no health
+    // warning.
+    let out = run(&[
+        "ping",
+        "inferadb-control-0",
+        "--state-dir",
+        p(&engine_state),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "pong from inferadb-control-0 ({control_ip}) via 127.0.0.1:"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut last = Value::Null;
+    let st: Value = wait_for_or(30, "a direct path and no Health entry", &mut last, |last| {
+        let out = run(&["status", "--json", "--state-dir", p(&engine_state)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        *last = st.clone();
+        let direct = st["Peer"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, p)| p["Name"] == "inferadb-control-0" && p["CurAddr"] != "");
+        let healthy = st["Health"].as_array().is_none_or(|h| h.is_empty());
+        (direct && healthy).then_some(st)
+    });
+    assert_eq!(st["BackendState"], "Running");
+    assert_eq!(st["Self"]["Name"], "inferadb-engine-0");
+
+    // Test Cross-Cluster Cache Invalidation: the engine's log file.
+    let (status, resp) = http(
+        control_http,
+        "POST",
+        "/v1/vaults",
+        Some(TOKEN),
+        r#"{"name": "test-vault"}"#,
+    );
+    assert_eq!(status, 201, "{resp}");
+    let id = serde_json::from_str::<Value>(&resp).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let want = format!("Vault cache invalidation received vault_id={id}");
+    wait_for(10, "the engine logs the invalidation", || {
+        (grep(&["-c", "Vault cache invalidation"], &engine_log)
+            .1
+            .trim()
+            == "1"
+            && grep(&["-F", &want], &engine_log).0 == 0)
+            .then_some(())
+    });
+    assert!(json_log(&control_log).iter().any(|v| v["message"]
+        == "Vault created; invalidating engine caches"
+        && v["vault_id"] == id.as_str()));
+
+    // The guide's debug node: `up` with JSON logs (every stderr line an
+    // object, its progress lines included), asked through its socket.
+    let ops_state = d.join("ops-0");
+    let ops_log = d.join("ops-0.log");
+    let mut ops = Proc::spawn_logging(
+        "ops-0",
+        &[
+            "up",
+            "--log-format",
+            "json",
+            "--control-url",
+            &url,
+            "--auth-key-file",
+            p(&key_files["us-west-1"]),
+            "--hostname",
+            "ops-0",
+            "--state-dir",
+            p(&ops_state),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Some(&ops_log),
+    );
+    ops.line_with("\"state\":\"Running\"", 40);
+    let out = run(&[
+        "dns",
+        "query",
+        "inferadb-engine.eu-west-1.ts.net",
+        "--state-dir",
+        p(&ops_state),
+    ]);
+    assert!(
+        text(&out.stdout).contains(&format!("A\t{engine_ip}")),
+        "{}",
+        text(&out.stdout)
+    );
+    let (s, _) = ops.terminate(10);
+    assert!(s.success(), "up exited {s}");
+    let lines = json_log(&ops_log);
+    assert!(
+        lines.iter().any(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("joining the tailnet at "))),
+        "{lines:?}"
+    );
+
+    // Every role's /metrics: build info, process metrics, control health.
+    for (role, addr) in [("engine", engine_http), ("control", control_http)] {
+        let (_, m) = http(addr, "GET", "/metrics", None, "");
+        let version = env!("CARGO_PKG_VERSION");
+        for want in [
+            format!("inferadb_build_info{{role=\"{role}\",version=\"{version}\"}} 1"),
+            "inferadb_tailnet_control_connected 1".to_string(),
+            "inferadb_tailnet_health_warnings{kind=\"control\"} 0".to_string(),
+        ] {
+            assert!(m.lines().any(|l| l == want), "{role}: no {want:?} in\n{m}");
+        }
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                m.lines().any(|l| l.starts_with(&format!("{family} "))),
+                "{role}: no {family}"
+            );
+        }
+        promtool_check(role, &m);
+    }
+
+    // The coordinator goes away: the engine says so (Health, the table,
+    // metrics, a WARN line) and keeps forwarding on its last netmap.
+    coord.child.kill().unwrap();
+    coord.child.wait().unwrap();
+    let st: Value = wait_for(20, "Health names the lost control", || {
+        let out = run(&["status", "--json", "--state-dir", p(&engine_state)]);
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        st["Health"]
+            .as_array()
+            .is_some_and(|h| {
+                h.iter().any(|m| {
+                    m.as_str()
+                        .is_some_and(|m| m.starts_with("not connected to control since "))
+                })
+            })
+            .then_some(st)
+    });
+    assert_eq!(st["BackendState"], "Running", "forwarding goes on: {st}");
+    let table = text(&run(&["status", "--state-dir", p(&engine_state)]).stdout);
+    assert!(
+        table.contains("# health: not connected to control since "),
+        "{table}"
+    );
+    let (_, m) = http(engine_http, "GET", "/metrics", None, "");
+    for want in [
+        "inferadb_tailnet_control_connected 0",
+        "inferadb_tailnet_health_warnings{kind=\"control\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == want), "no {want:?} in\n{m}");
+    }
+    assert!(
+        grep(&["-c", "WARN .*lost the control connection"], &engine_log)
+            .1
+            .trim()
+            != "0",
+        "losing control is a WARN"
+    );
+    let out = run(&[
+        "ping",
+        "inferadb-control-0",
+        "--state-dir",
+        p(&engine_state),
+    ]);
+    assert!(
+        out.status.success(),
+        "peers answer without control: {}",
+        text(&out.stdout)
+    );
+
+    for (name, proc) in [("control", &mut control), ("engine", &mut engine)] {
+        let (s, _) = proc.terminate(10);
+        assert!(s.success(), "{name} exited {s}");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(90),
         "took {:?}",
         t0.elapsed()
     );

@@ -219,8 +219,27 @@ async fn status_needs_a_node_and_teaches() {
         "{err}"
     );
 
-    let o = status_cmd(&["--state-dir", "/x", "--socket", "/y"], None).await;
-    assert_eq!(o.status.code(), Some(2), "usage error");
+    // --socket wins over --state-dir and over the variable (clap's `[env:
+    // INFERADB_MESH_STATE_DIR]`, which a shell may have exported for
+    // another node): the socket named is the one tried.
+    for (args, env) in [
+        (
+            &["--state-dir", "/x", "--socket", "/nonexistent/y.sock"][..],
+            None,
+        ),
+        (
+            &["--socket", "/nonexistent/y.sock"][..],
+            Some(Path::new("/x")),
+        ),
+    ] {
+        let o = status_cmd(args, env).await;
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with("error: no node is running on socket /nonexistent/y.sock"),
+            "{err}"
+        );
+    }
 
     let help = stdout(&status_cmd(&["--help"], None).await);
     for want in [
@@ -229,6 +248,7 @@ async fn status_needs_a_node_and_teaches() {
         "--socket",
         "jq '.Peer[] | {Name, CurAddr, Relay}'",
         "active; direct",
+        "[env: INFERADB_MESH_STATE_DIR=",
     ] {
         assert!(help.contains(want), "--help lacks {want}:\n{help}");
     }

@@ -374,10 +374,16 @@ impl NodeBuilder {
         }
         let (netmap_tx, _) = watch::channel(Arc::new(netmap.clone()));
         let (state_tx, _) = watch::channel(BackendState::Running);
+        let link = Arc::new(parking_lot::Mutex::new(crate::node::ControlHealth {
+            connected: true,
+            since: std::time::SystemTime::now(),
+            last_error: None,
+        }));
         node.attach_control(crate::node::ControlState {
             netmap: netmap_tx.clone(),
             state: state_tx.clone(),
             control_url: session.url.to_string(),
+            link: link.clone(),
         });
         tracing::info!(
             control = %session.url,
@@ -404,6 +410,7 @@ impl NodeBuilder {
             }
         }
         let runner = Runner {
+            link,
             session,
             node: node.downgrade(),
             netmap,
@@ -580,16 +587,7 @@ fn one_line(text: &str) -> String {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
-    line.split_whitespace()
-        .map(|w| {
-            if w.starts_with("tskey-") {
-                "tskey-…"
-            } else {
-                w
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    tailnet_wire::control::redact_auth_keys(&line.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// The WireGuard peers a netmap asks for: every peer with a key that has
@@ -712,6 +710,8 @@ impl Endpoints {
 type StunProbe = std::pin::Pin<Box<dyn std::future::Future<Output = crate::stun::Probe> + Send>>;
 
 struct Runner {
+    /// What `Node::control_health` reads.
+    link: Arc<parking_lot::Mutex<crate::node::ControlHealth>>,
     session: Arc<Session>,
     node: WeakNode,
     netmap: Netmap,
@@ -805,6 +805,11 @@ impl Runner {
                 return;
             }
             tracing::warn!(error = %err, "lost the control connection; forwarding continues on the last netmap");
+            *self.link.lock() = crate::node::ControlHealth {
+                connected: false,
+                since: std::time::SystemTime::now(),
+                last_error: Some(one_line(&err.to_string())),
+            };
             // Reconnect until it works, backing off.
             loop {
                 let delay = backoff(failures);
@@ -819,10 +824,18 @@ impl Runner {
                         conn = c;
                         stream = s;
                         failures = 0;
+                        *self.link.lock() = crate::node::ControlHealth {
+                            connected: true,
+                            since: std::time::SystemTime::now(),
+                            last_error: None,
+                        };
                         tracing::info!(control = %self.session.url, "reconnected to control");
                         break;
                     }
-                    Err(e) => tracing::warn!(error = %e, "reconnect to control failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconnect to control failed");
+                        self.link.lock().last_error = Some(one_line(&e.to_string()));
+                    }
                 }
             }
         }

@@ -454,7 +454,10 @@ impl DataPlane {
                         self.flush().await;
                     }
                     None => {
-                        tracing::warn!("relay link closed");
+                        // The relay stopped: the node is shutting down or
+                        // moved home (a new link follows). Its connection
+                        // problems are the DERP client's to report.
+                        tracing::info!("relay link closed");
                         self.relay = None;
                         self.tunnels.set_relay_attached(false);
                     }

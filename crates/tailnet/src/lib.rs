@@ -44,7 +44,7 @@ pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use control::{NodeBuilder, UpError};
 pub use dataplane::{RelayBatch, RelayLink};
 pub use dns::{DnsStats, ResolveError};
-pub use node::{Node, NodeError, PingResult};
+pub use node::{ControlHealth, Node, NodeError, PingResult};
 pub use state::{NodeKeys, StateDir, StateError};
 pub use stats::{DropStats, NodeStats, PeerStats, RelayStats};
 pub use status::{BackendState, PeerStatus, Status, TailnetStatus};

@@ -95,6 +95,25 @@ pub(crate) struct ControlState {
     pub(crate) netmap: tokio::sync::watch::Sender<Arc<tailnet_wire::control::Netmap>>,
     pub(crate) state: tokio::sync::watch::Sender<crate::status::BackendState>,
     pub(crate) control_url: String,
+    /// Whether the map stream is up, set by the control runner.
+    pub(crate) link: Arc<Mutex<ControlHealth>>,
+}
+
+/// The node's connection to its control server, for a node that joined
+/// through one ([`Node::control_health`]).
+///
+/// Losing control does not stop the node: packets keep flowing on the last
+/// netmap and the node keeps reconnecting, so its `BackendState` stays
+/// `Running` (as tailscaled's does); this is what tells the difference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlHealth {
+    /// Whether the map stream is up.
+    pub connected: bool,
+    /// Since when it has been up (or down).
+    pub since: std::time::SystemTime,
+    /// Why it went down, or why the last reconnect failed (one line, no
+    /// secrets); `None` while connected.
+    pub last_error: Option<String>,
 }
 
 /// A handle that does not keep the node alive (for its own tasks).
@@ -176,6 +195,16 @@ impl Node {
             .lock()
             .as_ref()
             .map(|c| c.control_url.clone())
+    }
+
+    /// The connection to control, for a node that joined through control
+    /// (`None` for a statically configured node).
+    pub fn control_health(&self) -> Option<ControlHealth> {
+        self.inner
+            .control
+            .lock()
+            .as_ref()
+            .map(|c| c.link.lock().clone())
     }
 
     /// The node's state: `Running` once up; `Stopped` after shutdown.

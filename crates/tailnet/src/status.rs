@@ -372,7 +372,7 @@ impl PeerStatus {
         s
     }
 
-    fn display_name(&self) -> &str {
+    pub(crate) fn display_name(&self) -> &str {
         if !self.name.is_empty() {
             &self.name
         } else if !self.host_name.is_empty() {

@@ -37,6 +37,7 @@ pub mod keys;
 pub mod messages;
 pub mod netmap;
 pub mod node;
+pub mod redact;
 mod serde_util;
 pub mod stream;
 pub mod time;
@@ -51,6 +52,7 @@ pub use messages::{
 };
 pub use netmap::{Changes, Netmap, NetmapError};
 pub use node::{CapMap, Hostinfo, NetInfo, Node, NodeId, PeerChange, Service, UserId};
+pub use redact::redact_auth_keys;
 pub use stream::{
     Compression, FrameLimits, MapEncodeError, MapStreamDecoder, MapStreamEncoder, MapStreamError,
 };
