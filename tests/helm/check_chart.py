@@ -897,6 +897,21 @@ def cmd_dashboard() -> None:
     # engine and control really export, histogram suffixes included, and
     # promtool on the scrape): crates/inferadb-mesh/tests/roles_processes.rs.
     # This check stays as the quick one that needs no build.
+    # The coordinator's dashboard (control and DERP health): every query
+    # names a metric the coordinator registers (live: crates/coordinator/tests/admin.rs).
+    coord = json.loads((DASHBOARD.parent / "grafana-coordinator.json").read_text())
+    n = 0
+    for p in coord.get("panels") or []:
+        for t in p.get("targets") or []:
+            ms = METRIC_RE.findall(t.get("expr", ""))
+            if not ms:
+                problem(f"coordinator dashboard: panel {p.get('title')!r} names no metric")
+            for m in ms:
+                n += 1
+                if m not in exported or not m.startswith("inferadb_coordinator_"):
+                    problem(f"coordinator dashboard: panel {p.get('title')!r}: {m} is not a coordinator metric")
+    if n < 10:
+        problem(f"coordinator dashboard: only {n} queries")
     print(f"dashboard: {len(exprs)} queries name {len(used)} metrics; "
           f"{len(names)} names are registered in crates/")
 

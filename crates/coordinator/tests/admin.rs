@@ -298,6 +298,35 @@ async fn healthz_and_metrics_over_http() {
     }
     assert_eq!(metric(&body, "inferadb_coordinator_map_streams"), 0);
 
+    // Every metric the coordinator dashboard queries is in the scrape.
+    let dash = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/observability/grafana-coordinator.json"
+    ))
+    .expect("the coordinator dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&dash).expect("dashboard JSON");
+    let mut queried = 0;
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("expr");
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("inferadb_"))
+                .collect();
+            assert!(!names.is_empty(), "panel {} queries no metric", p["title"]);
+            for n in names {
+                queried += 1;
+                assert!(
+                    body.lines()
+                        .any(|l| l.starts_with(n) && l[n.len()..].starts_with([' ', '{'])),
+                    "dashboard panel {} queries {n}, not in /metrics:\n{body}",
+                    p["title"]
+                );
+            }
+        }
+    }
+    assert!(queried >= 10, "{queried}");
+
     // The metrics listener serves both, and nothing else.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
