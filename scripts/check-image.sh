@@ -8,7 +8,7 @@
 #     that tree as uid 65532 inside a fresh network namespace (loopback
 #     only): `--version`, then `demo` (three regions, discovery,
 #     invalidation), both exiting 0 with their expected output.
-# Needs root (chroot, unshare), umoci, readelf, jq-free (python3 for JSON).
+# Needs root (chroot, unshare), umoci, readelf (binutils), python3.
 #
 # Usage: scripts/check-image.sh [--out DIR] [--tag TAG]   (the defaults of
 # build-image.sh)
@@ -65,7 +65,7 @@ TREE_BYTES=$(du -sb "$WORK/rootfs" | cut -f1)
 [ "$TREE_BYTES" -lt "$LIMIT" ] || fail "unpacked tree is $TREE_BYTES bytes (limit $LIMIT)"
 BIN=$WORK/rootfs/usr/local/bin/inferadb-mesh
 if readelf -S "$BIN" 2>/dev/null | grep -q '\.debug_info'; then fail "the image's binary still has .debug_info"; fi
-readelf -S "$BIN" 2>/dev/null | grep -q "\\.gnu_debuglink"' || fail "the image's binary has no .gnu_debuglink"
+readelf -S "$BIN" 2>/dev/null | grep -q '\.gnu_debuglink' || fail "the image's binary has no .gnu_debuglink"
 DEBUG=$OUT/inferadb-mesh-$TAG.debug
 readelf -S "$DEBUG" 2>/dev/null | grep -q '\.debug_info' || fail "$DEBUG has no .debug_info"
 [ "$(stat -c %u "$WORK/rootfs/var/lib/inferadb-mesh")" = 65532 ] || fail "/var/lib/inferadb-mesh is not owned by 65532"
