@@ -596,6 +596,17 @@ def check_coordinator_and_policies(helm, yaml, kv, versions: list) -> None:
         if want not in notes:
             problem(f"NOTES.txt lacks {want!r}:\n{notes}")
 
+    # The image the chart names is the one scripts/build-image.sh builds:
+    # same repository, tag = appVersion = the crate version.
+    script = (ROOT / "scripts" / "build-image.sh").read_text()
+    m = re.search(r"^IMAGE_NAME=(\S+)$", script, re.M)
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M)
+    chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    want_image = f"{m.group(1) if m else '?'}:{version.group(1) if version else '?'}"
+    if c["image"] != want_image or chart_meta.get("appVersion") != (version.group(1) if version else None):
+        problem(f"chart image {c['image']} (appVersion {chart_meta.get('appVersion')}) is not what "
+                f"scripts/build-image.sh builds: {want_image}")
+
     # Typos fail the render naming the key (values.schema.json), and so do
     # a coordinator without host or TLS.
     for path, val, want in (
