@@ -403,6 +403,7 @@ pub(crate) async fn serve(
 ) {
     let gate = limits.gate();
     let mut errors = tailnet_listen::AcceptErrors::new("coordinator metrics");
+    let refused_log = tailnet_listen::LogLimiter::new(std::time::Duration::from_secs(10));
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -417,8 +418,14 @@ pub(crate) async fn serve(
             },
             _ = super::until_shutdown(&mut shutdown) => return,
         };
-        let Ok(permit) = gate.admit(Some(peer.ip())) else {
-            continue;
+        let permit = match gate.admit(Some(peer.ip())) {
+            Ok(p) => p,
+            Err(why) => {
+                if let Some(suppressed) = refused_log.allow() {
+                    tracing::warn!(%peer, reason = %why, suppressed, "coordinator metrics: connection refused");
+                }
+                continue;
+            }
         };
         let obs = observer.clone();
         tokio::spawn(async move {
