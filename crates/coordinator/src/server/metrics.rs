@@ -450,3 +450,45 @@ pub(crate) async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The main listener shows `/metrics` only to loopback clients (the
+    /// listener passes `peer.ip().is_loopback()`); `/healthz` to anyone;
+    /// other methods are refused.
+    #[tokio::test]
+    async fn metrics_need_permission_healthz_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(crate::Store::open(dir.path()).expect("store"));
+        let server = super::super::Server::builder(store)
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("server");
+        let obs = &server.observer;
+        let status = |r: Option<Resp>| r.map(|r| r.status());
+        assert_eq!(
+            status(obs.respond(&Method::GET, METRICS_PATH, false).await),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(obs.respond(&Method::GET, METRICS_PATH, true).await),
+            Some(StatusCode::OK)
+        );
+        assert_eq!(
+            status(obs.respond(&Method::GET, HEALTHZ_PATH, false).await),
+            Some(StatusCode::OK)
+        );
+        assert_eq!(
+            status(obs.respond(&Method::POST, HEALTHZ_PATH, true).await),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert!(obs.respond(&Method::GET, "/key", true).await.is_none());
+        // A server shutting down is no longer healthy.
+        let obs = obs.clone();
+        server.shutdown().await;
+        let r = obs.respond(&Method::GET, HEALTHZ_PATH, false).await;
+        assert_eq!(status(r), Some(StatusCode::SERVICE_UNAVAILABLE));
+    }
+}
