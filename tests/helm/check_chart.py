@@ -457,6 +457,8 @@ def cmd_chart() -> None:
         if "discovery.tailscale.remoteClusters" not in str(e):
             problem(f"no remoteClusters and no control: message does not name the key: {e}")
 
+    check_coordinator_and_policies(helm, yaml, kv, versions)
+
     # kubernetes mode: RBAC to read endpoints, and the token mounted.
     vals = json.loads(json.dumps(base))
     vals["discovery"]["mode"] = "kubernetes"
@@ -466,6 +468,167 @@ def cmd_chart() -> None:
     for d in docs:
         if d["kind"] == "StatefulSet" and d["spec"]["template"]["spec"].get("automountServiceAccountToken") is not True:
             problem(f"kubernetes mode: {d['metadata']['name']} does not mount the service account token")
+
+
+def render_notes(helm, values: dict) -> str:
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render(values, name="inferadb", namespace="inferadb", is_install=True)
+    return next((t for p, t in out.items() if p.endswith("NOTES.txt")), "")
+
+
+def check_coordinator_and_policies(helm, yaml, kv, versions: list) -> None:
+    """Issue 17: the coordinator (StatefulSet, PVC, TLS Secret, HTTPS + UDP
+    STUN Service, --derp-host), NetworkPolicies, PodDisruptionBudgets, the
+    values schema and NOTES.txt."""
+    base = region_values(yaml, "us-west-1")
+    vals = json.loads(json.dumps(base))
+    host = "coord.us-west-1.example.com"
+    vals["coordinator"] = {"enabled": True, "host": host, "tls": {"existingSecret": "coord-tls"},
+                           "policy": {"existingConfigMap": "coord-policy"}}
+    vals["networkPolicy"] = {"enabled": True}
+    vals.setdefault("metrics", {})["serviceMonitor"] = {"enabled": True}
+    docs = render(helm, yaml, vals)
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    print("with the coordinator: " + ", ".join(sorted(f"{k}/{n}" for k, n in by)))
+    for d in docs:
+        d.pop("__template__", None)
+        if d.get("apiVersion") == "monitoring.coreos.com/v1":
+            continue
+        for ver in versions:
+            try:
+                kv.validate(d, ver, strict=True)
+            except kv.ValidationError as e:
+                problem(f"coordinator values: {d['kind']}/{d['metadata']['name']}: kubernetes {ver}: {e.message}")
+    sts = by.get(("StatefulSet", "inferadb-coordinator"))
+    svc = by.get(("Service", "inferadb-coordinator"))
+    if not sts or not svc:
+        problem(f"coordinator.enabled: no StatefulSet/Service inferadb-coordinator in {sorted(by)}")
+        return
+    pod = sts["spec"]["template"]["spec"]
+    for f in restricted_violations(pod):
+        problem(f"coordinator: restricted: {f}")
+    c = pod["containers"][0]
+    args = c["args"]
+    if args[:2] != ["coordinator", "serve"] or sts["spec"]["replicas"] != 1:
+        problem(f"coordinator: not one `coordinator serve`: replicas {sts['spec']['replicas']} args {args}")
+
+    def arg(flag):
+        return args[args.index(flag) + 1] if flag in args else None
+    if arg("--derp-host") != host:
+        problem(f"coordinator: --derp-host {arg('--derp-host')} != {host}")
+    if arg("--listen") != "0.0.0.0:443" or arg("--base-domain") != "us-west-1.ts.net":
+        problem(f"coordinator: --listen/--base-domain {arg('--listen')}/{arg('--base-domain')}")
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    for flag, key in (("--tls-cert", "tls.crt"), ("--tls-key", "tls.key")):
+        path = arg(flag) or ""
+        m = mounts.get(path.rsplit("/", 1)[0])
+        sec = (vols.get(m["name"]) or {}).get("secret") if m else None
+        if not sec or sec.get("secretName") != "coord-tls" or not m.get("readOnly") or path.rsplit("/", 1)[1] != key:
+            problem(f"coordinator: {flag} {path} is not {key} of the Secret coord-tls mounted read-only")
+    pol = arg("--policy") or ""
+    m = mounts.get(pol.rsplit("/", 1)[0])
+    if not m or (vols.get(m["name"]) or {}).get("configMap", {}).get("name") != "coord-policy":
+        problem(f"coordinator: --policy {pol} is not from the ConfigMap coord-policy")
+    state = arg("--state-dir") or ""
+    claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
+    smount = [m for p, m in mounts.items() if state.startswith(p.rstrip("/") + "/") or state == p]
+    if not smount or smount[0]["name"] not in claims:
+        problem(f"coordinator: --state-dir {state} is not on a volumeClaimTemplate ({claims})")
+    sysctls = {x["name"]: x["value"] for x in pod["securityContext"].get("sysctls") or []}
+    if sysctls.get("net.ipv4.ip_unprivileged_port_start") != "443":
+        problem(f"coordinator: port 443 without ip_unprivileged_port_start: {sysctls}")
+    for probe in ("readinessProbe", "livenessProbe"):
+        hg = (c.get(probe) or {}).get("httpGet") or {}
+        if hg.get("path") != "/healthz" or hg.get("port") != "metrics":
+            problem(f"coordinator: {probe} is not /healthz on metrics: {hg}")
+    if arg("--metrics-listen") != f"0.0.0.0:{[p for p in c['ports'] if p['name'] == 'metrics'][0]['containerPort']}":
+        problem(f"coordinator: --metrics-listen {arg('--metrics-listen')} is not the metrics port")
+    engine = by[("StatefulSet", "inferadb-engine")]["spec"]["template"]["spec"]["containers"][0]
+    if c["image"] != engine["image"]:
+        problem(f"coordinator image {c['image']} != the roles' {engine['image']}")
+    ports = {(p["protocol"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
+    if ports != {("TCP", 443, "https"), ("UDP", 443, "stun")}:
+        problem(f"coordinator Service ports {ports}: want HTTPS and STUN on 443")
+    if svc["spec"].get("externalTrafficPolicy") != "Local":
+        problem("coordinator Service does not keep client addresses (STUN would answer the SNAT address)")
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    if not all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()):
+        problem("coordinator Service does not select its pod")
+    cports = {(p["protocol"], p["containerPort"], p["name"]) for p in c["ports"]}
+    if not {("TCP", 443, "https"), ("UDP", 443, "stun")} <= cports:
+        problem(f"coordinator container ports {cports}")
+    if ("ServiceMonitor", "inferadb-coordinator") not in by:
+        problem("no ServiceMonitor for the coordinator")
+
+    # NetworkPolicies: one per workload, selecting its pods, admitting its
+    # metrics port and its tailnet-facing port.
+    for role, want in (("engine", ("UDP", "wireguard")), ("control", ("UDP", "wireguard")),
+                       ("coordinator", ("UDP", "stun"))):
+        np = by.get(("NetworkPolicy", f"inferadb-{role}"))
+        w = by[("StatefulSet", f"inferadb-{role}")]
+        if not np:
+            problem(f"networkPolicy.enabled: no NetworkPolicy for {role}")
+            continue
+        sel = np["spec"]["podSelector"]["matchLabels"]
+        if not all(w["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items()):
+            problem(f"NetworkPolicy {role} does not select its pods")
+        allowed = {(p.get("protocol"), p.get("port")) for r in np["spec"]["ingress"] for p in r.get("ports") or []}
+        named = {p["name"] for p in w["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        if want not in allowed or ("TCP", "metrics") not in allowed or not {p for _, p in allowed} <= named:
+            problem(f"NetworkPolicy {role} admits {allowed}; want {want} and metrics, named ports of the pod {named}")
+    # PodDisruptionBudgets for the roles.
+    for role in ("engine", "control"):
+        pdb = by.get(("PodDisruptionBudget", f"inferadb-{role}"))
+        w = by[("StatefulSet", f"inferadb-{role}")]
+        if not pdb or pdb["spec"].get("maxUnavailable") != 1 or not all(
+                w["spec"]["template"]["metadata"]["labels"].get(k) == v
+                for k, v in pdb["spec"]["selector"]["matchLabels"].items()):
+            problem(f"no PodDisruptionBudget selecting the {role} pods with maxUnavailable 1")
+
+    # NOTES.txt prints the guide's verification commands.
+    notes = render_notes(helm, vals)
+    for want in ('kubectl logs inferadb-engine-0 --namespace=inferadb | grep "Discovered Tailscale endpoints"',
+                 "inferadb-mesh dns query inferadb-control.us-west-1.ts.net --state-dir /var/lib/inferadb-mesh",
+                 "inferadb-mesh status --state-dir /var/lib/inferadb-mesh",
+                 "coordinator authkey create --state-dir /var/lib/inferadb-mesh/coordinator",
+                 'controlUrl: "https://coord.us-west-1.example.com"'):
+        if want not in notes:
+            problem(f"NOTES.txt lacks {want!r}:\n{notes}")
+
+    # The image the chart names is the one scripts/build-image.sh builds:
+    # same repository, tag = appVersion = the crate version.
+    script = (ROOT / "scripts" / "build-image.sh").read_text()
+    m = re.search(r"^IMAGE_NAME=(\S+)$", script, re.M)
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M)
+    chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    want_image = f"{m.group(1) if m else '?'}:{version.group(1) if version else '?'}"
+    if c["image"] != want_image or chart_meta.get("appVersion") != (version.group(1) if version else None):
+        problem(f"chart image {c['image']} (appVersion {chart_meta.get('appVersion')}) is not what "
+                f"scripts/build-image.sh builds: {want_image}")
+
+    # Typos fail the render naming the key (values.schema.json), and so do
+    # a coordinator without host or TLS.
+    for path, val, want in (
+        ("discovery.tailscale.controlURL", "https://x", "'controlURL'"),
+        ("coordinater", {"enabled": True}, "'coordinater'"),
+        ("coordinator.tls.secret", "x", "'secret'"),
+        ("discovery.tailscale.udpPort", "41641", "/discovery/tailscale/udpPort"),
+        ("coordinator.host", "", "coordinator.host"),
+        ("coordinator.tls.existingSecret", "", "coordinator.tls.existingSecret"),
+    ):
+        v = json.loads(json.dumps(vals))
+        node = v
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = val
+        try:
+            render(helm, yaml, v)
+            problem(f"render with {path}={val!r} did not fail")
+        except helm.HelmError as e:
+            if want not in str(e):
+                problem(f"render with {path}={val!r}: message does not name {want}: {e}")
 
 
 # ---------------------------------------------------------------------------
@@ -745,6 +908,21 @@ def cmd_dashboard() -> None:
     # engine and control really export, histogram suffixes included, and
     # promtool on the scrape): crates/inferadb-mesh/tests/roles_processes.rs.
     # This check stays as the quick one that needs no build.
+    # The coordinator's dashboard (control and DERP health): every query
+    # names a metric the coordinator registers (live: crates/coordinator/tests/admin.rs).
+    coord = json.loads((DASHBOARD.parent / "grafana-coordinator.json").read_text())
+    n = 0
+    for p in coord.get("panels") or []:
+        for t in p.get("targets") or []:
+            ms = METRIC_RE.findall(t.get("expr", ""))
+            if not ms:
+                problem(f"coordinator dashboard: panel {p.get('title')!r} names no metric")
+            for m in ms:
+                n += 1
+                if m not in exported or not m.startswith("inferadb_coordinator_"):
+                    problem(f"coordinator dashboard: panel {p.get('title')!r}: {m} is not a coordinator metric")
+    if n < 10:
+        problem(f"coordinator dashboard: only {n} queries")
     print(f"dashboard: {len(exprs)} queries name {len(used)} metrics; "
           f"{len(names)} names are registered in crates/")
 

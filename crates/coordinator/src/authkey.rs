@@ -299,6 +299,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Expires the key with this id at `now` (an earlier expiry stays), so
+    /// it registers nothing more; it stays listed, and nodes it registered
+    /// stay. Returns whether it existed.
+    pub fn expire_auth_key(&self, id: &str, now: SystemTime) -> Result<bool, StoreError> {
+        let conn = self.conn.lock();
+        let now = to_unix(now);
+        Ok(conn.execute(
+            "UPDATE auth_keys SET expires = MIN(COALESCE(expires, ?2), ?2) WHERE id = ?1",
+            rusqlite::params![id, now],
+        )? > 0)
+    }
+
     /// Deletes the key with this id, so it registers nothing more (nodes it
     /// registered stay). Returns whether it existed.
     pub fn delete_auth_key(&self, id: &str) -> Result<bool, StoreError> {

@@ -58,6 +58,9 @@ pub enum StoreError {
     /// No node has this ID (it was removed, or never existed).
     #[error("node {0} not found")]
     NodeNotFound(i64),
+    /// Another node already has this MagicDNS name.
+    #[error("the name {0:?} is taken by another node")]
+    NameTaken(String),
     /// The operating system's random number generator failed.
     #[error("random number generator: {0}")]
     Random(getrandom::Error),

@@ -10,6 +10,7 @@
 //! comes next; TLS comes later.
 
 use crate::server::derp::DerpServer;
+use crate::server::metrics::Observer;
 use crate::{Store, StoreError};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -114,7 +115,7 @@ where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    serve_inner(listener, key, None, None, Limits::default(), handler).await
+    serve_inner(listener, key, None, None, None, Limits::default(), handler).await
 }
 
 /// [`serve_with_key`] over TLS: each accepted connection first completes a
@@ -130,7 +131,16 @@ where
     H: Fn(NoiseConn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    serve_inner(listener, key, Some(tls), None, Limits::default(), handler).await
+    serve_inner(
+        listener,
+        key,
+        Some(tls),
+        None,
+        None,
+        Limits::default(),
+        handler,
+    )
+    .await
 }
 
 /// How long a client may take to finish the TLS handshake.
@@ -146,6 +156,7 @@ pub(crate) async fn serve_inner<H, F>(
     key: Arc<ControlKey>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     derp: Option<Arc<DerpServer>>,
+    observer: Option<Observer>,
     limits: Limits,
     handler: H,
 ) -> io::Result<()>
@@ -183,14 +194,15 @@ where
         let handler = handler.clone();
         let tls = tls.clone();
         let derp = derp.clone();
+        let observer = observer.clone();
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_http1(tcp, peer, key, derp, limits, handler).await,
+                None => serve_http1(tcp, peer, key, derp, observer, limits, handler).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            serve_http1(stream, peer, key, derp, limits, handler).await
+                            serve_http1(stream, peer, key, derp, observer, limits, handler).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "coordinator tls handshake")
@@ -208,6 +220,7 @@ async fn serve_http1<IO, H, F>(
     peer: std::net::SocketAddr,
     key: Arc<ControlKey>,
     derp: Option<Arc<DerpServer>>,
+    observer: Option<Observer>,
     limits: Limits,
     handler: Arc<H>,
 ) where
@@ -219,7 +232,17 @@ async fn serve_http1<IO, H, F>(
         let key = key.clone();
         let handler = handler.clone();
         let derp = derp.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(req, &key, derp.as_ref(), handler)) }
+        let observer = observer.clone();
+        async move {
+            // /healthz for anyone, /metrics for loopback clients only.
+            if let Some(obs) = &observer {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                if let Some(r) = obs.respond(&method, &path, peer.ip().is_loopback()).await {
+                    return Ok(r);
+                }
+            }
+            Ok::<_, std::convert::Infallible>(route(req, &key, derp.as_ref(), handler))
+        }
     });
     // Title-case header names, as Go's servers write them (the DERP `101`
     // reads `Upgrade: DERP`, `Derp-Public-Key: …`); HTTP does not care.

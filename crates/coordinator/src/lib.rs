@@ -42,6 +42,7 @@ pub mod authkey;
 mod error;
 pub mod hostinfo;
 pub mod http;
+pub mod lock;
 pub mod names;
 mod nodes;
 pub mod policy;

@@ -663,6 +663,35 @@ impl Store {
         Ok(())
     }
 
+    /// Gives the node the MagicDNS label `name` (already validated by the
+    /// caller: see [`crate::names::label_from_hostname`]). Fails with
+    /// [`StoreError::NameTaken`] when another node has it, and
+    /// [`StoreError::NodeNotFound`] when the node is gone. The name stays
+    /// until the next rename: later hostname changes do not touch it.
+    pub fn rename(&self, id: NodeId, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let holder: Option<i64> = tx
+            .query_row("SELECT id FROM nodes WHERE given_name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match holder {
+            Some(h) if h == id.0 => return Ok(()),
+            Some(_) => return Err(StoreError::NameTaken(name.to_string())),
+            None => {}
+        }
+        let n = tx.execute(
+            "UPDATE nodes SET given_name = ?2 WHERE id = ?1",
+            params![id.0, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NodeNotFound(id.0));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Deletes the node; its addresses and name become free. Returns whether
     /// it existed.
     pub fn remove(&self, id: NodeId) -> Result<bool, StoreError> {

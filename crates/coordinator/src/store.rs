@@ -187,6 +187,15 @@ impl Store {
         &self.path
     }
 
+    /// SQLite's `PRAGMA data_version`: it changes when another connection
+    /// (the admin CLI: `nodes delete`, `authkey expire`, …) commits to the
+    /// database, never for this connection's own writes. The server polls
+    /// it to act on those changes.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        let conn = self.conn.lock();
+        Ok(conn.pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     /// The schema version of the open database (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         let conn = self.conn.lock();

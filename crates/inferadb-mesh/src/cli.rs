@@ -240,7 +240,7 @@ enum CoordinatorCommand {
     },
     /// Serve the control protocol (Tailscale clients and our nodes join it)
     /// until Ctrl-C or SIGTERM.
-    Serve(crate::coordinator_cmd::ServeArgs),
+    Serve(Box<crate::coordinator_cmd::ServeArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +271,28 @@ A region without persistent state (ephemeral nodes) adds --ephemeral."
         #[arg(long, default_value = "90d")]
         expiry: String,
     },
+    /// List keys: id, state (valid, expired, used), reusable, ephemeral,
+    /// tags, uses, expiry. Never a key's secret.
+    List {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Expire a key now: it registers no more nodes (nodes it registered
+    /// stay). Works beside a running `coordinator serve`.
+    ///
+    /// Example: inferadb-mesh coordinator authkey expire --state-dir /var/lib/coord k0123456789abcdef
+    Expire {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The key's id (`k` and 16 hex digits, from `authkey list`), or
+        /// the whole key.
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +305,38 @@ enum NodesCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete a node (a stale one left by a failed `up`, a machine gone for
+    /// good): its name and addresses become free, peers drop it, and a
+    /// running `coordinator serve` ends its map stream and DERP connection
+    /// within a second. The machine must join again with an auth key.
+    Delete {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The node: its ID, name, FQDN or nodekey:<hex> (see `nodes list`).
+        node: String,
+    },
+    /// Expire a node's key now, as a logout does: peers drop it, a running
+    /// `coordinator serve` ends its map stream and DERP connection, and it
+    /// must log in again with an auth key. It keeps its name and addresses.
+    Expire {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The node: its ID, name, FQDN or nodekey:<hex> (see `nodes list`).
+        node: String,
+    },
+    /// Give a node another MagicDNS name; peers and the node hear it at
+    /// once. Example: nodes rename --state-dir /var/lib/coord engine-0-1 engine-2
+    Rename {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The node: its ID, name, FQDN or nodekey:<hex> (see `nodes list`).
+        node: String,
+        /// The new name: a DNS label (a-z, 0-9, '-'), or <label>.<base domain>.
+        new_name: String,
     },
 }
 
@@ -637,7 +691,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_coordinator(cmd: CoordinatorCommand) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now();
     match cmd {
-        CoordinatorCommand::Serve(args) => crate::coordinator_cmd::serve(args).await,
+        CoordinatorCommand::Serve(args) => crate::coordinator_cmd::serve(*args).await,
         CoordinatorCommand::Authkey {
             which:
                 AuthkeyCommand::Create {
@@ -657,6 +711,62 @@ async fn run_coordinator(cmd: CoordinatorCommand) -> anyhow::Result<()> {
             };
             let key = coordinator::admin::authkey_create(&store, &args, now)?;
             println!("{}", key.key);
+            Ok(())
+        }
+        CoordinatorCommand::Authkey {
+            which: AuthkeyCommand::List { state_dir, json },
+        } => {
+            let store = coordinator::Store::open(&state_dir)?;
+            let rows = coordinator::admin::authkey_list(&store, now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", coordinator::admin::format_authkeys_table(&rows));
+            }
+            Ok(())
+        }
+        CoordinatorCommand::Authkey {
+            which: AuthkeyCommand::Expire { state_dir, key },
+        } => {
+            let store = coordinator::Store::open(&state_dir)?;
+            let id = coordinator::admin::authkey_expire(&store, &key, now)?;
+            println!("auth key {id} expired: it registers no more nodes");
+            Ok(())
+        }
+        CoordinatorCommand::Nodes {
+            which: NodesCommand::Delete { state_dir, node },
+        } => {
+            let store = coordinator::Store::open(&state_dir)?;
+            let base = store.base_domain()?;
+            let n = coordinator::admin::nodes_delete(&store, &node)?;
+            println!("node {} ({}, {}) deleted", n.id.0, n.fqdn(&base), n.ipv4);
+            Ok(())
+        }
+        CoordinatorCommand::Nodes {
+            which: NodesCommand::Expire { state_dir, node },
+        } => {
+            let store = coordinator::Store::open(&state_dir)?;
+            let base = store.base_domain()?;
+            let n = coordinator::admin::nodes_expire(&store, &node, now)?;
+            println!(
+                "node {} ({}) expired: it must log in again with an auth key",
+                n.id.0,
+                n.fqdn(&base)
+            );
+            Ok(())
+        }
+        CoordinatorCommand::Nodes {
+            which:
+                NodesCommand::Rename {
+                    state_dir,
+                    node,
+                    new_name,
+                },
+        } => {
+            let store = coordinator::Store::open(&state_dir)?;
+            let base = store.base_domain()?;
+            let n = coordinator::admin::nodes_rename(&store, &node, &new_name)?;
+            println!("node {} is now {}", n.id.0, n.fqdn(&base));
             Ok(())
         }
         CoordinatorCommand::Nodes {

@@ -24,7 +24,15 @@ Examples:
 
   # Then let nodes join:
   inferadb-mesh coordinator authkey create --state-dir /var/lib/coord --reusable
-  TS_AUTHKEY=tskey-auth-... <tsnet program with ControlURL=https://coord.example.com>")]
+  TS_AUTHKEY=tskey-auth-... <tsnet program with ControlURL=https://coord.example.com>
+
+  # Probes and Prometheus: GET /healthz (any listener), GET /metrics
+  # (--metrics-listen, or the main listener from loopback):
+  inferadb-mesh coordinator serve ... --metrics-listen 0.0.0.0:9090
+
+  # Operating it (beside the running server, on the same --state-dir):
+  inferadb-mesh coordinator nodes list|delete|expire|rename --state-dir /var/lib/coord ...
+  inferadb-mesh coordinator authkey list|expire --state-dir /var/lib/coord ...")]
 pub struct ServeArgs {
     /// Address to listen on (HTTP, or HTTPS with --tls-cert/--tls-key).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -88,6 +96,12 @@ pub struct ServeArgs {
     /// Seconds a connection may go with no bytes either way.
     #[arg(long, value_name = "SECS", default_value_t = 180)]
     pub idle_timeout: u64,
+    /// Also serve GET /healthz and GET /metrics (Prometheus) on this
+    /// address, plain HTTP, for a scraper inside the cluster. The main
+    /// listener answers /healthz to anyone and /metrics to loopback
+    /// clients only.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Reads `--derp-allow-keys`: one node key per line, blank lines and `#`
@@ -117,6 +131,9 @@ fn load_allowed_keys(
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before anything else: a second server on the same database would
+    // fight the first over every node's online state.
+    let _lock = coordinator::lock::ServeLock::acquire(&args.state_dir)?;
     let store = Arc::new(coordinator::Store::open(&args.state_dir)?);
     let mut builder = Server::builder(store);
     let mut derp_config = coordinator::server::derp::DerpConfig::default();
@@ -185,9 +202,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => "http",
     };
+    let metrics_listener = match args.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics-listen {a}: {e}"))?,
+        ),
+        None => None,
+    };
     let mut server = builder.bind(args.listen).await?;
     let addr = server.local_addr();
     tracing::info!(%addr, "coordinator listening");
+    if let Some(l) = metrics_listener {
+        let maddr = l.local_addr()?;
+        server.serve_metrics(l);
+        tracing::info!(addr = %maddr, "coordinator metrics listening");
+        println!("coordinator metrics on http://{maddr}/metrics");
+    }
     println!(
         "coordinator listening on {scheme}://{addr} (state in {})",
         args.state_dir.display()

@@ -340,3 +340,137 @@ fn coordinator_serve_refuses_a_bad_derp_map_or_host_in_one_line() {
     let err = serve(&["--derp-host", "coord.example.com:443"]);
     assert!(err.contains("no scheme, no port"), "{err}");
 }
+
+/// Issue 17: the coordinator as an operator runs it. A second `serve` on
+/// the same state directory stops with one line naming the first's pid;
+/// `/healthz` and `/metrics` answer; keys are listed without secrets and
+/// expired; a node that is not there is named in a one-line error.
+#[test]
+fn coordinator_is_locked_observable_and_administrable() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("coord");
+    let (serve, line) = common::spawn_until(
+        &[
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            common::path(&state),
+        ],
+        "coordinator metrics on",
+    );
+    let metrics_url = line.split_whitespace().last().unwrap().to_string();
+    let maddr = metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+
+    // A second server on the same state directory.
+    let out = bin()
+        .args([
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = common::text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("in use by another coordinator serve")
+            && err.contains(&format!("(pid {})", serve.0.id())),
+        "{err}"
+    );
+
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&maddr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("inferadb_coordinator_map_streams 0")
+            && metrics.contains("inferadb_coordinator_nodes{state=\"online\"} 0"),
+        "{metrics}"
+    );
+
+    // Keys: listed without the secret, expired by id.
+    let key = common::authkey(&state, "tag:inferadb-us-west-1");
+    let id = key
+        .trim_start_matches("tskey-auth-")
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    let list = run_json(&[
+        "coordinator",
+        "authkey",
+        "list",
+        "--json",
+        "--state-dir",
+        common::path(&state),
+    ]);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["state"], "valid");
+    assert!(!list.to_string().contains(&key), "the secret was listed");
+    let out = common::run(&[
+        "coordinator",
+        "authkey",
+        "expire",
+        "--state-dir",
+        common::path(&state),
+        &id,
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let table = common::run(&[
+        "coordinator",
+        "authkey",
+        "list",
+        "--state-dir",
+        common::path(&state),
+    ]);
+    let table = common::text(&table.stdout);
+    assert!(
+        table.starts_with("ID") && table.contains(&id) && table.contains("expired"),
+        "{table}"
+    );
+
+    // A node that does not exist: one line naming it.
+    for cmd in [
+        vec!["nodes", "delete"],
+        vec!["nodes", "expire"],
+        vec!["nodes", "rename"],
+    ] {
+        let mut args = vec!["coordinator"];
+        args.extend(cmd);
+        args.extend(["--state-dir", common::path(&state), "engine-9"]);
+        if args.contains(&"rename") {
+            args.push("engine-10");
+        }
+        let out = common::run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = common::text(&out.stderr);
+        assert!(
+            err.contains("\"engine-9\"") && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    }
+    drop(serve);
+}

@@ -129,6 +129,36 @@ fn serve_up_status_as_a_user_would() {
     let nodes: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(nodes.as_array().map(Vec::len), Some(2), "{nodes}");
 
+    // Deleting a node beside the running coordinator: its peer drops it.
+    let out = run(&[
+        "coordinator",
+        "nodes",
+        "delete",
+        "--state-dir",
+        path(&coord),
+        "inferadb-engine-1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("deleted"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        let out = run(&["status", "--json", "--state-dir", path(&a_dir)]);
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if st["Peer"].as_object().is_some_and(|m| m.is_empty()) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        gone,
+        "the deleted node is still a peer of inferadb-engine-0"
+    );
+
     // A wrong key: one line, non-zero exit, the key not echoed.
     let out = run(&[
         "up",

@@ -8,6 +8,7 @@
 //! large or not the expected JSON gets 413 / 400 with a short text, and
 //! nothing is stored.
 
+use super::metrics::RegisterLabel;
 use super::session::run_stream;
 use super::{blocking, Shared};
 use crate::nodes::{MapUpdate, Node};
@@ -182,9 +183,26 @@ async fn register(shared: Arc<Shared>, machine: MachinePublic, body: Bytes) -> C
     let result =
         match blocking(move || super::register::register(&store, &machine, &req, now)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return internal(e),
-            Err(e) => return internal(e),
+            Ok(Err(e)) => {
+                shared.counters.count_register(RegisterLabel::Failed);
+                return internal(e);
+            }
+            Err(e) => {
+                shared.counters.count_register(RegisterLabel::Failed);
+                return internal(e);
+            }
         };
+    shared.counters.count_register(match &result.node {
+        Some(_) if result.response.node_key_expired => RegisterLabel::Logout,
+        Some(reg) => match reg.outcome {
+            crate::RegisterOutcome::Created => RegisterLabel::Created,
+            crate::RegisterOutcome::Existing => RegisterLabel::Existing,
+            crate::RegisterOutcome::Rotated => RegisterLabel::Rotated,
+            crate::RegisterOutcome::Reauthenticated => RegisterLabel::Reauthenticated,
+        },
+        None if result.response.node_key_expired => RegisterLabel::KeyExpired,
+        None => RegisterLabel::Refused,
+    });
     if let Some(reg) = &result.node {
         tracing::info!(
             node = reg.node.id.0,
@@ -223,8 +241,14 @@ fn check_hostinfo<T: serde::Serialize>(hostinfo: Option<&T>) -> Result<(), Refus
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{e}; nothing was stored")))
 }
 
-/// Why a map request is refused before anything is stored.
-pub fn authenticate(node: Option<Node>, machine: &MachinePublic) -> Result<Node, Refusal> {
+/// Why a map request is refused before anything is stored: an unknown
+/// node key, another machine's, or an expired one (`coordinator nodes
+/// expire`, a logout: the node must register again with an auth key).
+pub fn authenticate(
+    node: Option<Node>,
+    machine: &MachinePublic,
+    now: SystemTime,
+) -> Result<Node, Refusal> {
     match node {
         None => Err(Refusal(
             StatusCode::UNAUTHORIZED,
@@ -233,6 +257,10 @@ pub fn authenticate(node: Option<Node>, machine: &MachinePublic) -> Result<Node,
         Some(n) if n.machine_key != *machine.as_bytes() => Err(Refusal(
             StatusCode::FORBIDDEN,
             "node key belongs to another machine".into(),
+        )),
+        Some(n) if n.key_expired(now) => Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "node key has expired: log in again with an auth key".into(),
         )),
         Some(n) => Ok(n),
     }
@@ -273,9 +301,15 @@ async fn map(shared: Arc<Shared>, machine: MachinePublic, body: Bytes) -> Contro
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
-    let node = match authenticate(node, &machine) {
+    let node = match authenticate(node, &machine, SystemTime::now()) {
         Ok(n) => n,
-        Err(r) => return r.into(),
+        Err(r) => {
+            shared
+                .counters
+                .map_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return r.into();
+        }
     };
 
     let update = map_update(&req);

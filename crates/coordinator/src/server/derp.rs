@@ -392,6 +392,11 @@ impl DerpServer {
         self.public
     }
 
+    /// Its tunables.
+    pub fn config(&self) -> &DerpConfig {
+        &self.config
+    }
+
     /// Its counters.
     pub fn counters(&self) -> &DerpCounters {
         &self.counters

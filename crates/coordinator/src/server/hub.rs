@@ -42,6 +42,10 @@ pub enum HubEvent {
     /// The packet-filter policy was replaced: every stream recomputes its
     /// node's filter.
     PolicyChanged,
+    /// Another process (the admin CLI) changed the database: every stream
+    /// sends its node and the complete peer list again from the store, and
+    /// ends if its node was deleted or expired.
+    StoreChanged,
 }
 
 struct Session {
@@ -164,6 +168,12 @@ impl Hub {
     pub fn publish_policy_changed(&self) {
         let _order = self.publish.lock();
         let _ = self.events.send(HubEvent::PolicyChanged);
+    }
+
+    /// Tells every stream to resynchronise from the store.
+    pub fn publish_store_changed(&self) {
+        let _order = self.publish.lock();
+        let _ = self.events.send(HubEvent::StoreChanged);
     }
 
     /// Tells every stream that `id` came online or went offline at `at`.

@@ -25,6 +25,7 @@ pub mod derp;
 mod derp_map;
 pub mod hub;
 pub mod mapper;
+pub mod metrics;
 pub mod register;
 mod session;
 pub mod stun;
@@ -120,6 +121,12 @@ pub struct ServerConfig {
     /// Timeouts and connection caps of every connection (HTTP/1.1, the
     /// HTTP/2 inside Noise, DERP).
     pub limits: Limits,
+    /// How often the database is checked for another process's commits
+    /// (`coordinator nodes delete|expire|rename`, `authkey expire`): when
+    /// there are some, every map stream resynchronises from the store
+    /// (a deleted or expired node's stream ends) and the relay checks its
+    /// clients (a deleted or expired node is disconnected).
+    pub admin_poll: Duration,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +137,7 @@ impl Default for ServerConfig {
             ephemeral_grace: DEFAULT_EPHEMERAL_GRACE,
             sweep_interval: Duration::from_secs(30),
             max_body: 1 << 20,
+            admin_poll: Duration::from_secs(1),
             limits: Limits {
                 // Every node holds a control and a DERP connection, and a
                 // cluster behind one NAT shares a source address.
@@ -229,6 +237,8 @@ pub(crate) struct Shared {
     pub(crate) derp: Arc<derp::DerpServer>,
     /// Refused registrations are logged at most once per interval.
     pub(crate) refused_log: tailnet_listen::LogLimiter,
+    /// Registrations, streams, store changes (for `/metrics`).
+    pub(crate) counters: metrics::ControlCounters,
 }
 
 impl Shared {
@@ -482,16 +492,23 @@ impl ServerBuilder {
             shutdown: shutdown_rx,
             derp: derp.clone(),
             refused_log: tailnet_listen::LogLimiter::new(Duration::from_secs(10)),
+            counters: metrics::ControlCounters::default(),
         });
+        let observer = metrics::Observer {
+            shared: shared.clone(),
+            stun: stun_counters.clone(),
+        };
 
         let s = shared.clone();
         let relay = derp.clone();
         let limits = shared.config.limits;
+        let obs = observer.clone();
         let accept = tokio::spawn(async move {
             let handler = move |conn: NoiseConn| serve_noise(s.clone(), conn);
-            serve_inner(listener, key, tls, Some(relay), limits, handler).await
+            serve_inner(listener, key, tls, Some(relay), Some(obs), limits, handler).await
         });
         let sweep = tokio::spawn(sweep_ephemeral(shared.clone()));
+        let watch = tokio::spawn(watch_store(shared.clone()));
         let stun_task = stun_socket.map(|sock| {
             tokio::spawn(stun::serve(
                 sock,
@@ -509,6 +526,9 @@ impl ServerBuilder {
             shutdown: shutdown_tx,
             accept: Some(accept),
             sweep,
+            watch,
+            observer,
+            metrics_task: None,
         })
     }
 }
@@ -576,6 +596,50 @@ async fn sweep_ephemeral(shared: Arc<Shared>) {
     }
 }
 
+/// Applies other processes' commits (the admin CLI writes the database
+/// directly): when `PRAGMA data_version` moves, every map stream
+/// resynchronises from the store and the relay re-checks its clients, so a
+/// deleted or expired node loses its stream and its DERP connection and
+/// peers drop it, within [`ServerConfig::admin_poll`].
+async fn watch_store(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut tick = tokio::time::interval(shared.config.admin_poll.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let errors_log = tailnet_listen::LogLimiter::new(Duration::from_secs(60));
+    let mut last: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = until_shutdown(&mut shutdown) => return,
+        }
+        let s = shared.clone();
+        match blocking(move || s.store.data_version()).await {
+            Ok(Ok(v)) => {
+                if last.is_some_and(|l| l != v) {
+                    shared
+                        .counters
+                        .store_changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!("coordinator: database changed by another process (admin command); resynchronising streams and relay clients");
+                    shared.hub.publish_store_changed();
+                    shared.derp.reverify_now();
+                }
+                last = Some(v);
+            }
+            Ok(Err(e)) => {
+                shared
+                    .counters
+                    .store_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(suppressed) = errors_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "coordinator: polling the database");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// A running server.
 pub struct ServerHandle {
     local_addr: SocketAddr,
@@ -586,6 +650,9 @@ pub struct ServerHandle {
     /// finished `JoinHandle` must not be polled again).
     accept: Option<JoinHandle<io::Result<()>>>,
     sweep: JoinHandle<()>,
+    watch: JoinHandle<()>,
+    observer: metrics::Observer,
+    metrics_task: Option<JoinHandle<()>>,
     stun: Arc<stun::StunCounters>,
     stun_task: Option<JoinHandle<()>>,
     derp: Arc<derp::DerpServer>,
@@ -642,6 +709,33 @@ impl ServerHandle {
         &self.derp
     }
 
+    /// The control server's counters (registrations by outcome, streams,
+    /// store changes applied).
+    pub fn control_counters(&self) -> &metrics::ControlCounters {
+        &self.shared.counters
+    }
+
+    /// The `/metrics` text now (Prometheus text format).
+    pub async fn metrics_text(&self) -> String {
+        self.observer.metrics().await
+    }
+
+    /// Serves `GET /healthz` and `GET /metrics` on `listener` (plain
+    /// HTTP/1.1, the same connection caps and timeouts as the main
+    /// listener) until shutdown. For Prometheus inside the cluster; the
+    /// main listener shows `/metrics` only to loopback clients.
+    pub fn serve_metrics(&mut self, listener: TcpListener) {
+        let task = tokio::spawn(metrics::serve(
+            listener,
+            self.observer.clone(),
+            self.shared.config.limits,
+            self.shared.shutdown.clone(),
+        ));
+        if let Some(old) = self.metrics_task.replace(task) {
+            old.abort();
+        }
+    }
+
     /// Replaces the packet-filter policy at run time: every open map
     /// stream recomputes its node's filter and sends it if it changed, so
     /// nodes apply it to new flows at once (connections already open are
@@ -681,6 +775,10 @@ impl ServerHandle {
             let _ = accept.await;
         }
         let _ = self.sweep.await;
+        let _ = self.watch.await;
+        if let Some(t) = self.metrics_task {
+            let _ = t.await;
+        }
         if let Some(t) = self.stun_task {
             let _ = t.await;
         }

@@ -26,6 +26,9 @@ enum End {
     Replaced,
     Shutdown,
     NodeRemoved,
+    /// Its key expired (`coordinator nodes expire`, or its expiry passed):
+    /// it was sent its node with the expiry, then the stream closed.
+    NodeExpired,
     Failed(String),
 }
 
@@ -75,6 +78,10 @@ pub async fn run_stream(
         }
         m
     };
+    shared
+        .counters
+        .streams_opened
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(node = id.0, "coordinator: map stream opened");
     let mut stream = Stream {
         shared: shared.clone(),
@@ -171,6 +178,9 @@ impl Stream {
             .iter()
             .find(|n| n.id == self.id)
             .ok_or(End::NodeRemoved)?;
+        if me.key_expired(now) {
+            return self.end_expired(me).await;
+        }
         let filter = self.shared.policy().packet_filter_for(me, &nodes);
         let msg = mapper::full_map(me, &nodes, filter.clone(), &self.shared.ctx, now);
         self.known = msg.peers.iter().map(|p| NodeId(p.id)).collect();
@@ -187,6 +197,9 @@ impl Stream {
             .iter()
             .find(|n| n.id == self.id)
             .ok_or(End::NodeRemoved)?;
+        if me.key_expired(now) {
+            return self.end_expired(me).await;
+        }
         let mut msg = mapper::self_changed(me, &self.shared.ctx.base_domain);
         msg.peers = mapper::peers(self.id, &nodes, &self.shared.ctx.base_domain, now);
         let now_known: BTreeSet<NodeId> = msg.peers.iter().map(|p| NodeId(p.id)).collect();
@@ -196,6 +209,14 @@ impl Stream {
         self.known = now_known;
         self.refilter(&mut msg, &nodes);
         self.send(&msg).await
+    }
+
+    /// Tells the client its node (with the expiry that has passed, so it
+    /// knows to log in again), then ends the stream.
+    async fn end_expired(&mut self, me: &Node) -> Result<(), End> {
+        let msg = mapper::self_changed(me, &self.shared.ctx.base_domain);
+        self.send(&msg).await?;
+        Err(End::NodeExpired)
     }
 
     /// Adds the packet filter to `msg` when the policy gives a different
@@ -225,6 +246,10 @@ impl Stream {
         let mut handled = 0;
         while let Some(ev) = next.take() {
             handled += 1;
+            if matches!(ev, HubEvent::StoreChanged) {
+                // A full resync supersedes every delta batched so far.
+                return self.resync().await;
+            }
             if let Some(msg) = self.event_message(ev).await? {
                 match batch.as_mut() {
                     Some(b) => mapper::merge_delta(b, msg),
@@ -257,7 +282,12 @@ impl Stream {
     async fn event_message(&mut self, ev: HubEvent) -> Result<Option<MapResponse>, End> {
         let base = &self.shared.ctx.base_domain;
         let msg = match ev {
-            HubEvent::Changed(node) if node.id == self.id => mapper::self_changed(&node, base),
+            HubEvent::Changed(node) if node.id == self.id => {
+                if node.key_expired(SystemTime::now()) {
+                    return self.end_expired(&node).await.map(|()| None);
+                }
+                mapper::self_changed(&node, base)
+            }
             HubEvent::Changed(node) => {
                 if is_visible_peer(self.id, &node, SystemTime::now()) {
                     self.known.insert(node.id);
@@ -281,6 +311,8 @@ impl Stream {
                 }
                 mapper::peer_online(id, online, at)
             }
+            // Handled by `on_events` (a resync).
+            HubEvent::StoreChanged => return Ok(None),
             HubEvent::PolicyChanged => {
                 let nodes = self.nodes().await?;
                 let mut msg = MapResponse::default();
