@@ -68,6 +68,8 @@ spec:
                   fieldPath: metadata.name
             - name: INFERADB_MESH_LOG
               value: {{ $root.Values.logLevel | quote }}
+            - name: INFERADB_MESH_LOG_FORMAT
+              value: {{ $root.Values.logFormat | quote }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

@@ -207,6 +207,10 @@ def chart_promises(pod: dict, sts: dict, values: dict, cfg: dict) -> list[str]:
     caps = sc.get("capabilities") or {}
     if caps.get("add"):
         v.append(f"capabilities added: {caps['add']} (no NET_ADMIN, nothing)")
+    env = {e.get("name"): e.get("value") for e in c.get("env") or []}
+    if env.get("INFERADB_MESH_LOG_FORMAT") != values.get("logFormat", "text"):
+        v.append(f"INFERADB_MESH_LOG_FORMAT is {env.get('INFERADB_MESH_LOG_FORMAT')!r}, "
+                 f"not the chart's logFormat {values.get('logFormat', 'text')!r}")
     ports = {p.get("name"): p for p in c.get("ports") or []}
     if "metrics" not in ports or ports["metrics"].get("protocol", "TCP") != "TCP":
         v.append("no TCP container port named metrics")
@@ -616,6 +620,7 @@ def check_coordinator_and_policies(helm, yaml, kv, versions: list) -> None:
         ("discovery.tailscale.udpPort", "41641", "/discovery/tailscale/udpPort"),
         ("coordinator.host", "", "coordinator.host"),
         ("coordinator.tls.existingSecret", "", "coordinator.tls.existingSecret"),
+        ("logFormat", "xml", "/logFormat"),
     ):
         v = json.loads(json.dumps(vals))
         node = v
