@@ -397,3 +397,151 @@ fn five_thousand_idle_and_slowloris_connections_are_closed_within_a_memory_budge
     );
     get_key(addr).expect("/key after the flood");
 }
+
+/// A raw DERP client over blocking TCP: the upgrade, ServerKey, ClientInfo
+/// as `private`, ServerInfo. Returns the stream.
+fn derp_connect(addr: SocketAddr, private: &tailnet_wire::PrivateKey) -> TcpStream {
+    use tailnet_wire::derp::{self, ClientInfo, Frame, FrameReader};
+    let mut s = TcpStream::connect(addr).expect("connect to the relay");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&derp::upgrade_request("127.0.0.1"))
+        .expect("upgrade request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_len = loop {
+        if let Some(r) = derp::parse_upgrade_response(&buf).expect("a 101") {
+            break r.head_len;
+        }
+        let n = s.read(&mut chunk).expect("read the 101");
+        assert!(n > 0, "closed during the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut reader = FrameReader::new(derp::MAX_FRAME_LEN);
+    reader.push(&buf[head_len..]);
+    let mut next = |s: &mut TcpStream, reader: &mut FrameReader| loop {
+        if let Some(f) = reader.next_frame().expect("a frame") {
+            return match f {
+                Frame::ServerKey { key } => Some(key),
+                Frame::ServerInfo { .. } => None,
+                f => panic!("unexpected {f:?}"),
+            };
+        }
+        let n = s.read(&mut chunk).expect("read a frame");
+        assert!(n > 0, "the relay closed the connection");
+        reader.push(&chunk[..n]);
+    };
+    let server_key = next(&mut s, &mut reader).expect("ServerKey first");
+    s.write_all(&derp::client_info_frame(
+        private.as_bytes(),
+        &server_key,
+        &ClientInfo::ours(),
+    ))
+    .expect("ClientInfo");
+    assert!(next(&mut s, &mut reader).is_none(), "ServerInfo");
+    s
+}
+
+/// Issue 16 finding 4: the relay's queues were bounded in packets, not
+/// bytes: a sender aiming 64 KiB packets at receivers that stopped
+/// reading took the relay from 15 to 274 MB (815 MB with four). Now ten
+/// receivers that never read, sent 187.5 MiB between them, raise the
+/// coordinator's RSS by no more than their queue budgets (2 MiB each)
+/// plus [`SLACK_KIB`].
+#[test]
+fn receivers_that_stop_reading_raise_relay_rss_by_no_more_than_the_budget() {
+    use tailnet_wire::derp::{self, Frame};
+    /// Budgets: ten queues of 2 MiB (the default `DerpConfig::queue_bytes`).
+    const QUEUES_KIB: u64 = 10 * 2 * 1024;
+    /// Packets being written, the allocator, the connections' buffers.
+    const SLACK_KIB: u64 = 24 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(EXE)
+        .args([
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            // The raw clients are not registered nodes.
+            "--derp-open",
+            "--state-dir",
+        ])
+        .arg(path(&dir.path().join("coord")))
+        .env("INFERADB_MESH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let pid = child.id();
+    let _child = common::Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("coordinator listening on") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("coordinator printed no listening line in 30 s");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .expect("URL in the listening line")
+        .parse()
+        .expect("address");
+    let keys: Vec<tailnet_wire::PrivateKey> = (0..11)
+        .map(|_| tailnet_wire::PrivateKey::generate())
+        .collect();
+    // Ten receivers that never read after the handshake.
+    let receivers: Vec<TcpStream> = keys[..10].iter().map(|k| derp_connect(addr, k)).collect();
+    let mut sender = derp_connect(addr, &keys[10]);
+    let base = rss_kib(pid);
+    let packet = vec![0xab; derp::MAX_PACKET_SIZE];
+    let mut peak = base;
+    // 300 rounds of 64 KiB to each: 187.5 MiB (the kernel's socket
+    // buffers take a few MiB per receiver; without the byte budgets the
+    // relay held the rest).
+    for round in 0..300 {
+        for k in &keys[..10] {
+            let frame = Frame::SendPacket {
+                dst: tailnet_wire::disco::public_of(k),
+                packet: &packet,
+            }
+            .to_vec();
+            sender.write_all(&frame).expect("send");
+        }
+        if round % 10 == 0 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    // Everything sent has been handled once a Ping is answered.
+    sender
+        .write_all(&Frame::Ping { data: [7; 8] }.to_vec())
+        .expect("ping");
+    let mut reader = derp::FrameReader::new(derp::MAX_FRAME_LEN);
+    let mut chunk = [0u8; 4096];
+    'pong: loop {
+        while let Some(f) = reader.next_frame().expect("frame") {
+            if matches!(f, Frame::Pong { data } if data == [7; 8]) {
+                break 'pong;
+            }
+        }
+        let n = sender.read(&mut chunk).expect("read the pong");
+        assert!(n > 0, "the relay closed the sender");
+        reader.push(&chunk[..n]);
+    }
+    for _ in 0..5 {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let growth = peak.saturating_sub(base);
+    eprintln!("ten stalled receivers: RSS {base} KiB -> peak {peak} KiB (+{growth} KiB)");
+    assert!(
+        growth <= QUEUES_KIB + SLACK_KIB,
+        "RSS grew by {growth} KiB; queue budgets {QUEUES_KIB} KiB + slack {SLACK_KIB} KiB"
+    );
+    drop(receivers);
+}
