@@ -59,7 +59,11 @@ impl Counts {
     fn delta(before: &DropStats, after: &DropStats) -> Counts {
         Counts {
             malformed: after.malformed - before.malformed,
-            rejected: after.rejected - before.rejected,
+            // An initiation from one address beyond its budget while the
+            // node is under load is dropped before its MAC1 is checked
+            // (`handshake_limited`, issue 16): refused all the same.
+            rejected: after.rejected - before.rejected
+                + (after.handshake_limited - before.handshake_limited),
             unknown_peer: after.unknown_peer - before.unknown_peer,
         }
     }
@@ -70,7 +74,8 @@ impl Counts {
     /// `d` is not an authentic message it has not seen yet:
     /// - not WireGuard-shaped: malformed;
     /// - an initiation: rejected (its MAC1 fails, or, replayed, its
-    ///   timestamp is not newer than the last one);
+    ///   timestamp is not newer than the last one; or over the sending
+    ///   address's budget under load);
     /// - for a known slot: rejected (bad MAC or tag, stale counter, no such
     ///   session or handshake);
     /// - for any other slot: unknown peer.
