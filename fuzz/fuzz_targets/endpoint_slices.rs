@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
         match apply_watch_line(line, &mut rv, &mut slices) {
             Ok(changed) => assert_eq!(changed, slices != before, "change misreported"),
             Err(_) => {
-                assert!(slices == before && rv == rv_before, "a failed line changed state");
+                assert!(
+                    slices == before && rv == rv_before,
+                    "a failed line changed state"
+                );
             }
         }
     }

@@ -36,6 +36,10 @@ fuzz_target!(|data: &[u8]| {
     // A key that an encoded pair cannot be confused with.
     if !key.is_empty() && !key.contains(['&', '=']) {
         let q = format!("{key}={enc}&{query}");
-        assert_eq!(query_param(&q, &key).as_deref(), Some(&*value), "query {q:?}");
+        assert_eq!(
+            query_param(&q, &key).as_deref(),
+            Some(&*value),
+            "query {q:?}"
+        );
     }
 });
