@@ -382,3 +382,71 @@ async fn outside_names_are_forwarded_and_a_dead_upstream_blocks_nothing() {
         s.shutdown().await;
     }
 }
+
+/// One DNS-over-TCP exchange on `s`: a query for `name` (A); the reply's
+/// length, or why not.
+async fn tcp_query(s: &mut tokio::net::TcpStream, name: &str) -> std::io::Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+    msg.extend_from_slice(&q);
+    s.write_all(&msg).await?;
+    let len = s.read_u16().await?;
+    let mut reply = vec![0u8; usize::from(len)];
+    s.read_exact(&mut reply).await?;
+    Ok(reply.len())
+}
+
+/// Issue 16 finding 9: MagicDNS over TCP had no connection cap. Now one
+/// source address holds at most 32 connections: the 33rd is closed at
+/// once unanswered, the 32 are still served, and a slot freed is usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn magicdns_over_tcp_caps_connections_per_source() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = coordinator(dir.path(), |b| b).await;
+    let url = format!("http://{}", server.local_addr());
+    let key = key(dir.path(), &["tag:client"]);
+    let node = join(&url, &key, "dnstcp", true).await;
+    let dns = node.dns_listen_addr().expect("--dns-listen bound");
+    let name = "dnstcp.tailnet.internal";
+
+    let mut held = Vec::new();
+    for i in 0..32 {
+        let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
+        within(10, "an answer under the cap", tcp_query(&mut s, name))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        held.push(s);
+    }
+    let mut over = tokio::net::TcpStream::connect(dns).await.unwrap();
+    // Closed without an answer (the query may or may not get written).
+    let _ = tcp_query(&mut over, name).await;
+    let mut buf = [0u8; 64];
+    let n = within(5, "the over-cap connection closed", over.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the 33rd connection from one address was served");
+    // The held ones still work; one closed frees a slot.
+    within(10, "a held connection", tcp_query(&mut held[31], name))
+        .await
+        .expect("held connection served");
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(2), tcp_query(&mut s, name)).await
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown().await;
+}

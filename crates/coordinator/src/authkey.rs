@@ -173,7 +173,10 @@ pub fn validate_tags<S: AsRef<str>>(tags: &[S]) -> Result<Vec<String>, TagError>
 
 /// Splits `tskey-auth-<id>-<secret>` (surrounding whitespace ignored, as in
 /// a key file ending in a newline) into the id and the decoded secret.
-fn parse_key(text: &str) -> Result<(&str, [u8; SECRET_LEN]), AuthKeyError> {
+/// Anything else is [`AuthKeyError::Malformed`], which names nothing of
+/// the text (it may be a secret). A key it accepts is exactly
+/// [`format_key`] of its parts.
+pub fn parse_key(text: &str) -> Result<(&str, [u8; SECRET_LEN]), AuthKeyError> {
     let rest = text
         .trim()
         .strip_prefix(KEY_PREFIX)
@@ -193,6 +196,12 @@ fn parse_key(text: &str) -> Result<(&str, [u8; SECRET_LEN]), AuthKeyError> {
         .try_into()
         .map_err(|_| AuthKeyError::Malformed)?;
     Ok((id, secret))
+}
+
+/// The text of the key with `id` (`k` and 16 lowercase hex digits) and
+/// `secret`: `tskey-auth-<id>-<secret as unpadded URL-safe base64>`.
+pub fn format_key(id: &str, secret: &[u8; SECRET_LEN]) -> String {
+    format!("{KEY_PREFIX}{id}-{}", B64.encode(secret))
 }
 
 fn secret_hash(secret: &[u8]) -> [u8; 32] {
@@ -227,7 +236,7 @@ impl Store {
         random_bytes(&mut id_bytes)?;
         random_bytes(secret.as_mut())?;
         let id = format!("k{}", hex::encode(id_bytes));
-        let key = format!("{KEY_PREFIX}{id}-{}", B64.encode(secret.as_slice()));
+        let key = format_key(&id, &secret);
         let created = to_unix(now);
         let expires = spec
             .expiry

@@ -98,6 +98,8 @@ struct Raw {
     head: String,
     server_key: PublicKey,
     public: PublicKey,
+    /// The ServerInfo the relay sent ([`Raw::connect`]).
+    info: derp::ServerInfo,
 }
 
 impl Raw {
@@ -129,6 +131,7 @@ impl Raw {
             head,
             server_key: PublicKey::from_bytes([0; 32]),
             public: PublicKey::from_bytes([0; 32]),
+            info: derp::ServerInfo::default(),
         };
         let server_key = loop {
             match raw.reader.next_frame().expect("frame") {
@@ -156,7 +159,8 @@ impl Raw {
             }
         };
         let info = derp::open_server_info(&private, &raw.server_key, &sealed).expect("opens");
-        assert_eq!(info, derp::ServerInfo::ours());
+        assert_eq!(info.version, 2);
+        raw.info = info;
         raw
     }
 
@@ -671,4 +675,75 @@ async fn receivers_that_stop_reading_hold_no_more_than_the_byte_budget() {
         "the total budget never applied"
     );
     drop(receivers);
+}
+
+/// Issue 16: per-client rate limits, advertised in ServerInfo the way Go's
+/// `serverInfo` carries them (`TokenBucketBytesPerSecond`,
+/// `TokenBucketBytesBurst`; Go's clients then hold themselves to them) and
+/// enforced by the relay, which reads no faster from a client over its
+/// rate: 1 MiB sent at a relay allowing 1 MiB/s after a 128 KiB burst
+/// takes most of a second to arrive, and all of it arrives.
+#[tokio::test]
+async fn client_rate_limits_are_advertised_and_enforced() {
+    // The default advertises the documented default.
+    let relay = Relay::start(DerpConfig::default()).await;
+    let a = Raw::connect(relay.addr(), [1; 32]).await;
+    assert_eq!(
+        (
+            a.info.token_bucket_bytes_per_second,
+            a.info.token_bucket_bytes_burst
+        ),
+        (
+            coordinator::server::derp::DEFAULT_RATE_BYTES_PER_SEC,
+            coordinator::server::derp::DEFAULT_RATE_BURST_BYTES
+        )
+    );
+    // 0: no limit and nothing advertised, as Go's derper.
+    let relay = Relay::start(DerpConfig {
+        rate_bytes_per_sec: 0,
+        ..DerpConfig::default()
+    })
+    .await;
+    let a = Raw::connect(relay.addr(), [1; 32]).await;
+    assert_eq!(a.info, derp::ServerInfo::ours());
+
+    const RATE: u32 = 1 << 20;
+    const BURST: u32 = 128 << 10;
+    let relay = Relay::start(DerpConfig {
+        rate_bytes_per_sec: RATE,
+        rate_burst_bytes: BURST,
+        ..DerpConfig::default()
+    })
+    .await;
+    let mut rx = Raw::connect(relay.addr(), [2; 32]).await;
+    let mut tx = Raw::connect(relay.addr(), [3; 32]).await;
+    assert_eq!(tx.info.token_bucket_bytes_per_second, RATE);
+    assert_eq!(tx.info.token_bucket_bytes_burst, BURST);
+    let dst = rx.public;
+    let packet = vec![0x42; 32 << 10];
+    let count = 32; // 1 MiB
+    let start = std::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        for _ in 0..count {
+            tx.send_packet(dst, &packet).await;
+        }
+        tx
+    });
+    for i in 0..count {
+        match tokio::time::timeout(WAIT, rx.next()).await {
+            Ok(Got::Packet(_, p)) => assert_eq!(p.len(), 32 << 10),
+            Ok(g) => panic!("packet {i}: {g:?}"),
+            Err(_) => panic!("packet {i} not relayed in {WAIT:?}"),
+        }
+    }
+    let took = start.elapsed();
+    let _tx = sender.await.expect("sender");
+    // (1 MiB - 128 KiB burst - one 64 KiB read) at 1 MiB/s: >= 0.8 s.
+    assert!(
+        took >= Duration::from_millis(750),
+        "1 MiB relayed in {took:?} at a 1 MiB/s limit"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(relay.counter(|c| &c.rate_limited) > 0);
+    assert_eq!(relay.counter(|c| &c.dropped_queue_full), 0);
 }

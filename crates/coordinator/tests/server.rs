@@ -772,3 +772,52 @@ async fn idle_slowloris_and_over_cap_connections_are_closed() {
     );
     h.server.shutdown().await;
 }
+
+/// Issue 16 finding 2: HTTP/2 inside Noise had no keep-alive and no idle
+/// limit, and any freshly generated machine key completes the Noise
+/// handshake, so a stranger could hold a connection for good. Now one that
+/// completes the handshake and then neither reads nor writes is closed
+/// (the HTTP/2 PING goes unanswered, and the idle timeout).
+#[tokio::test]
+async fn a_silent_noise_connection_from_a_fresh_machine_key_is_closed() {
+    use tailnet_wire::noise::ClientHandshake;
+    use tokio::io::AsyncReadExt;
+    let limits = coordinator::server::Limits {
+        idle_timeout: Duration::from_secs(2),
+        h2_keepalive_interval: Duration::from_millis(300),
+        h2_keepalive_timeout: Duration::from_millis(300),
+        ..coordinator::server::Limits::default()
+    };
+    let h = Harness::start_with(|b| b.limits(limits)).await;
+    let machine = PrivateKey::generate();
+    let (hs, initiation) = ClientHandshake::start(
+        *machine.as_bytes(),
+        *h.server.control_public().as_bytes(),
+        130,
+    )
+    .expect("start");
+    let (mut tcp, reply) = common::upgrade(h.server.local_addr(), &initiation)
+        .await
+        .expect("upgrade");
+    hs.finish(&reply).expect("the handshake completes");
+    // Silent from here on: read only to see the close (reading what the
+    // server sends is not an answer to its PING).
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent Noise connection held for 10 s");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    h.server.shutdown().await;
+}

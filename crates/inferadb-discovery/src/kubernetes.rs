@@ -146,6 +146,70 @@ struct ApiStatus {
     code: u16,
 }
 
+/// Parses the answer to a list request (an `EndpointSliceList`): the
+/// slices by name and the list's `resourceVersion` to watch from.
+pub fn parse_slice_list(
+    body: &[u8],
+) -> Result<(BTreeMap<String, EndpointSlice>, String), serde_json::Error> {
+    let list: SliceList = serde_json::from_slice(body)?;
+    let slices = list
+        .items
+        .into_iter()
+        .map(|r| {
+            let mut s = r.slice;
+            s.name = r.metadata.name;
+            (s.name.clone(), s)
+        })
+        .collect();
+    Ok((slices, list.metadata.resource_version))
+}
+
+/// Applies one line of a watch stream (a `WatchEvent` as JSON; blank lines
+/// are skipped) to `slices`, moving `rv` to the event's
+/// `resourceVersion`. True if `slices` changed. An `ERROR` event is
+/// [`KubeError::Status`] (410: the version is gone, list again); a line
+/// that does not parse is [`KubeError::Decode`] and changes nothing.
+pub fn apply_watch_line(
+    line: &[u8],
+    rv: &mut String,
+    slices: &mut BTreeMap<String, EndpointSlice>,
+) -> Result<bool, KubeError> {
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return Ok(false);
+    }
+    let ev: WatchEvent = serde_json::from_slice(line)?;
+    match ev.kind.as_str() {
+        "ERROR" => {
+            let st: ApiStatus = serde_json::from_value(ev.object).unwrap_or_default();
+            Err(KubeError::Status {
+                status: st.code,
+                message: st.message,
+            })
+        }
+        "BOOKMARK" => {
+            let raw: RawSlice = serde_json::from_value(ev.object)?;
+            *rv = raw.metadata.resource_version;
+            Ok(false)
+        }
+        kind => {
+            let raw: RawSlice = serde_json::from_value(ev.object)?;
+            if !raw.metadata.resource_version.is_empty() {
+                rv.clone_from(&raw.metadata.resource_version);
+            }
+            let mut s = raw.slice;
+            s.name = raw.metadata.name;
+            if kind == "DELETED" {
+                Ok(slices.remove(&s.name).is_some())
+            } else {
+                let changed = slices.get(&s.name) != Some(&s);
+                slices.insert(s.name.clone(), s);
+                Ok(changed)
+            }
+        }
+    }
+}
+
 /// The ready endpoints of `slices` on the selected port, sorted, without
 /// duplicates. An endpoint whose `ready` is unset counts as ready (the
 /// API's rule).
@@ -316,17 +380,7 @@ impl KubeClient {
     pub async fn list(&self) -> Result<(BTreeMap<String, EndpointSlice>, String), KubeError> {
         let resp = self.get(&self.url(""), Duration::from_secs(30)).await?;
         let body = resp.bytes().await?;
-        let list: SliceList = serde_json::from_slice(&body)?;
-        let slices = list
-            .items
-            .into_iter()
-            .map(|r| {
-                let mut s = r.slice;
-                s.name = r.metadata.name;
-                (s.name.clone(), s)
-            })
-            .collect();
-        Ok((slices, list.metadata.resource_version))
+        Ok(parse_slice_list(&body)?)
     }
 
     /// Watches from `rv`, applying events to `slices` and calling
@@ -351,40 +405,8 @@ impl KubeClient {
             buf.extend_from_slice(&chunk);
             while let Some(i) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();
-                let line = line.trim_ascii();
-                if line.is_empty() {
-                    continue;
-                }
-                let ev: WatchEvent = serde_json::from_slice(line)?;
-                match ev.kind.as_str() {
-                    "ERROR" => {
-                        let st: ApiStatus = serde_json::from_value(ev.object).unwrap_or_default();
-                        return Err(KubeError::Status {
-                            status: st.code,
-                            message: st.message,
-                        });
-                    }
-                    "BOOKMARK" => {
-                        let raw: RawSlice = serde_json::from_value(ev.object)?;
-                        rv = raw.metadata.resource_version;
-                    }
-                    kind => {
-                        let raw: RawSlice = serde_json::from_value(ev.object)?;
-                        if !raw.metadata.resource_version.is_empty() {
-                            rv = raw.metadata.resource_version.clone();
-                        }
-                        let mut s = raw.slice;
-                        s.name = raw.metadata.name;
-                        let before = slices.clone();
-                        if kind == "DELETED" {
-                            slices.remove(&s.name);
-                        } else {
-                            slices.insert(s.name.clone(), s);
-                        }
-                        if *slices != before {
-                            changed(slices);
-                        }
-                    }
+                if apply_watch_line(&line, &mut rv, slices)? {
+                    changed(slices);
                 }
             }
         }

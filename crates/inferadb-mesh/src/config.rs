@@ -24,6 +24,9 @@
 //! http:
 //!   listen: 0.0.0.0:8080      # the OS port (probes, Prometheus)
 //!   tailnet_port: 8080        # the same server on the tailnet
+//!   # Optional server limits (defaults shown; docs/ARCHITECTURE.md):
+//!   # max_connections: 4096, max_connections_per_ip: 256,
+//!   # header_timeout_seconds: 10, idle_timeout_seconds: 180
 //! auth:
 //!   discovery:
 //!     mode:
@@ -57,6 +60,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Environment prefix of the engine.
 pub const ENGINE_ENV_PREFIX: &str = "INFERADB__";
@@ -242,10 +246,42 @@ pub struct HttpConfig {
     /// Port of the same server on the node's tailnet addresses (0: off).
     #[serde(default)]
     pub tailnet_port: Option<u16>,
+    /// Connections served at once, all sources (each of the two
+    /// listeners).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections served at once from one source address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Seconds a client may take to send a request's headers (idle and
+    /// slowloris connections are closed after it).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+    /// Seconds a connection may go with no bytes either way.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
 }
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn default_max_connections() -> usize {
+    tailnet_listen::Limits::default().max_connections
+}
+
+fn default_max_connections_per_ip() -> usize {
+    tailnet_listen::Limits::default().max_connections_per_ip
+}
+
+fn default_header_timeout() -> u64 {
+    tailnet_listen::Limits::default()
+        .header_read_timeout
+        .as_secs()
+}
+
+fn default_idle_timeout() -> u64 {
+    tailnet_listen::Limits::default().idle_timeout.as_secs()
 }
 
 impl Default for HttpConfig {
@@ -253,7 +289,38 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_http_listen(),
             tailnet_port: None,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            header_timeout_seconds: default_header_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// The server limits these set (the rest at `tailnet_listen`'s
+    /// defaults); a zero is an error naming its key.
+    pub fn limits(&self) -> Result<tailnet_listen::Limits, ConfigError> {
+        for (key, v) in [
+            ("http.max_connections", self.max_connections as u64),
+            (
+                "http.max_connections_per_ip",
+                self.max_connections_per_ip as u64,
+            ),
+            ("http.header_timeout_seconds", self.header_timeout_seconds),
+            ("http.idle_timeout_seconds", self.idle_timeout_seconds),
+        ] {
+            if v == 0 {
+                return Err(ConfigError(format!("{key}: must be at least 1")));
+            }
+        }
+        Ok(tailnet_listen::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: Duration::from_secs(self.header_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            ..tailnet_listen::Limits::default()
+        })
     }
 }
 
@@ -482,7 +549,14 @@ fn mesh_value(m: &MeshConfig) -> JsonValue {
 }
 
 fn http_value(h: &HttpConfig, tailnet_port: u16) -> JsonValue {
-    serde_json::json!({"listen": h.listen, "tailnet_port": tailnet_port})
+    serde_json::json!({
+        "listen": h.listen,
+        "tailnet_port": tailnet_port,
+        "max_connections": h.max_connections,
+        "max_connections_per_ip": h.max_connections_per_ip,
+        "header_timeout_seconds": h.header_timeout_seconds,
+        "idle_timeout_seconds": h.idle_timeout_seconds,
+    })
 }
 
 /// `"***"` when a secret is given inline, else null; never the secret.
@@ -544,6 +618,7 @@ impl EngineConfig {
     /// not read): `mesh.control_url`, `mesh.state_dir`, the webhook secret.
     pub fn check_complete(&self) -> Result<(), ConfigError> {
         need_mesh(&self.mesh)?;
+        self.http.limits()?;
         need_secret(
             &self.cache_invalidation.webhook_secret,
             &self.cache_invalidation.webhook_secret_file,
@@ -581,6 +656,7 @@ impl ControlConfig {
     /// API token.
     pub fn check_complete(&self) -> Result<(), ConfigError> {
         need_mesh(&self.mesh)?;
+        self.http.limits()?;
         need_secret(
             &self.cache_invalidation.webhook_secret,
             &self.cache_invalidation.webhook_secret_file,

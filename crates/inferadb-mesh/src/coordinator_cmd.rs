@@ -102,6 +102,14 @@ pub struct ServeArgs {
     /// clients only.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Bytes a second each DERP client may send (framing included),
+    /// advertised in ServerInfo as Go's TokenBucketBytesPerSecond and
+    /// enforced by reading no faster; 0: no limit (Go's derper).
+    #[arg(long, value_name = "BYTES", default_value_t = coordinator::server::derp::DEFAULT_RATE_BYTES_PER_SEC)]
+    pub derp_rate_limit: u32,
+    /// The burst over --derp-rate-limit (TokenBucketBytesBurst).
+    #[arg(long, value_name = "BYTES", default_value_t = coordinator::server::derp::DEFAULT_RATE_BURST_BYTES)]
+    pub derp_rate_burst: u32,
 }
 
 /// Reads `--derp-allow-keys`: one node key per line, blank lines and `#`
@@ -145,6 +153,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         derp_config.allowed_keys = load_allowed_keys(path)?;
         tracing::info!(path = %path.display(), keys = derp_config.allowed_keys.len(), "DERP allow-list loaded");
     }
+    derp_config.rate_bytes_per_sec = args.derp_rate_limit;
+    derp_config.rate_burst_bytes = args.derp_rate_burst;
     builder = builder.derp_config(derp_config);
     if args.max_connections == 0
         || args.max_connections_per_ip == 0

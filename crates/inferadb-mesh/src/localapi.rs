@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tailnet::status::Status;
+use tailnet_listen::query;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
@@ -424,7 +425,7 @@ fn handle(req: &Request<Incoming>, source: &StatusSource) -> Response<Full<Bytes
     let no_peers = req
         .uri()
         .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "peers=false"));
+        .is_some_and(|q| query::has_pair(q, "peers=false"));
     if no_peers {
         status.peer.clear();
     }
@@ -446,14 +447,7 @@ async fn handle_dns(req: &Request<Incoming>, dns: &DnsSource) -> Response<Full<B
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
-    let param = |key: &str| {
-        req.uri().query().and_then(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| percent_decode(v))
-        })
-    };
+    let param = |key: &str| query_param(req, key);
     let Some(name) = param("name").filter(|n| !n.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "missing ?name=");
     };
@@ -487,12 +481,7 @@ pub struct PingReply {
 
 /// A query parameter of `req`, decoded.
 fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
-    req.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| percent_decode(v))
-    })
+    req.uri().query().and_then(|q| query::query_param(q, key))
 }
 
 /// The tailnet address of `target`: an address as it is, else a peer's
@@ -594,7 +583,7 @@ pub async fn fetch_ping(
     check_len(socket)?;
     let uri = format!(
         "{PING_PATH}?target={}&timeout_ms={}",
-        percent_encode(target),
+        query::percent_encode(target),
         timeout.as_millis()
     );
     let body = match tokio::time::timeout(FETCH_TIMEOUT + timeout, get(socket, &uri)).await {
@@ -611,52 +600,14 @@ pub async fn fetch_ping(
     })
 }
 
-/// `%XX` escapes decoded (bytes that do not form UTF-8 are replaced).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).and_then(|c| hex(*c)),
-            b.get(i + 2).and_then(|c| hex(*c)),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Letters, digits and `-._` as they are, everything else `%XX`.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || b"-._".contains(&c) {
-                (c as char).to_string()
-            } else {
-                format!("%{c:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Asks the node serving the local API at `socket` for a DNS query
 /// through its MagicDNS responder; returns the JSON body.
 pub async fn fetch_dns(socket: &Path, name: &str, qtype: &str) -> Result<Bytes, LocalApiError> {
     check_len(socket)?;
     let uri = format!(
         "{DNS_PATH}?name={}&type={}",
-        percent_encode(name),
-        percent_encode(qtype)
+        query::percent_encode(name),
+        query::percent_encode(qtype)
     );
     match tokio::time::timeout(FETCH_TIMEOUT, get(socket, &uri)).await {
         Ok(r) => r,

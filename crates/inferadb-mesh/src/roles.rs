@@ -223,10 +223,6 @@ fn common_routes(
     }
 }
 
-fn serve<L: Accept>(listener: L, handler: Handler) -> JoinHandle<()> {
-    serve_with(listener, handler, Limits::default())
-}
-
 /// The roles' HTTP server, on the hardened recipe (`tailnet_listen`): an
 /// accept loop that never ends on an error, connection caps (global and
 /// per source IP), the header-read and idle timeouts.
@@ -271,16 +267,16 @@ fn serve_with<L: Accept>(listener: L, handler: Handler, limits: Limits) -> JoinH
 
 async fn serve_both(
     node: &Node,
-    listen: SocketAddr,
+    http: &crate::config::HttpConfig,
     port: u16,
     handler: Handler,
 ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), RoleError> {
-    let os = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| RoleError::Listen {
-            what: format!("http.listen {listen}"),
-            source: e,
-        })?;
+    let limits = http.limits()?;
+    let listen = http.listen;
+    let os = tailnet_listen::bind_tcp(listen).map_err(|e| RoleError::Listen {
+        what: format!("http.listen {listen}"),
+        source: e,
+    })?;
     let addr = os.local_addr().map_err(|e| RoleError::Listen {
         what: "http.listen".into(),
         source: e,
@@ -289,7 +285,13 @@ async fn serve_both(
         what: format!("http.tailnet_port {port}"),
         source: std::io::Error::other(e.to_string()),
     })?;
-    Ok((addr, vec![serve(os, handler.clone()), serve(tn, handler)]))
+    Ok((
+        addr,
+        vec![
+            serve_with(os, handler.clone(), limits),
+            serve_with(tn, handler, limits),
+        ],
+    ))
 }
 
 /// Registers what every role's `/metrics` has beside its own:
@@ -358,7 +360,7 @@ pub async fn start_engine(cfg: EngineConfig) -> Result<Role, RoleError> {
         })
     });
     let port = cfg.tailnet_port();
-    let (http_addr, tasks) = serve_both(&node, cfg.http.listen, port, handler).await?;
+    let (http_addr, tasks) = serve_both(&node, &cfg.http, port, handler).await?;
     let local_api = local_api(&cfg.mesh, &node).await;
     Ok(Role {
         kind: "engine",
@@ -554,7 +556,7 @@ pub async fn start_control(cfg: ControlConfig) -> Result<Role, RoleError> {
         })
     });
     let port = cfg.tailnet_port();
-    let (http_addr, tasks) = serve_both(&node, cfg.http.listen, port, handler).await?;
+    let (http_addr, tasks) = serve_both(&node, &cfg.http, port, handler).await?;
     let local_api = local_api(&cfg.mesh, &node).await;
     Ok(Role {
         kind: "control",

@@ -957,3 +957,36 @@ fn the_helm_charts_rendered_configs_are_accepted_by_the_binary() {
         assert!(stdout.contains("binary: ok"), "{stdout}");
     }
 }
+
+/// Issue 16: the roles' HTTP server limits are set from `http:` in the
+/// file or the environment, default to the hardened recipe's, and a zero
+/// is one line naming its key.
+#[test]
+fn http_server_limits_from_file_and_environment() {
+    use std::time::Duration;
+    let (_d, file) = write(
+        "engine.yaml",
+        "http:\n  max_connections_per_ip: 8\n  header_timeout_seconds: 3\n",
+    );
+    let c = EngineConfig::load_from(
+        Some(&file),
+        env(&[("INFERADB__HTTP__IDLE_TIMEOUT_SECONDS", "60")]),
+    )
+    .unwrap();
+    let l = c.http.limits().unwrap();
+    assert_eq!(l.max_connections_per_ip, 8);
+    assert_eq!(l.header_read_timeout, Duration::from_secs(3));
+    assert_eq!(l.idle_timeout, Duration::from_secs(60));
+    assert_eq!(l.max_connections, 4096, "the default");
+    let v = c.effective();
+    assert_eq!(v["http"]["max_connections_per_ip"], 8);
+    assert_eq!(v["http"]["idle_timeout_seconds"], 60);
+
+    let c = ControlConfig::load_from(None, env(&[("INFERADB_CTRL__HTTP__MAX_CONNECTIONS", "0")]))
+        .unwrap();
+    let e = err_of(c.http.limits());
+    assert!(
+        e.contains("http.max_connections: must be at least 1"),
+        "{e}"
+    );
+}

@@ -18,6 +18,9 @@
 //!   pings and a cap on concurrent streams).
 //! - [`LogLimiter`]: at most one log line per interval for events an
 //!   attacker can cause, with the count of the suppressed ones.
+//! - [`bind_tcp`]: a TCP listener with Go's backlog instead of tokio's 128.
+//! - [`query`]: the query strings our local endpoints take, decoded
+//!   without ever failing.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +28,7 @@
 mod gate;
 mod idle;
 mod limiter;
+pub mod query;
 
 pub use gate::{ConnGate, ConnPermit, GateCounters, Refused};
 pub use idle::IdleIo;
@@ -102,6 +106,27 @@ impl Limits {
             .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
         b
     }
+}
+
+/// The listen backlog of the TCP listeners we bind ([`bind_tcp`]): Go's
+/// `net.Listen` asks for the kernel's `somaxconn` (4,096 on current
+/// Linux, which also caps what we ask). Tokio's `TcpListener::bind` asks
+/// for 128: when a fleet reconnects at once, or 5,000 connections arrive
+/// faster than a debug build accepts them, the kernel drops the SYNs
+/// over it and each such client waits a 1 s SYN retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` (`SO_REUSEADDR`, as tokio's `bind`) with a
+/// backlog of [`LISTEN_BACKLOG`].
+pub fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Longest pause after a failed `accept()`.

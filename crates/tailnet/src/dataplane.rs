@@ -219,26 +219,94 @@ fn relay_cookie_addr(key: &PublicKey) -> IpAddr {
 /// one key cannot push it under load for everyone.
 const RELAY_HANDSHAKES_PER_SEC: f64 = 5.0;
 const RELAY_HANDSHAKE_BURST: f64 = 10.0;
-/// Source keys tracked at once; past it the table starts over.
-const RELAY_HANDSHAKE_KEYS: usize = 4096;
+/// Handshake initiations accepted from one UDP source address (an IPv6
+/// one by its /64) while the node is under load: wireguard-go's
+/// `ratelimiter` numbers (20 a second, burst 5). Unlike a relayed key, an
+/// address can be shared by many peers behind one NAT, so it is only
+/// limited under load, as wireguard-go does.
+const UDP_HANDSHAKES_PER_SEC: f64 = 20.0;
+const UDP_HANDSHAKE_BURST: f64 = 5.0;
+/// UDP initiations a second (all sources) past which the node is under
+/// load and each source is held to its budget: half of what the shared
+/// limiter takes before it demands cookies, so one source is held back
+/// before everyone must do a cookie round trip (~5 s for a peer).
+const UDP_HANDSHAKE_LOAD: u32 = 50;
+/// Sources tracked at once; past it the table starts over.
+const HANDSHAKE_SOURCES: usize = 4096;
 
-/// Per-source-key token buckets for relayed handshake initiations.
-#[derive(Default)]
-struct RelayHandshakeLimit {
-    buckets: HashMap<PublicKey, (f64, Instant)>,
+/// Where a handshake initiation came from, for its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum HandshakeSource {
+    /// Through the relay, from this node key.
+    Relay(PublicKey),
+    /// Over UDP from this address (an IPv6 address's last 64 bits zeroed).
+    Udp(IpAddr),
 }
 
-impl RelayHandshakeLimit {
-    fn allow(&mut self, key: PublicKey, now: Instant) -> bool {
-        if self.buckets.len() >= RELAY_HANDSHAKE_KEYS && !self.buckets.contains_key(&key) {
+impl HandshakeSource {
+    fn udp(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut b = v6.octets();
+                    b[8..].fill(0);
+                    IpAddr::V6(b.into())
+                }
+            },
+            ip => ip,
+        };
+        HandshakeSource::Udp(ip)
+    }
+
+    fn budget(&self) -> (f64, f64) {
+        match self {
+            HandshakeSource::Relay(_) => (RELAY_HANDSHAKES_PER_SEC, RELAY_HANDSHAKE_BURST),
+            HandshakeSource::Udp(_) => (UDP_HANDSHAKES_PER_SEC, UDP_HANDSHAKE_BURST),
+        }
+    }
+}
+
+/// Per-source token buckets for handshake initiations.
+#[derive(Default)]
+struct HandshakeLimit {
+    buckets: HashMap<HandshakeSource, (f64, Instant)>,
+    /// UDP initiations seen since the last [`HandshakeLimit::new_second`].
+    udp_this_second: u32,
+}
+
+impl HandshakeLimit {
+    /// A relayed initiation: always held to its key's budget.
+    fn allow_relayed(&mut self, key: PublicKey, now: Instant) -> bool {
+        self.allow(HandshakeSource::Relay(key), now)
+    }
+
+    /// A UDP initiation: held to its address's budget under load.
+    fn allow_udp(&mut self, from: SocketAddr, now: Instant) -> bool {
+        self.udp_this_second = self.udp_this_second.saturating_add(1);
+        let src = HandshakeSource::udp(from);
+        if self.udp_this_second <= UDP_HANDSHAKE_LOAD {
+            // Not under load: the source's bucket still fills and drains,
+            // so a flooder starts the loaded second with its debt.
+            self.allow(src, now);
+            return true;
+        }
+        self.allow(src, now)
+    }
+
+    /// The shared limiter's second turned over.
+    fn new_second(&mut self) {
+        self.udp_this_second = 0;
+    }
+
+    fn allow(&mut self, src: HandshakeSource, now: Instant) -> bool {
+        if self.buckets.len() >= HANDSHAKE_SOURCES && !self.buckets.contains_key(&src) {
             self.buckets.clear();
         }
-        let (tokens, at) = self
-            .buckets
-            .entry(key)
-            .or_insert((RELAY_HANDSHAKE_BURST, now));
+        let (rate, burst) = src.budget();
+        let (tokens, at) = self.buckets.entry(src).or_insert((burst, now));
         let dt = now.saturating_duration_since(*at).as_secs_f64();
-        *tokens = (*tokens + dt * RELAY_HANDSHAKES_PER_SEC).min(RELAY_HANDSHAKE_BURST);
+        *tokens = (*tokens + dt * rate).min(burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -313,7 +381,7 @@ struct Tunnels {
     /// STUN requests awaiting their response.
     stuns: Vec<PendingStun>,
     rate_limiter: Arc<RateLimiter>,
-    relay_handshakes: RelayHandshakeLimit,
+    handshakes: HandshakeLimit,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<PublicKey, u32>,
     routes: PrefixTable<u32>,
@@ -364,7 +432,7 @@ impl DataPlane {
             netstack,
             tunnels: Tunnels {
                 rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-                relay_handshakes: RelayHandshakeLimit::default(),
+                handshakes: HandshakeLimit::default(),
                 node_key: PublicKey::from_bytes(public.to_bytes()),
                 disco_private,
                 by_disco: HashMap::new(),
@@ -579,6 +647,7 @@ impl DataPlane {
         self.next_tick = now + TICK;
         if now >= self.next_limiter_reset {
             self.tunnels.rate_limiter.reset_count();
+            self.tunnels.handshakes.new_second();
             self.next_limiter_reset = now + Duration::from_secs(1);
         }
         let now = now.into_std();
@@ -766,7 +835,18 @@ impl Tunnels {
             return;
         }
         match disco::classify_datagram(data) {
-            DatagramKind::WireGuard => self.on_wireguard(Src::Udp(from), data),
+            DatagramKind::WireGuard => {
+                // An initiation from an address over its budget while the
+                // node is under load never reaches the shared limiter.
+                if data.len() == HANDSHAKE_INIT_LEN
+                    && data.first() == Some(&1)
+                    && !self.handshakes.allow_udp(from, Instant::now())
+                {
+                    self.drops.handshake_limited.fetch_add(1, Relaxed);
+                    return;
+                }
+                self.on_wireguard(Src::Udp(from), data)
+            }
             DatagramKind::Disco => self.on_disco(Src::Udp(from), data),
             DatagramKind::Stun => self.on_stun(from, data),
             // We speak no Geneve (peer relays).
@@ -783,9 +863,9 @@ impl Tunnels {
         } else {
             // A handshake initiation (type 1, 148 bytes) from a key over
             // its budget never reaches the shared limiter.
-            if data.len() == 148
+            if data.len() == HANDSHAKE_INIT_LEN
                 && data.first() == Some(&1)
-                && !self.relay_handshakes.allow(src, Instant::now())
+                && !self.handshakes.allow_relayed(src, Instant::now())
             {
                 self.drops.handshake_limited.fetch_add(1, Relaxed);
                 return;
@@ -1405,17 +1485,49 @@ mod relay_handshake_tests {
     /// flooder after a pause, still get through.
     #[test]
     fn relayed_initiations_are_limited_per_source_key() {
-        let mut lim = RelayHandshakeLimit::default();
+        let mut lim = HandshakeLimit::default();
         let flooder = PublicKey::from_bytes([1; 32]);
         let peer = PublicKey::from_bytes([2; 32]);
         let t0 = Instant::now();
         // 1,000 initiations in one second from the flooder.
         let passed = (0..1000)
-            .filter(|i| lim.allow(flooder, t0 + Duration::from_millis(*i)))
+            .filter(|i| lim.allow_relayed(flooder, t0 + Duration::from_millis(*i)))
             .count();
         assert!(passed <= 16, "{passed} of 1,000 passed");
-        assert!(lim.allow(peer, t0 + Duration::from_millis(999)));
-        assert!(lim.allow(flooder, t0 + Duration::from_secs(3)));
+        assert!(lim.allow_relayed(peer, t0 + Duration::from_millis(999)));
+        assert!(lim.allow_relayed(flooder, t0 + Duration::from_secs(3)));
+    }
+
+    /// UDP sources: nothing is held back while the node sees few
+    /// initiations (peers behind one NAT share an address); under load a
+    /// flooding address is held to 20 a second while another address,
+    /// and an IPv6 flooder's whole /64, are told apart.
+    #[test]
+    fn udp_initiations_are_limited_per_source_address_under_load() {
+        let mut lim = HandshakeLimit::default();
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:1000".parse().expect("addr");
+        // 40 from one address in a second: not under load, all pass.
+        assert!((0..40).all(|i| lim.allow_udp(nat, t0 + Duration::from_millis(i * 25))));
+        lim.new_second();
+        // 5,000 in the next second from a flooder: it gets its budget.
+        let flooder: SocketAddr = "203.0.113.9:4000".parse().expect("addr");
+        let t1 = t0 + Duration::from_secs(1);
+        let passed = (0..5000u64)
+            .filter(|i| lim.allow_udp(flooder, t1 + Duration::from_micros(i * 200)))
+            .count();
+        assert!(passed <= 80, "{passed} of 5,000 passed");
+        // Another address is served under the same load.
+        let peer: SocketAddr = "192.0.2.1:41641".parse().expect("addr");
+        assert!(lim.allow_udp(peer, t1 + Duration::from_millis(999)));
+        // Addresses of one /64 share a budget; another /64 does not.
+        let v6 = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let t2 = t1 + Duration::from_secs(1);
+        let same = (0..200u16)
+            .filter(|i| lim.allow_udp(v6(&format!("[2001:db8:1:2::{i:x}]:{}", 1000 + i)), t2))
+            .count();
+        assert!(same <= 5, "{same} of one /64 passed");
+        assert!(lim.allow_udp(v6("[2001:db8:1:3::1]:1"), t2));
     }
 
     #[test]

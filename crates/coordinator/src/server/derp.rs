@@ -83,7 +83,24 @@ pub struct DerpConfig {
     /// How often connected clients are checked again: a deleted or expired
     /// node's connection is closed ([`DerpCounters::revoked`]).
     pub reverify_interval: Duration,
+    /// Bytes a second each client may send, framing included: advertised
+    /// in ServerInfo as `TokenBucketBytesPerSecond` (Go's clients then
+    /// limit themselves, dropping what is over) and enforced here by
+    /// reading no faster from a client over it
+    /// ([`DerpCounters::rate_limited`]). 0: no limit, nothing advertised
+    /// (Go's derper). `coordinator serve --derp-rate-limit`.
+    pub rate_bytes_per_sec: u32,
+    /// The burst over [`rate_bytes_per_sec`](Self::rate_bytes_per_sec)
+    /// (`TokenBucketBytesBurst`); at least one largest frame is allowed.
+    pub rate_burst_bytes: u32,
 }
+
+/// Default per-client relay rate: 128 MiB/s (about 1 Gbit/s, above what
+/// one relayed transfer reaches here), so one client cannot take the
+/// relay's whole capacity, while no transfer we measured is slowed.
+pub const DEFAULT_RATE_BYTES_PER_SEC: u32 = 128 << 20;
+/// Default burst: 16 MiB.
+pub const DEFAULT_RATE_BURST_BYTES: u32 = 16 << 20;
 
 impl Default for DerpConfig {
     fn default() -> Self {
@@ -98,6 +115,8 @@ impl Default for DerpConfig {
             verify_clients: true,
             allowed_keys: HashSet::new(),
             reverify_interval: Duration::from_secs(10),
+            rate_bytes_per_sec: DEFAULT_RATE_BYTES_PER_SEC,
+            rate_burst_bytes: DEFAULT_RATE_BURST_BYTES,
         }
     }
 }
@@ -150,6 +169,9 @@ pub struct DerpCounters {
     pub revoked: AtomicU64,
     /// Packets dropped because the relay's total queue budget was spent.
     pub dropped_memory: AtomicU64,
+    /// Times a client's reads were paused because it sent faster than
+    /// [`DerpConfig::rate_bytes_per_sec`].
+    pub rate_limited: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -248,6 +270,49 @@ impl TokenBucket {
             false
         }
     }
+}
+
+/// A client's send budget in bytes: tokens refill at `rate` a second up to
+/// `burst`; a read may take more than there are, and the debt is waited
+/// off before the next read, so the average never exceeds `rate`.
+struct ByteBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl ByteBucket {
+    fn new(config: &DerpConfig, now: Instant) -> Option<Self> {
+        if config.rate_bytes_per_sec == 0 {
+            return None;
+        }
+        let burst = f64::from(config.rate_burst_bytes).max(derp::MAX_PACKET_SIZE as f64);
+        Some(ByteBucket {
+            rate: f64::from(config.rate_bytes_per_sec),
+            burst,
+            tokens: burst,
+            at: now,
+        })
+    }
+
+    /// Takes `n` bytes; how long to wait before reading more.
+    fn take(&mut self, n: usize, now: Instant) -> Option<Duration> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst) - n as f64;
+        self.at = now;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+/// What ServerInfo advertises for `config` (Go's `serverInfo`).
+fn server_info(config: &DerpConfig) -> ServerInfo {
+    let mut info = ServerInfo::ours();
+    if config.rate_bytes_per_sec > 0 {
+        info.token_bucket_bytes_per_second = config.rate_bytes_per_sec;
+        info.token_bucket_bytes_burst = config.rate_burst_bytes.max(derp::MAX_PACKET_SIZE as u32);
+    }
+    info
 }
 
 /// Why a connection ended (for the debug log and the counters).
@@ -534,8 +599,11 @@ impl DerpServer {
         tracing::debug!(client = %client_key.short(), "derp: client connected");
 
         let mut saw_src = HashSet::new();
-        let info =
-            derp::server_info_frame(self.private.as_bytes(), &client_key, &ServerInfo::ours());
+        let info = derp::server_info_frame(
+            self.private.as_bytes(),
+            &client_key,
+            &server_info(&self.config),
+        );
         let end = match self.write(&mut wr, &info).await {
             Err(e) => e,
             Ok(()) => {
@@ -714,6 +782,7 @@ impl DerpServer {
         reader: &mut FrameReader,
         buf: &mut [u8],
     ) -> End {
+        let mut budget = ByteBucket::new(&self.config, Instant::now());
         loop {
             loop {
                 match reader.next_frame() {
@@ -734,7 +803,15 @@ impl DerpServer {
             }
             match rd.read(buf).await {
                 Ok(0) => return End::Eof,
-                Ok(n) => reader.push(&buf[..n]),
+                Ok(n) => {
+                    reader.push(&buf[..n]);
+                    // Over its rate: read nothing more from it until the
+                    // debt is paid (its frames wait in its socket).
+                    if let Some(wait) = budget.as_mut().and_then(|b| b.take(n, Instant::now())) {
+                        bump(&self.counters.rate_limited);
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 Err(e) => return End::Io(e),
             }
         }

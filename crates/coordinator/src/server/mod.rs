@@ -409,12 +409,10 @@ impl ServerBuilder {
 
     /// Binds `addr` and serves on it.
     pub async fn bind(self, addr: SocketAddr) -> Result<ServerHandle, ServerError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let listener = tailnet_listen::bind_tcp(addr).map_err(|source| ServerError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
         self.serve(listener).await
     }
 

@@ -37,6 +37,9 @@ pub fn public_of(k: &PrivateKey) -> [u8; 32] {
 /// Returns the TCP stream positioned at the first Noise record.
 pub async fn upgrade(addr: SocketAddr, initiation: &[u8]) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let mut tcp = TcpStream::connect(addr).await?;
+    // As the real client: without it a request's HEADERS and DATA records
+    // wait out the server's delayed ACK (40 ms a request).
+    tcp.set_nodelay(true)?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(initiation);
     let req = format!(
         "POST /ts2021 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: upgrade\r\n\
