@@ -95,11 +95,14 @@ pub struct DerpConfig {
     pub rate_burst_bytes: u32,
 }
 
-/// Default per-client relay rate: 128 MiB/s (about 1 Gbit/s, above what
-/// one relayed transfer reaches here), so one client cannot take the
-/// relay's whole capacity, while no transfer we measured is slowed.
-pub const DEFAULT_RATE_BYTES_PER_SEC: u32 = 128 << 20;
-/// Default burst: 16 MiB.
+/// Default per-client relay rate: none, as Go's derper (it never sets
+/// the ServerInfo fields). A Go client given a rate drops what it sends
+/// over it silently, so a default rate would cap every relayed Go peer's
+/// TCP with losses; our loopback relay row runs 1.5-2 Gbit/s per client.
+/// Set `--derp-rate-limit` where one node must not take a shared relay's
+/// capacity.
+pub const DEFAULT_RATE_BYTES_PER_SEC: u32 = 0;
+/// Default burst when a rate is set: 16 MiB.
 pub const DEFAULT_RATE_BURST_BYTES: u32 = 16 << 20;
 
 impl Default for DerpConfig {
