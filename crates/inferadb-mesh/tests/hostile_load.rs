@@ -279,11 +279,12 @@ fn five_thousand_idle_and_slowloris_connections_are_closed_within_a_memory_budge
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     let needed = 6_000;
-    assert!(
-        hard >= needed,
-        "this test needs {needed} open files; the hard limit is {hard}"
-    );
-    if soft < needed {
+    if hard < needed {
+        // Root (CI, and the namespace tests' requirement) may raise it.
+        setrlimit(Resource::RLIMIT_NOFILE, needed, needed).unwrap_or_else(|e| {
+            panic!("this test needs {needed} open files; the hard limit is {hard} ({e})")
+        });
+    } else if soft < needed {
         setrlimit(Resource::RLIMIT_NOFILE, needed, hard).expect("raise RLIMIT_NOFILE");
     }
     let dir = tempfile::tempdir().expect("tempdir");
