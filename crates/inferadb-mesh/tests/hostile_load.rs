@@ -86,12 +86,7 @@ fn coordinator_survives_running_out_of_file_descriptors() {
     let line = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("coordinator printed no listening line in 30 s");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .expect("URL in the listening line")
-        .parse()
-        .expect("address");
+    let addr = listening_addr(&line);
     get_key(addr).expect("/key before the flood");
 
     // 300 idle connections: more than the process has descriptors.
@@ -210,12 +205,7 @@ fn coordinator_limits_are_set_from_the_command_line() {
         ],
         "coordinator listening on",
     );
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .expect("URL")
-        .parse()
-        .expect("address");
+    let addr = listening_addr(&line);
     let closed_within = |s: &mut TcpStream, limit: Duration| {
         s.set_read_timeout(Some(limit)).expect("timeout");
         let mut buf = [0u8; 512];
@@ -249,6 +239,15 @@ fn coordinator_limits_are_set_from_the_command_line() {
         start.elapsed()
     );
     get_key(addr).expect("/key once the idle ones are gone");
+}
+
+/// The address in the coordinator's "coordinator listening on http://…" line.
+fn listening_addr(line: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .expect("URL in the listening line")
+        .parse()
+        .expect("address")
 }
 
 /// Resident set size of process `pid` in KiB (`VmRSS`).
@@ -323,12 +322,7 @@ fn five_thousand_idle_and_slowloris_connections_are_closed_within_a_memory_budge
     let line = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("coordinator printed no listening line in 30 s");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .expect("URL in the listening line")
-        .parse()
-        .expect("address");
+    let addr = listening_addr(&line);
     get_key(addr).expect("/key before the flood");
     let base = rss_kib(pid);
 
@@ -457,8 +451,9 @@ fn receivers_that_stop_reading_raise_relay_rss_by_no_more_than_the_budget() {
     /// Packets being written, the allocator, the connections' buffers.
     const SLACK_KIB: u64 = 24 * 1024;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(EXE)
-        .args([
+    let state = dir.path().join("coord");
+    let (child, line) = common::spawn_until(
+        &[
             "coordinator",
             "serve",
             "--listen",
@@ -466,33 +461,12 @@ fn receivers_that_stop_reading_raise_relay_rss_by_no_more_than_the_budget() {
             // The raw clients are not registered nodes.
             "--derp-open",
             "--state-dir",
-        ])
-        .arg(path(&dir.path().join("coord")))
-        .env("INFERADB_MESH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn coordinator");
-    let stdout = child.stdout.take().expect("stdout");
-    let pid = child.id();
-    let _child = common::Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("coordinator listening on") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("coordinator printed no listening line in 30 s");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .expect("URL in the listening line")
-        .parse()
-        .expect("address");
+            path(&state),
+        ],
+        "coordinator listening on",
+    );
+    let pid = child.0.id();
+    let addr = listening_addr(&line);
     let keys: Vec<tailnet_wire::PrivateKey> = (0..11)
         .map(|_| tailnet_wire::PrivateKey::generate())
         .collect();
