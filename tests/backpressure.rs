@@ -1,7 +1,8 @@
 //! Backpressure and bounded memory.
 //!
 //! 1. A writer faster than its reader is made to wait: once the sender's
-//!    send buffer and the receiver's receive buffer (the window) are full,
+//!    send buffer (which the autotuner may have grown, up to
+//!    `tcp_buffer_max`) and the receiver's receive buffer (the window) are full,
 //!    `write` stops accepting bytes until the reader reads again, and then
 //!    every byte arrives intact.
 //! 2. Pushing 1 GiB between two nodes in one process keeps the process's
@@ -30,19 +31,24 @@ async fn writer_waits_for_a_reader_that_stopped_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let cfg = NetstackConfig::default();
     let (tx_buf, rx_buf) = (cfg.tcp_tx_buffer as u64, cfg.tcp_rx_buffer as u64);
+    let buffer_max = cfg.tcp_buffer_max as u64;
     // Bytes `write` may accept beyond the two buffers: none in principle
     // (in-flight segments sit in the sender's buffer until acknowledged and
     // the sender never exceeds the window); 64 KiB for window rounding.
     let slack = 64 * 1024;
-    // Far more than both buffers hold, so the writer must block.
-    let total = 4 * (tx_buf + rx_buf);
+    // Far more than both buffers can ever hold, so the writer must block.
+    let total = 2 * (buffer_max + rx_buf);
 
     let (n1, n2) = pair().await;
     let listener = n2.tcp_listen(6001).unwrap();
     let dst = SocketAddr::new(n2.ipv4().unwrap(), 6001);
     let accepted = Arc::new(AtomicU64::new(0));
+    // The largest the writer's send buffer was after any `write`: the
+    // autotuner may grow it while the reader's window is still open.
+    let send_capacity = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn({
         let accepted = accepted.clone();
+        let send_capacity = send_capacity.clone();
         async move {
             let mut s = n1.tcp_connect(dst).await.unwrap();
             let mut h = Sha256::new();
@@ -57,6 +63,7 @@ async fn writer_waits_for_a_reader_that_stopped_and_loses_nothing() {
                 assert!(n > 0);
                 h.update(&buf[..n]);
                 sent += n as u64;
+                send_capacity.fetch_max(s.info().send_capacity as u64, Relaxed);
                 accepted.store(sent, Relaxed);
             }
             s.shutdown().await.unwrap();
@@ -83,13 +90,26 @@ async fn writer_waits_for_a_reader_that_stopped_and_loses_nothing() {
         }
     })
     .await;
+    let tx_cap = send_capacity.load(Relaxed);
+    let rx_cap = reader.info().recv_capacity as u64;
     println!(
-        "writer stalled after {stalled_at} bytes (send buffer {tx_buf}, receive buffer {rx_buf})"
+        "writer stalled after {stalled_at} bytes (send buffer {tx_cap}, from {tx_buf}; \
+         receive buffer {rx_cap})"
+    );
+    // The reader never read, so its buffer never grew; the writer's may
+    // have, but never past the node's per-connection cap.
+    assert_eq!(
+        rx_cap, rx_buf,
+        "a reader that reads nothing grew its window"
     );
     assert!(
-        stalled_at <= tx_buf + rx_buf + slack,
+        tx_cap <= buffer_max,
+        "send buffer grew to {tx_cap}, past tcp_buffer_max {buffer_max}"
+    );
+    assert!(
+        stalled_at <= tx_cap + rx_cap + slack,
         "write accepted {stalled_at} bytes with the reader stopped; \
-         buffers hold {tx_buf} + {rx_buf}"
+         buffers hold {tx_cap} + {rx_cap}"
     );
     assert!(
         stalled_at >= tx_buf,

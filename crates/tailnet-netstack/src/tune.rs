@@ -9,9 +9,12 @@
 //!   right-sizing grows `sk_rcvbuf` for a flow that delivers more per
 //!   round trip than the buffer holds. Transfers shorter than the buffer
 //!   never grow it.
-//! - A send buffer grows when the application filled it and the congestion
-//!   window has room for at least half of it: the buffer, not the network,
-//!   was the limit.
+//! - A send buffer grows when the application filled it and both the
+//!   congestion window and the peer's advertised window have room for at
+//!   least half of it: the buffer, not the network or the reader, was the
+//!   limit. A reader that stopped closes its window, so once it is closed a
+//!   writer to it no longer grows its buffer (it may have grown while the
+//!   window was still open; never past `tcp_buffer_max`).
 //! - A send buffer that stayed empty for `IDLE_SHRINK` goes back to its
 //!   initial size. Receive buffers keep their size while the connection
 //!   lives: shrinking would pull in the advertised window's right edge,
@@ -113,6 +116,7 @@ impl Tuner {
             let queued = s.send_queue();
             if queued == tx_cap
                 && s.congestion_window() >= tx_cap / 2
+                && s.remote_window() >= tx_cap / 2
                 && tx_cap < cfg.tcp_buffer_max
             {
                 let new = (tx_cap * 2).min(cfg.tcp_buffer_max);

@@ -1062,6 +1062,12 @@ impl<'a> Socket<'a> {
         self.congestion_controller.inner().window()
     }
 
+    /// Return the peer's advertised receive window, in bytes (from the
+    /// oldest unacknowledged octet; scaled).
+    pub fn remote_window(&self) -> usize {
+        self.remote_win_len
+    }
+
     /// Set the ACK delay duration.
     ///
     /// By default, the ACK delay is set to 10ms.
