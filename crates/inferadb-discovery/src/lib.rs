@@ -24,7 +24,7 @@
 //! ```
 //!
 //! Metrics ([`metrics`]) and log lines follow the seed guide
-//! (`docs/ARCHITECTURE.md`, "Discovery").
+//! (`crates/inferadb-discovery/README.md`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

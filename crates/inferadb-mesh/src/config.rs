@@ -24,7 +24,7 @@
 //! http:
 //!   listen: 0.0.0.0:8080      # the OS port (probes, Prometheus)
 //!   tailnet_port: 8080        # the same server on the tailnet
-//!   # Optional server limits (defaults shown; docs/ARCHITECTURE.md):
+//!   # Optional server limits (defaults shown; crates/tailnet-listen/README.md):
 //!   # max_connections: 4096, max_connections_per_ip: 256,
 //!   # header_timeout_seconds: 10, idle_timeout_seconds: 180
 //! auth:
