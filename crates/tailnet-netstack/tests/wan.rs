@@ -9,6 +9,8 @@
 //! repaired by fast retransmit / SACK recovery / tail loss probes rather
 //! than by retransmission timeouts, and the data arrives intact.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
