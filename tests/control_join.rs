@@ -297,7 +297,10 @@ async fn identity_survives_restart_bad_keys_fail_in_one_line_and_state_is_locked
     drop(a);
     let a = join(&url, None, "alpha", &state).await.unwrap();
     assert_eq!(v4(&a), ip);
-    for f in ["machine.key", "node.key", "disco.key", "registration.json"] {
+    // The disco key is made fresh at every start and never written, so
+    // peers see a restart as a new disco key.
+    assert!(!state.join("disco.key").exists(), "disco key persisted");
+    for f in ["machine.key", "node.key", "registration.json"] {
         let mode = std::fs::metadata(state.join(f)).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
