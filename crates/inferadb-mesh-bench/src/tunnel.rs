@@ -14,12 +14,13 @@
 //! our node's HTTP service) and `tsnet-tsnet` (the same proxy → another
 //! Caddy's `file_server`: Go on both ends).
 
-use crate::bench_control::{self as control, CaddyProcess, Coord};
+use crate::control::{self, CaddyProcess, Coord};
+use crate::product::StatusFn;
 use crate::services::{
     Service, ServiceKind, BUCKET, DISCARD_BUCKETS, HTTP_BULK_LEN, HTTP_BULK_PATH, HTTP_SMALL_PATH,
 };
-use crate::static_node::ReadyLine;
 use crate::wan::{Relay, RelaySpec, WanCondition};
+use crate::ReadyLine;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -160,6 +161,9 @@ pub struct TunnelOptions {
     /// kernel TCP in the wireguard-go namespaces (None: each side's
     /// default, which for the kernel is the host's sysctl).
     pub congestion: Option<tailnet::Congestion>,
+    /// How to read an `inferadb-mesh up` process's status (the product's
+    /// local API).
+    pub status: StatusFn,
 }
 
 /// The rows `--wan` can route through the relay.
@@ -913,7 +917,7 @@ enum PathProbe<'a> {
     /// Our node in this process: its status for the peer with this name.
     Node(&'a Node, &'static str),
     /// An `inferadb-mesh up` process: its local API status for the peer.
-    Process(PathBuf, &'static str),
+    Process(PathBuf, &'static str, StatusFn),
     /// Caddy: tsnet's last `now using ADDR` log line.
     Caddy(&'a CaddyProcess),
 }
@@ -924,9 +928,8 @@ impl PathProbe<'_> {
     async fn direct(&self) -> anyhow::Result<Result<String, String>> {
         let (status, peer, who) = match self {
             PathProbe::Node(node, peer) => (node.status(), peer, "our client"),
-            PathProbe::Process(state, peer) => {
-                let socket = crate::localapi::socket_path(state);
-                let status = crate::localapi::fetch_status(&socket).await?;
+            PathProbe::Process(state, peer, status) => {
+                let status = status(state.clone()).await?;
                 (status, peer, "our server")
             }
             PathProbe::Caddy(c) => {
@@ -1070,7 +1073,7 @@ async fn http_path(
         };
         let target = SocketAddr::new(coord.ipv4_of(HTTP_SERVER).await?.into(), 80);
         let server_probe = match &server {
-            HttpServer::Ours(p) => PathProbe::Process(p.state_dir(), HTTP_CLIENT),
+            HttpServer::Ours(p) => PathProbe::Process(p.state_dir(), HTTP_CLIENT, opts.status),
             HttpServer::Caddy(c, _) => PathProbe::Caddy(c),
         };
         let r = match caddy.filter(|_| go_client) {

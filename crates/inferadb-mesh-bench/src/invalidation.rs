@@ -24,10 +24,9 @@
 //! Every round checks that each engine applied the event exactly once; the
 //! bench fails otherwise.
 
-use crate::config::{ControlConfig, EngineConfig};
-use crate::demo::bounded;
-use crate::roles::{start_control, start_engine, Role};
+use crate::product::{Product, RunningRole};
 use crate::seed_yaml::{self, Discovery as DiscoveryYaml};
+use crate::util::bounded;
 use anyhow::{bail, Context};
 use clap::Args;
 use inferadb_discovery::{Discovery, DiscoveryConfig};
@@ -43,7 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The seed's three regions; control runs in the first.
-const REGIONS: [&str; 3] = ["us-west-1", "eu-west-1", "ap-southeast-1"];
+pub const REGIONS: [&str; 3] = ["us-west-1", "eu-west-1", "ap-southeast-1"];
 const SECRET: &str = "bench webhook secret, shared by control and the engines";
 const TOKEN: &str = "bench-bearer-token";
 const ENGINE_PORT: u16 = 8080;
@@ -237,7 +236,7 @@ fn cpu_time() -> Option<Duration> {
 }
 
 fn rss_mib() -> Option<f64> {
-    crate::bench_control::rss_bytes().map(|b| round3(b as f64 / (1024.0 * 1024.0)))
+    crate::control::rss_bytes().map(|b| round3(b as f64 / (1024.0 * 1024.0)))
 }
 
 /// Raises the soft open-file limit towards `needed` (up to the hard one);
@@ -303,7 +302,7 @@ where
 }
 
 /// Stops roles concurrently.
-async fn stop_roles(roles: Vec<Role>) {
+async fn stop_roles<R: RunningRole>(roles: Vec<R>) {
     let mut set = tokio::task::JoinSet::new();
     for r in roles {
         set.spawn(r.shutdown());
@@ -350,7 +349,7 @@ async fn coordinator(
 }
 
 /// An engine's `auth.discovery`: control, which runs in us-west-1 only.
-fn engine_yaml(region: &str) -> String {
+pub fn engine_yaml(region: &str) -> String {
     let control = (REGIONS[0], "inferadb-control", CONTROL_PORT);
     let discovery = if region == REGIONS[0] {
         DiscoveryYaml {
@@ -373,7 +372,7 @@ fn engine_yaml(region: &str) -> String {
 
 /// Control's `cache_invalidation`: the engines of all three regions, no
 /// health checks (the seed's default).
-fn control_yaml() -> String {
+pub fn control_yaml() -> String {
     let discovery = DiscoveryYaml {
         local_cluster: REGIONS[0],
         remotes: REGIONS[1..]
@@ -583,7 +582,7 @@ struct TunnelExtras {
 }
 
 /// The tunnel path at `n` engines.
-async fn tunnel(
+async fn tunnel<P: Product>(
     n: usize,
     a: &InvalidationArgs,
     dir: &Path,
@@ -591,8 +590,8 @@ async fn tunnel(
     let rss_before_mib = rss_mib();
     let started = Instant::now();
     let (server, url, keys) = coordinator(dir).await?;
-    let mut roles: Vec<Role> = Vec::new();
-    let result = tunnel_roles(n, a, dir, &url, &keys, started, &mut roles).await;
+    let mut roles: Vec<P::Role> = Vec::new();
+    let result = tunnel_roles::<P>(n, a, dir, &url, &keys, started, &mut roles).await;
     stop_roles(roles).await;
     server.shutdown().await;
     let (path, extras) = result?;
@@ -605,14 +604,14 @@ async fn tunnel(
     ))
 }
 
-async fn tunnel_roles(
+async fn tunnel_roles<P: Product>(
     n: usize,
     a: &InvalidationArgs,
     dir: &Path,
     url: &str,
     keys: &[String],
     started: Instant,
-    roles: &mut Vec<Role>,
+    roles: &mut Vec<P::Role>,
 ) -> anyhow::Result<(PathResult, TunnelExtras)> {
     // Control first, so the engines find it at their first refresh.
     eprintln!("    (warnings from control's first discovery refresh, made before any engine joined, are expected)");
@@ -626,15 +625,14 @@ async fn tunnel_roles(
         ),
     )
     .with_context(|| format!("writing {}", file.display()))?;
-    let cfg = ControlConfig::load_from(Some(&file), Vec::new()).context("control configuration")?;
     let control = bounded(60, "us-west-1 control start", async {
-        start_control(cfg)
+        P::start_control(file)
             .await
             .context("us-west-1 control could not start")
     })
     .await?;
-    let control_addr = control.http_addr;
-    let discovery = control.discovery.clone();
+    let control_addr = control.http_addr();
+    let discovery = control.discovery();
     roles.push(control);
 
     let mut cfgs = Vec::with_capacity(n);
@@ -651,16 +649,12 @@ async fn tunnel_roles(
             ),
         )
         .with_context(|| format!("writing {}", file.display()))?;
-        cfgs.push((
-            format!("{region} {host}"),
-            EngineConfig::load_from(Some(&file), Vec::new())
-                .with_context(|| format!("{region} {host} configuration"))?,
-        ));
+        cfgs.push((format!("{region} {host}"), file));
     }
     let engines = start_all("engines", n, a.concurrency, |i| {
         let (label, cfg) = cfgs[i].clone();
         async move {
-            match tokio::time::timeout(Duration::from_secs(90), start_engine(cfg)).await {
+            match tokio::time::timeout(Duration::from_secs(90), P::start_engine(cfg)).await {
                 Ok(r) => r.with_context(|| format!("{label} could not start")),
                 Err(_) => bail!("{label}: not running within 90 s"),
             }
@@ -680,12 +674,12 @@ async fn tunnel_roles(
         let (region, host) = placement(i);
         labels.push(format!(
             "engine {region} {host} ({})",
-            e.node
+            e.node()
                 .ipv4()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "-".into())
         ));
-        recorders.push(e.received.clone().context("an engine without a receiver")?);
+        recorders.push(e.received().context("an engine without a receiver")?);
     }
     roles.extend(engines);
 
@@ -727,7 +721,7 @@ async fn tunnel_roles(
     for _ in 0..20 {
         let t = Instant::now();
         let (status, _) =
-            crate::demo::http(control_addr, "GET", "/healthz", None, String::new()).await?;
+            crate::util::http(control_addr, "GET", "/healthz", None, String::new()).await?;
         if status != 200 {
             bail!("control's /healthz answered {status}");
         }
@@ -739,7 +733,7 @@ async fn tunnel_roles(
         a.rounds, a.warmup
     ));
     let r = run_rounds(&recorders, &labels, a.warmup, a.rounds, |i| async move {
-        let (status, body) = crate::demo::http(
+        let (status, body) = crate::util::http(
             control_addr,
             "POST",
             "/v1/vaults",
@@ -1044,7 +1038,7 @@ pub fn format_table(r: &InvalidationReport) -> String {
 }
 
 /// Runs the benchmark and prints the table (or JSON).
-pub async fn run(a: InvalidationArgs) -> anyhow::Result<()> {
+pub async fn run<P: Product>(a: InvalidationArgs) -> anyhow::Result<()> {
     if a.engines.is_empty() || a.engines.iter().any(|n| *n == 0 || *n > MAX_NODES) {
         bail!("--engines values must be between 1 and {MAX_NODES}");
     }
@@ -1090,7 +1084,7 @@ pub async fn run(a: InvalidationArgs) -> anyhow::Result<()> {
         step(&format!(
             "tunnel: coordinator, us-west-1 control and {n} engines over 3 regions"
         ));
-        let (tun, extras) = tunnel(n, &a, &case_dir).await?;
+        let (tun, extras) = tunnel::<P>(n, &a, &case_dir).await?;
         fanout.push(FanoutCase {
             engines: n,
             regions: per_region(n),
@@ -1148,51 +1142,11 @@ mod tests {
     }
 
     #[test]
-    fn engines_spread_over_the_regions_and_configs_load() {
+    fn engines_spread_over_the_regions() {
         let m = per_region(50);
         assert_eq!(m.values().sum::<usize>(), 50);
         assert_eq!(m["us-west-1"], 17);
         assert_eq!(m["ap-southeast-1"], 16);
         assert_eq!(placement(4), ("eu-west-1", "inferadb-engine-1".to_string()));
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s");
-        for region in REGIONS {
-            let f = dir.path().join(format!("{region}.yaml"));
-            std::fs::write(
-                &f,
-                format!(
-                    "{}{}",
-                    seed_yaml::mesh_yaml(
-                        "http://127.0.0.1:1",
-                        "k",
-                        "inferadb-engine-0",
-                        &state,
-                        true
-                    ),
-                    engine_yaml(region)
-                ),
-            )
-            .unwrap();
-            EngineConfig::load_from(Some(&f), Vec::new()).unwrap();
-        }
-        let f = dir.path().join("control.yaml");
-        std::fs::write(
-            &f,
-            format!(
-                "{}{}",
-                seed_yaml::mesh_yaml(
-                    "http://127.0.0.1:1",
-                    "k",
-                    "inferadb-control-0",
-                    &state,
-                    true
-                ),
-                control_yaml()
-            ),
-        )
-        .unwrap();
-        let c = ControlConfig::load_from(Some(&f), Vec::new()).unwrap();
-        assert_eq!(c.discovery_config.cluster_names().len(), 3);
-        assert!(c.discovery_config.health_check.is_none());
     }
 }
