@@ -1,0 +1,590 @@
+//! The kernel rows: wireguard-go and kernel TCP in network namespaces,
+//! onetun in front of it, and our node to wireguard-go.
+
+use super::*;
+
+pub(crate) fn have(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+pub(crate) fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+pub(crate) async fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Network namespaces, veths and wireguard-go instances of one benchmark,
+/// removed on drop.
+pub(crate) struct Netns {
+    pub(crate) namespaces: Vec<String>,
+    pub(crate) host_links: Vec<String>,
+    pub(crate) children: Vec<std::process::Child>,
+    /// Files to remove (wireguard-go's UAPI sockets, which it leaves).
+    pub(crate) files: Vec<PathBuf>,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+        for l in &self.host_links {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", l])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+pub(crate) fn require_wireguard_go() -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("needs root for network namespaces");
+    }
+    for t in ["wireguard-go", "wg", "ip"] {
+        if !have(t) {
+            bail!("{t} is not installed (scripts/install-test-deps.sh installs it)");
+        }
+    }
+    Ok(())
+}
+
+/// One wireguard-go instance: where it runs and its one peer.
+pub(crate) struct WgSpec<'a> {
+    pub(crate) ns: &'a str,
+    pub(crate) ifname: &'a str,
+    pub(crate) key: &'a PrivateKey,
+    pub(crate) port: u16,
+    pub(crate) addr: &'a str,
+    pub(crate) peer_key: tailnet::PublicKey,
+    pub(crate) peer_endpoint: Option<SocketAddr>,
+    pub(crate) peer_allowed: &'a str,
+}
+
+/// Starts wireguard-go as `spec` says.
+pub(crate) async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> anyhow::Result<()> {
+    let WgSpec {
+        ns,
+        ifname,
+        key,
+        port,
+        addr,
+        peer_key,
+        peer_endpoint,
+        peer_allowed,
+    } = spec;
+    let peer_key = &peer_key;
+    let sock = format!("/var/run/wireguard/{ifname}.sock");
+    // A socket left by an earlier instance of the same name would be taken
+    // for this one's before it listens.
+    let _ = std::fs::remove_file(&sock);
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "wireguard-go", "-f", ifname])
+        .env("WG_PROCESS_FOREGROUND", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start wireguard-go")?;
+    env.children.push(child);
+    env.files.push(sock.clone().into());
+    for _ in 0..100 {
+        if std::path::Path::new(&sock).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let keyfile = std::env::temp_dir().join(format!("{ifname}.key"));
+    write_private(&keyfile, key.to_base64().as_bytes())?;
+    let keyfile_s = keyfile.to_string_lossy().to_string();
+    let port_s = port.to_string();
+    let pk = peer_key.to_base64();
+    let mut args = vec![
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "wg",
+        "set",
+        ifname,
+        "private-key",
+        &keyfile_s,
+        "listen-port",
+        &port_s,
+        "peer",
+        &pk,
+        "allowed-ips",
+        peer_allowed,
+    ];
+    let ep;
+    if let Some(e) = peer_endpoint {
+        ep = e.to_string();
+        args.push("endpoint");
+        args.push(&ep);
+    }
+    let r = sh(&args).await;
+    let _ = std::fs::remove_file(&keyfile);
+    r?;
+    sh(&["ip", "-n", ns, "addr", "add", addr, "dev", ifname]).await?;
+    sh(&["ip", "-n", ns, "link", "set", ifname, "up"]).await?;
+    sh(&["ip", "-n", ns, "route", "add", peer_allowed, "dev", ifname]).await?;
+    Ok(())
+}
+
+/// Sets kernel TCP's congestion control in namespace `ns` to the one
+/// `--congestion` names (so both sides of a row run the same algorithm).
+/// A namespace may only pick algorithms the host allows
+/// (`net.ipv4.tcp_allowed_congestion_control`).
+pub(crate) async fn kernel_congestion(ns: &str, opts: &TunnelOptions) -> anyhow::Result<()> {
+    let Some(c) = opts.congestion else {
+        return Ok(());
+    };
+    let algo = match c {
+        tailnet::Congestion::Cubic => "cubic",
+        tailnet::Congestion::Bbr => "bbr",
+        tailnet::Congestion::Reno => "reno",
+        tailnet::Congestion::None => bail!("kernel TCP has no 'none' congestion control"),
+    };
+    let key = format!("net.ipv4.tcp_congestion_control={algo}");
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &key])
+        .await
+        .with_context(|| {
+            format!(
+                "kernel TCP cannot use {algo} in a namespace: add it to the host's \
+                 net.ipv4.tcp_allowed_congestion_control"
+            )
+        })?;
+    Ok(())
+}
+
+pub(crate) fn public_of(k: &PrivateKey) -> tailnet::PublicKey {
+    NodeConfig::new(k.clone(), tunnel_addrs(1)).public_key()
+}
+
+/// wireguard-go + kernel TCP between two namespaces.
+pub(crate) async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
+    require_wireguard_go()?;
+    if let Some(cond) = &opts.wan {
+        return wireguard_go_wan_path(opts, cond).await;
+    }
+    let id = std::process::id() % 10000;
+    let (na, nb) = (format!("ibA{id}"), format!("ibB{id}"));
+    let mut env = Netns {
+        namespaces: vec![],
+        host_links: vec![],
+        children: vec![],
+        files: vec![],
+    };
+    for ns in [&na, &nb] {
+        sh(&["ip", "netns", "add", ns]).await?;
+        env.namespaces.push(ns.clone());
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]).await?;
+        kernel_congestion(ns, opts).await?;
+    }
+    let (va, vb) = (format!("vbA{id}"), format!("vbB{id}"));
+    sh(&[
+        "ip", "link", "add", &va, "netns", &na, "type", "veth", "peer", "name", &vb, "netns", &nb,
+    ])
+    .await?;
+    sh(&[
+        "ip",
+        "-n",
+        &na,
+        "addr",
+        "add",
+        "198.18.250.1/24",
+        "dev",
+        &va,
+    ])
+    .await?;
+    sh(&[
+        "ip",
+        "-n",
+        &nb,
+        "addr",
+        "add",
+        "198.18.250.2/24",
+        "dev",
+        &vb,
+    ])
+    .await?;
+    sh(&["ip", "-n", &na, "link", "set", &va, "up"]).await?;
+    sh(&["ip", "-n", &nb, "link", "set", &vb, "up"]).await?;
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let (ia, ib) = (format!("wbA{id}"), format!("wbB{id}"));
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &na,
+            ifname: &ia,
+            key: &ka,
+            port: 51820,
+            addr: "100.64.251.1/32",
+            peer_key: public_of(&kb),
+            peer_endpoint: Some("198.18.250.2:51820".parse()?),
+            peer_allowed: "100.64.251.2/32",
+        },
+    )
+    .await?;
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &nb,
+            ifname: &ib,
+            key: &kb,
+            port: 51820,
+            addr: "100.64.251.2/32",
+            peer_key: public_of(&ka),
+            peer_endpoint: Some("198.18.250.1:51820".parse()?),
+            peer_allowed: "100.64.251.1/32",
+        },
+    )
+    .await?;
+    run_kernel_pair(opts, &mut env, &nb, &na, "100.64.251.2", None).await
+}
+
+/// wireguard-go + kernel TCP in two namespaces, each joined to the host by
+/// a veth; their WireGuard endpoints are the relay's two sides on the host
+/// (198.18.246.1 and 198.18.247.1), so every datagram crosses it. Each
+/// direction's retransmissions are its sending namespace's `RetransSegs`
+/// over the run.
+pub(crate) async fn wireguard_go_wan_path(
+    opts: &TunnelOptions,
+    cond: &WanCondition,
+) -> anyhow::Result<PathResult> {
+    let id = std::process::id() % 10000;
+    let (mut env, na) = host_namespace("WA", 246).await?;
+    let (env_b, nb) = host_namespace("WB", 247).await?;
+    kernel_congestion(&na, opts).await?;
+    kernel_congestion(&nb, opts).await?;
+    // One environment to tear down (namespaces after their processes).
+    let mut env_b = env_b;
+    env.namespaces.append(&mut env_b.namespaces);
+    env.host_links.append(&mut env_b.host_links);
+    env.files.append(&mut env_b.files);
+    let mut spec = RelaySpec::symmetric(
+        "198.18.246.1:0".parse()?,
+        "198.18.247.1:0".parse()?,
+        cond,
+        wan_seed(),
+    );
+    spec.peer_a = Some("198.18.246.2:51820".parse()?);
+    spec.peer_b = Some("198.18.247.2:51820".parse()?);
+    let relay = Relay::start(spec)?;
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let (ia, ib) = (format!("wbWA{id}"), format!("wbWB{id}"));
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &na,
+            ifname: &ia,
+            key: &ka,
+            port: 51820,
+            addr: "100.64.246.1/32",
+            peer_key: public_of(&kb),
+            peer_endpoint: Some(relay.addr_a()),
+            peer_allowed: "100.64.246.2/32",
+        },
+    )
+    .await?;
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &nb,
+            ifname: &ib,
+            key: &kb,
+            port: 51820,
+            addr: "100.64.246.2/32",
+            peer_key: public_of(&ka),
+            peer_endpoint: Some(relay.addr_b()),
+            peer_allowed: "100.64.246.1/32",
+        },
+    )
+    .await?;
+    let before = (netns_counters(&nb).await?, netns_counters(&na).await?);
+    let mut r = run_kernel_pair(opts, &mut env, &nb, &na, "100.64.246.2", None).await?;
+    let after = (netns_counters(&nb).await?, netns_counters(&na).await?);
+    let delta = |a: u64, b: u64| a.saturating_sub(b);
+    r.retrans = Some(delta(after.0 .0, before.0 .0));
+    r.upload_retrans = Some(delta(after.1 .0, before.1 .0));
+    // Losses the relay did not cause: wireguard-go's UDP socket overflowing.
+    eprintln!(
+        "bench: wireguard-go: UDP receive-buffer drops: {} in the server's namespace, {} in the client's",
+        delta(after.0 .1, before.0 .1),
+        delta(after.1 .1, before.1 .1)
+    );
+    r.path = Some(format!(
+        "direct {}, {} (the WAN relay)",
+        relay.addr_a(),
+        relay.addr_b()
+    ));
+    drop(env);
+    log_relay(&relay);
+    Ok(r)
+}
+
+/// TCP segments retransmitted and UDP datagrams dropped for a full
+/// receive buffer in namespace `ns` so far (its `/proc/net/snmp`).
+pub(crate) async fn netns_counters(ns: &str) -> anyhow::Result<(u64, u64)> {
+    let snmp = sh(&["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"]).await?;
+    Ok((
+        snmp_counter(&snmp, "Tcp:", "RetransSegs").context("no Tcp RetransSegs")?,
+        snmp_counter(&snmp, "Udp:", "RcvbufErrors").context("no Udp RcvbufErrors")?,
+    ))
+}
+
+/// Counter `name` of protocol `proto` (`Tcp:`) in the text of
+/// `/proc/net/snmp` (a line of names, then a line of values).
+pub(crate) fn snmp_counter(snmp: &str, proto: &str, name: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with(proto));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// Starts `bench-server` in `server_ns` on `server_ip`, then runs
+/// `bench-client` (in `client_ns`, or on the host when None) against
+/// `target` (defaults to the server address).
+pub(crate) async fn run_kernel_pair(
+    opts: &TunnelOptions,
+    env: &mut Netns,
+    server_ns: &str,
+    client_ns: &str,
+    server_ip: &str,
+    host_target: Option<IpAddr>,
+) -> anyhow::Result<PathResult> {
+    start_bench_server(env, &opts.exe, server_ns, server_ip).await?;
+    let exe = opts.exe.to_string_lossy().to_string();
+    let dur = opts.duration.as_secs_f64().to_string();
+    let samples = opts.rtt_samples.to_string();
+    let out = match host_target {
+        None => {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                client_ns,
+                &exe,
+                "bench-client",
+                "--target",
+                server_ip,
+                "--duration",
+                &dur,
+                "--samples",
+                &samples,
+            ])
+            .await?
+        }
+        Some(t) => {
+            let r = kernel_client(t, opts.duration, opts.rtt_samples).await?;
+            serde_json::to_string(&r)?
+        }
+    };
+    let r: ClientResult = serde_json::from_str(out.lines().last().unwrap_or(""))
+        .with_context(|| format!("bench-client printed {out:?}"))?;
+    Ok(PathResult::measured(
+        Throughput {
+            gbit: r.gbit_per_s,
+            ramp_s: r.ramp_s,
+        },
+        Some(Throughput {
+            gbit: r.upload_gbit_per_s,
+            ramp_s: r.upload_ramp_s,
+        }),
+        (r.rtt_p50_us, r.rtt_p99_us),
+    ))
+}
+
+/// Starts `bench-server` (kernel TCP) inside `ns` on `ip` and gives it
+/// time to listen.
+pub(crate) async fn start_bench_server(
+    env: &mut Netns,
+    exe: &std::path::Path,
+    ns: &str,
+    ip: &str,
+) -> anyhow::Result<()> {
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["bench-server", "--bind", ip])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start bench-server")?;
+    env.children.push(server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// A namespace `ib<tag><pid>` joined to the host by a veth pair: host end
+/// 198.18.`third`.1/24, namespace end 198.18.`third`.2/24.
+pub(crate) async fn host_namespace(tag: &str, third: u8) -> anyhow::Result<(Netns, String)> {
+    let id = std::process::id() % 10000;
+    let ns = format!("ib{tag}{id}");
+    let mut env = Netns {
+        namespaces: vec![],
+        host_links: vec![],
+        children: vec![],
+        files: vec![],
+    };
+    sh(&["ip", "netns", "add", &ns]).await?;
+    env.namespaces.push(ns.clone());
+    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]).await?;
+    let low = tag.to_lowercase();
+    let (vh, vn) = (format!("v{low}H{id}"), format!("v{low}N{id}"));
+    sh(&[
+        "ip", "link", "add", &vh, "type", "veth", "peer", "name", &vn, "netns", &ns,
+    ])
+    .await?;
+    env.host_links.push(vh.clone());
+    let (host, inner) = (
+        format!("198.18.{third}.1/24"),
+        format!("198.18.{third}.2/24"),
+    );
+    sh(&["ip", "addr", "add", &host, "dev", &vh]).await?;
+    sh(&["ip", "link", "set", &vh, "up"]).await?;
+    sh(&["ip", "-n", &ns, "addr", "add", &inner, "dev", &vn]).await?;
+    sh(&["ip", "-n", &ns, "link", "set", &vn, "up"]).await?;
+    Ok((env, ns))
+}
+
+/// onetun (boringtun + smoltcp port forwarder) in front of wireguard-go:
+/// the client speaks kernel TCP to onetun on loopback, onetun tunnels to
+/// wireguard-go in a namespace where the server runs on kernel TCP.
+pub(crate) async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
+    require_wireguard_go()?;
+    if !have("onetun") {
+        bail!("onetun is not installed (cargo install onetun)");
+    }
+    let id = std::process::id() % 10000;
+    let (mut env, ns) = host_namespace("C", 252).await?;
+    let (kw, ko) = (PrivateKey::generate(), PrivateKey::generate());
+    let iface = format!("wbC{id}");
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &ns,
+            ifname: &iface,
+            key: &kw,
+            port: 51820,
+            addr: "100.64.252.2/32",
+            peer_key: public_of(&ko),
+            peer_endpoint: None,
+            peer_allowed: "100.64.252.1/32",
+        },
+    )
+    .await?;
+    let (p1, p2) = (free_tcp_port()?, free_tcp_port()?);
+    let onetun = std::process::Command::new("onetun")
+        .arg(format!("127.0.0.1:{p1}:100.64.252.2:{SOURCE_PORT}"))
+        .arg(format!("127.0.0.1:{p2}:100.64.252.2:{ECHO_PORT}"))
+        .args(["--endpoint-addr", "198.18.252.2:51820"])
+        .args(["--endpoint-public-key", &public_of(&kw).to_base64()])
+        .args(["--private-key", &ko.to_base64()])
+        .args(["--source-peer-ip", "100.64.252.1"])
+        .args(["--keep-alive", "10"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(
+            std::env::temp_dir().join("inferadb-mesh-bench-onetun.log"),
+        )?)
+        .spawn()
+        .context("cannot start onetun")?;
+    env.children.push(onetun);
+    start_bench_server(&mut env, &opts.exe, &ns, "100.64.252.2").await?;
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", p1)).await?;
+    s.set_nodelay(true)?;
+    let gbit = tokio::time::timeout(
+        opts.duration * 4 + Duration::from_secs(30),
+        measure_throughput(s, opts.duration),
+    )
+    .await
+    .context("onetun throughput run timed out")??;
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", p2)).await?;
+    s.set_nodelay(true)?;
+    let (p50, p99) =
+        tokio::time::timeout(Duration::from_secs(60), measure_rtt(s, opts.rtt_samples))
+            .await
+            .context("onetun RTT run timed out")??;
+    Ok(PathResult::measured(gbit, None, (p50, p99)))
+}
+
+/// Our node on the host ↔ wireguard-go in a namespace with kernel TCP
+/// behind it: interop speed, and how our stack receives from a foreign
+/// sender.
+pub(crate) async fn tailnet_to_wireguard_go_path(
+    opts: &TunnelOptions,
+) -> anyhow::Result<PathResult> {
+    require_wireguard_go()?;
+    let id = std::process::id() % 10000;
+    let (mut env, ns) = host_namespace("D", 253).await?;
+    let (kw, kn) = (PrivateKey::generate(), PrivateKey::generate());
+    let mut cfg = NodeConfig::new(kn.clone(), vec![IpAddr::from([100, 64, 253, 1])]);
+    cfg.listen = "198.18.253.1:0".parse()?;
+    cfg.netstack.mtu = opts.mtu;
+    let node = Node::start(cfg).await?;
+    let iface = format!("wbD{id}");
+    start_wireguard_go(
+        &mut env,
+        WgSpec {
+            ns: &ns,
+            ifname: &iface,
+            key: &kw,
+            port: 51820,
+            addr: "100.64.253.2/32",
+            peer_key: public_of(&kn),
+            peer_endpoint: Some(node.listen_addr()),
+            peer_allowed: "100.64.253.1/32",
+        },
+    )
+    .await?;
+    node.set_peers(vec![PeerConfig {
+        public_key: public_of(&kw),
+        endpoint: Some("198.18.253.2:51820".parse()?),
+        allowed_ips: vec!["100.64.253.2/32".parse()?],
+        persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
+    }])
+    .await?;
+    start_bench_server(&mut env, &opts.exe, &ns, "100.64.253.2").await?;
+    let r = measure_from_node(&node, IpAddr::from([100, 64, 253, 2]), opts).await;
+    node.shutdown().await;
+    r
+}
+
+pub(crate) fn free_tcp_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
