@@ -90,7 +90,7 @@ pub const APPLY_GOAL_MS: f64 = 50.0;
 
 /// The tsnet log fragment that says Running (`ipn/ipnlocal/local.go`
 /// `enterStateLockedOnEntry` at tailscale.com v1.90.9).
-pub const CADDY_RUNNING_LINE: &str = "Switching ipn state Starting -> Running";
+pub use tailnet_harness::caddy::RUNNING_LINE as CADDY_RUNNING_LINE;
 
 /// What to measure in the in-process netmap part.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ pub(crate) async fn run_join(
     let exe = opts.exe.as_deref().ok_or(ControlBenchError::NoExecutable)?;
     let coord = Coord::start().await?;
     let caddy = caddy_binary();
-    let version = caddy.as_deref().and_then(caddy_version);
+    let version = caddy.as_deref().and_then(caddy::caddy_version);
     if caddy.is_none() {
         eprintln!("caddy: not installed");
         report.notes.push(
@@ -41,7 +41,7 @@ pub(crate) async fn run_join(
             if let Some(p) = theirs.take() {
                 p.stop().await;
             }
-            let sites = [hello_site(&format!("join-caddy-{i}"))];
+            let sites = [caddy::hello_site(&format!("join-caddy-{i}"))];
             match spawn_caddy(bin, &coord.url, &coord.auth_key, &sites).await {
                 Ok((p, d)) => {
                     caddy_ms.push(ms(d));

