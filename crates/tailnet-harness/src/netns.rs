@@ -9,11 +9,11 @@
 //! `Drop` stops the processes it started and deletes what it created, on
 //! panic too.
 
-use std::fs::File;
+use crate::capture::{drain_lines, CappedLog, SharedLog};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tailnet::{NodeConfig, PrivateKey, PublicKey};
 
@@ -66,13 +66,19 @@ pub fn interop_ready(test: &str) -> bool {
     );
 }
 
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    effective_uid() == Some(0)
+}
+
 fn effective_uid() -> Option<u32> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-fn find_in_path(tool: &str) -> Option<PathBuf> {
+/// Where `tool` is on `PATH` (an executable file), if anywhere.
+pub fn find_in_path(tool: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -86,21 +92,103 @@ fn find_in_path(tool: &str) -> Option<PathBuf> {
 
 /// Runs a command to completion; panics with its output if it fails.
 pub fn run(args: &[&str]) -> Output {
+    try_run(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a command to completion; on failure, one message with the command
+/// and its output.
+pub fn try_run(args: &[&str]) -> Result<Output, String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", args.join(" ")));
+        .map_err(|e| format!("cannot run `{}`: {e}", args.join(" ")))?;
     if !out.status.success() {
-        panic!(
+        return Err(format!(
             "`{}` failed ({}): {}{}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    out
+    Ok(out)
+}
+
+/// wireguard-go's control (UAPI) socket for interface `ifname`.
+pub fn wg_socket(ifname: &str) -> PathBuf {
+    Path::new("/var/run/wireguard").join(format!("{ifname}.sock"))
+}
+
+/// What [`wg_configure`] sets on a running wireguard-go interface.
+pub struct WgConfig<'a> {
+    /// The namespace it runs in.
+    pub ns: &'a str,
+    /// Its interface name.
+    pub ifname: &'a str,
+    /// Its private key.
+    pub key: &'a PrivateKey,
+    /// Its UDP listen port.
+    pub port: u16,
+    /// Its tunnel address (CIDR), e.g. `100.64.7.2/32`.
+    pub addr: &'a str,
+    /// The peer's tunnel addresses (CIDR), routed through the interface
+    /// and the peer's allowed IPs.
+    pub peer_allowed: &'a str,
+    /// The peer, when known now: its key and endpoint (none: it is learnt
+    /// from the peer's first packet).
+    pub peer: Option<(PublicKey, Option<SocketAddr>)>,
+}
+
+/// Configures wireguard-go's interface as `c` says: the private key
+/// (through a 0600 file in `key_dir`, removed after), listen port and
+/// peer, the address, link up, a route to the peer. wireguard-go must be
+/// listening on [`wg_socket`] already.
+pub fn wg_configure(c: &WgConfig<'_>, key_dir: &Path) -> Result<(), String> {
+    let key_file = key_dir.join(format!("{}.key", c.ifname));
+    let _ = std::fs::remove_file(&key_file);
+    write_private(&key_file, &c.key.to_base64())
+        .map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
+    let key_path = key_file.to_string_lossy().into_owned();
+    let port = c.port.to_string();
+    let mut args = vec![
+        "ip",
+        "netns",
+        "exec",
+        c.ns,
+        "wg",
+        "set",
+        c.ifname,
+        "private-key",
+        &key_path,
+        "listen-port",
+        &port,
+    ];
+    let (pk, ep);
+    if let Some((key, endpoint)) = &c.peer {
+        pk = key.to_base64();
+        args.extend(["peer", &pk, "allowed-ips", c.peer_allowed]);
+        if let Some(e) = endpoint {
+            ep = e.to_string();
+            args.extend(["endpoint", &ep]);
+        }
+    }
+    let set = try_run(&args);
+    let _ = std::fs::remove_file(&key_file);
+    set?;
+    try_run(&["ip", "-n", c.ns, "addr", "add", c.addr, "dev", c.ifname])?;
+    try_run(&["ip", "-n", c.ns, "link", "set", c.ifname, "up"])?;
+    try_run(&[
+        "ip",
+        "-n",
+        c.ns,
+        "route",
+        "add",
+        c.peer_allowed,
+        "dev",
+        c.ifname,
+    ])?;
+    Ok(())
 }
 
 /// Runs a command to completion, ignoring failure (for cleanup).
@@ -133,8 +221,11 @@ pub struct WgGoNet {
     pub wg_public_key: PublicKey,
     /// A scratch directory, removed on drop.
     pub dir: PathBuf,
-    children: Vec<(String, Child, PathBuf)>,
+    children: Vec<(String, Child, SharedLog)>,
 }
+
+/// Most bytes kept of each process's output that [`WgGoNet::spawn`] starts.
+pub const CHILD_LOG_CAP: usize = 1 << 20;
 
 impl std::ops::Deref for WgGoNet {
     type Target = VethNs;
@@ -186,41 +277,27 @@ impl WgGoNet {
             &[("LOG_LEVEL", "verbose")],
             &["wireguard-go", "-f", &ifname],
         );
-        let sock = Path::new("/var/run/wireguard").join(format!("{ifname}.sock"));
+        let sock = wg_socket(&ifname);
         net.wait_until(
             "wireguard-go's control socket",
             Duration::from_secs(10),
             || sock.exists(),
         );
-        let key_file = net.dir.join("wg-go.key");
-        write_private(&key_file, &key.to_base64());
-        let key_path = key_file.to_str().expect("temp dir path is UTF-8");
-        net.exec(&[
-            "wg",
-            "set",
-            &ifname,
-            "private-key",
-            key_path,
-            "listen-port",
-            &WG_PORT.to_string(),
-        ]);
-        net.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", net.wg_tunnel_ip),
-            "dev",
-            &ifname,
-        ]);
-        net.exec(&["ip", "link", "set", &ifname, "up"]);
-        net.exec(&[
-            "ip",
-            "route",
-            "add",
-            &format!("{}/32", net.node_tunnel_ip),
-            "dev",
-            &ifname,
-        ]);
+        let configured = wg_configure(
+            &WgConfig {
+                ns: &net.veth.ns,
+                ifname: &ifname,
+                key: &key,
+                port: WG_PORT,
+                addr: &format!("{}/32", net.wg_tunnel_ip),
+                peer_allowed: &format!("{}/32", net.node_tunnel_ip),
+                peer: None,
+            },
+            &net.dir,
+        );
+        if let Err(e) = configured {
+            panic!("{e}");
+        }
         net
     }
 
@@ -267,25 +344,29 @@ impl WgGoNet {
     }
 
     /// Starts `args` inside the namespace as a child that lives until drop;
-    /// its output goes to `<dir>/<name>.log`, printed if the test fails.
+    /// its output is kept up to [`CHILD_LOG_CAP`] bytes, printed if the
+    /// test fails.
     pub fn spawn(&mut self, name: &str, args: &[&str]) {
         self.spawn_env(name, &[], args)
     }
 
     fn spawn_env(&mut self, name: &str, env: &[(&str, &str)], args: &[&str]) {
-        let log = self.dir.join(format!("{name}.log"));
-        let out =
-            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let err = out.try_clone().expect("duplicate log file handle");
         let cmd = self.command(args);
-        let child = Command::new(&cmd[0])
+        let mut child = Command::new(&cmd[0])
             .args(&cmd[1..])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", cmd.join(" ")));
+        let log: SharedLog = Arc::new(Mutex::new(CappedLog::new(CHILD_LOG_CAP)));
+        if let Some(out) = child.stdout.take() {
+            drain_lines(out, log.clone(), |_| {});
+        }
+        if let Some(err) = child.stderr.take() {
+            drain_lines(err, log.clone(), |_| {});
+        }
         self.children.push((name.to_string(), child, log));
     }
 
@@ -299,7 +380,7 @@ impl WgGoNet {
             }
             for (name, child, log) in &mut self.children {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let out = std::fs::read_to_string(&*log).unwrap_or_default();
+                    let out = log.lock().map(|l| l.text()).unwrap_or_default();
                     panic!("{name} exited ({status}) while waiting for {what}:\n{out}");
                 }
             }
@@ -340,16 +421,16 @@ fn choose_n(pid: u32, slot: u8) -> u8 {
         .expect("every 198.18.N.0/24 (N in 1..=250) is in use on this host")
 }
 
-fn write_private(path: &Path, text: &str) {
+/// Writes `text` and a newline to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-    writeln!(f, "{text}").unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        .open(path)?;
+    writeln!(f, "{text}")
 }
 
 impl Drop for WgGoNet {
@@ -357,8 +438,8 @@ impl Drop for WgGoNet {
         if std::thread::panicking() {
             eprintln!("--- {}: wg show ---\n{}", self.ifname, self.wg_show());
             for (name, _, log) in &self.children {
-                let out = std::fs::read_to_string(log).unwrap_or_default();
-                eprintln!("--- {name} output ({}) ---\n{out}", log.display());
+                let out = log.lock().map(|l| l.text()).unwrap_or_default();
+                eprintln!("--- {name} output ---\n{out}");
             }
         }
         // SIGTERM first so wireguard-go removes its control socket.
@@ -383,9 +464,7 @@ impl Drop for WgGoNet {
                 }
             }
         }
-        let _ = std::fs::remove_file(
-            Path::new("/var/run/wireguard").join(format!("{}.sock", self.ifname)),
-        );
+        let _ = std::fs::remove_file(wg_socket(&self.ifname));
         let _ = std::fs::remove_dir_all(&self.dir);
         // The namespace and veth go when `veth` drops, after this.
     }

@@ -2,22 +2,14 @@
 //! onetun in front of it, and our node to wireguard-go.
 
 use super::*;
+use tailnet_harness::netns;
 
 pub(crate) fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    netns::find_in_path(tool).is_some()
 }
 
 pub(crate) fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+    netns::is_root()
 }
 
 pub(crate) async fn sh(args: &[&str]) -> anyhow::Result<String> {
@@ -106,8 +98,7 @@ pub(crate) async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> any
         peer_endpoint,
         peer_allowed,
     } = spec;
-    let peer_key = &peer_key;
-    let sock = format!("/var/run/wireguard/{ifname}.sock");
+    let sock = netns::wg_socket(ifname);
     // A socket left by an earlier instance of the same name would be taken
     // for this one's before it listens.
     let _ = std::fs::remove_file(&sock);
@@ -119,47 +110,24 @@ pub(crate) async fn start_wireguard_go(env: &mut Netns, spec: WgSpec<'_>) -> any
         .spawn()
         .context("cannot start wireguard-go")?;
     env.children.push(child);
-    env.files.push(sock.clone().into());
+    env.files.push(sock.clone());
     for _ in 0..100 {
-        if std::path::Path::new(&sock).exists() {
+        if sock.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let keyfile = std::env::temp_dir().join(format!("{ifname}.key"));
-    write_private(&keyfile, key.to_base64().as_bytes())?;
-    let keyfile_s = keyfile.to_string_lossy().to_string();
-    let port_s = port.to_string();
-    let pk = peer_key.to_base64();
-    let mut args = vec![
-        "ip",
-        "netns",
-        "exec",
+    let config = netns::WgConfig {
         ns,
-        "wg",
-        "set",
         ifname,
-        "private-key",
-        &keyfile_s,
-        "listen-port",
-        &port_s,
-        "peer",
-        &pk,
-        "allowed-ips",
+        key,
+        port,
+        addr,
         peer_allowed,
-    ];
-    let ep;
-    if let Some(e) = peer_endpoint {
-        ep = e.to_string();
-        args.push("endpoint");
-        args.push(&ep);
-    }
-    let r = sh(&args).await;
-    let _ = std::fs::remove_file(&keyfile);
-    r?;
-    sh(&["ip", "-n", ns, "addr", "add", addr, "dev", ifname]).await?;
-    sh(&["ip", "-n", ns, "link", "set", ifname, "up"]).await?;
-    sh(&["ip", "-n", ns, "route", "add", peer_allowed, "dev", ifname]).await?;
+        peer: Some((peer_key, peer_endpoint)),
+    };
+    // A few `wg` / `ip` commands during setup, before anything is timed.
+    netns::wg_configure(&config, &std::env::temp_dir()).map_err(|e| anyhow::anyhow!(e))?;
     Ok(())
 }
 
