@@ -9,9 +9,12 @@
 //!   peers (root);
 //! - [`capture`]: output of a peer process kept up to a cap (first and
 //!   last halves), the rest counted;
+//! - [`process`]: a peer process killed on drop, its output captured,
+//!   and a wait with a time limit for its ready line;
 //! - [`rss`]: a process's resident set size.
 
 pub mod caddy;
 pub mod capture;
 pub mod netns;
+pub mod process;
 pub mod rss;

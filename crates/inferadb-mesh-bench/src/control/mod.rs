@@ -58,13 +58,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tailnet::status::PeerStatus;
 use tailnet_control::{fetch_server_key, ControlConn, ControlUrl};
 use tailnet_harness::caddy::{self, Caddy, CaddyOptions};
+use tailnet_harness::process::{NotReady, Peer, Stderr};
 use tailnet_harness::rss;
 use tailnet_wire::control::{
     CapMap, FilterRule, Hostinfo, MachinePublic, MapRequest, MapResponse, NetPortRange, Netmap,
@@ -72,7 +72,6 @@ use tailnet_wire::control::{
     CAPABILITY_VERSION,
 };
 use tailnet_wire::{PrivateKey, PublicKey};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// `d` in ms, rounded to µs.
 fn ms(d: Duration) -> f64 {

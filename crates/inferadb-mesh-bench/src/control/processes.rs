@@ -3,9 +3,10 @@
 
 use super::*;
 
-/// An `inferadb-mesh up` process; killed on drop.
+/// An `inferadb-mesh up` process (the harness's [`Peer`]); killed on
+/// drop.
 pub(crate) struct OursProcess {
-    pub(crate) child: tokio::process::Child,
+    pub(crate) peer: Peer,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -16,28 +17,26 @@ impl OursProcess {
     }
 
     pub(crate) fn rss(&self) -> Option<u64> {
-        self.child.id().and_then(process_rss_bytes)
+        self.peer.rss_bytes()
     }
 
     pub(crate) async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.peer.stop();
     }
 }
 
-/// The last non-empty line of a file, redacted.
-pub(crate) fn last_line(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let line = redact_line(&text);
-    if line.is_empty() {
-        "(no output)".into()
-    } else {
-        line
-    }
+/// How long `up` may take to print its Running line.
+const OURS_RUNNING_LIMIT: Duration = Duration::from_secs(40);
+
+/// Whether `line` is `up`'s ready line (JSON with `"state": "Running"`).
+fn is_running_line(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .is_ok_and(|v| v.get("state").and_then(|s| s.as_str()) == Some("Running"))
 }
 
 /// Starts `exe up` (with `extra` arguments, e.g. `--serve http:80`)
 /// against `url` and waits for its ready line; returns the process and the
-/// time from spawn to that line.
+/// time from spawn to that line (taken by the output reader).
 pub(crate) async fn spawn_ours(
     exe: &Path,
     url: &str,
@@ -46,9 +45,7 @@ pub(crate) async fn spawn_ours(
     extra: &[&str],
 ) -> Result<(OursProcess, Duration), ControlBenchError> {
     let dir = tempdir("bench-control-up-")?;
-    let err_path = dir.path().join("stderr.log");
-    let err = std::fs::File::create(&err_path).map_err(io_err("creating a log file"))?;
-    let mut cmd = tokio::process::Command::new(exe);
+    let mut cmd = std::process::Command::new(exe);
     cmd.arg("up")
         .arg("--control-url")
         .arg(url)
@@ -61,46 +58,25 @@ pub(crate) async fn spawn_ours(
         // The key through the environment, out of `ps`.
         .env("INFERADB_MESH_AUTH_KEY", auth_key)
         .env_remove("INFERADB_MESH_CONTROL_URL")
-        .env_remove("INFERADB_MESH_STATE_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(err))
-        .kill_on_drop(true);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
+        .env_remove("INFERADB_MESH_STATE_DIR");
+    let peer = Peer::spawn(&mut cmd, Stderr::Capture, is_running_line)
         .map_err(io_err(format!("starting {}", exe.display())))?;
-    let Some(stdout) = child.stdout.take() else {
-        return Err(ControlBenchError::Process("no stdout pipe".into()));
-    };
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(40), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let running = serde_json::from_str::<serde_json::Value>(&line)
-                .is_ok_and(|v| v.get("state").and_then(|s| s.as_str()) == Some("Running"));
-            if running {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    let elapsed = start.elapsed();
-    let proc = OursProcess { child, dir };
-    match ready {
-        Ok(true) => Ok((proc, elapsed)),
-        Ok(false) => {
-            let why = last_line(&err_path);
+    let mut proc = OursProcess { peer, dir };
+    match proc.peer.wait_ready_async(OURS_RUNNING_LIMIT).await {
+        Ok((_, took)) => Ok((proc, took)),
+        Err(NotReady::Exited(why)) => {
             proc.stop().await;
             Err(ControlBenchError::Process(format!(
-                "{name} exited before Running: {why}"
+                "{name} exited before Running: {}",
+                redact_line(&why)
             )))
         }
-        Err(_) => {
-            let why = last_line(&err_path);
+        Err(NotReady::Timeout(why)) => {
             proc.stop().await;
             Err(ControlBenchError::Timeout(format!(
-                "{name} not Running after 40 s: {why}"
+                "{name} not Running after {} s: {}",
+                OURS_RUNNING_LIMIT.as_secs(),
+                redact_line(&why)
             )))
         }
     }

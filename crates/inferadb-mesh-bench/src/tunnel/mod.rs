@@ -43,7 +43,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tailnet::{Node, NodeConfig, PeerConfig, PrivateKey};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tailnet_harness::process::{NotReady, Peer, Stderr};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Port of the bulk source service on every path.
 pub const SOURCE_PORT: u16 = 5201;

@@ -3,14 +3,6 @@
 
 use super::*;
 
-/// A child process killed when dropped.
-pub(crate) struct Child(tokio::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
 pub(crate) fn tunnel_addrs(n: u8) -> Vec<IpAddr> {
     vec![IpAddr::from([100, 64, 250, n])]
 }
@@ -63,24 +55,19 @@ pub(crate) async fn tailnet_path(opts: &TunnelOptions) -> anyhow::Result<PathRes
     std::fs::create_dir_all(&dir)?;
     let cfg_path = dir.join("peer.json");
     write_private(&cfg_path, &serde_json::to_vec(&cb)?)?;
-    let mut cmd = tokio::process::Command::new(&opts.exe);
+    let mut cmd = std::process::Command::new(&opts.exe);
     cmd.arg("node").arg("--config").arg(&cfg_path);
     for s in measurement_services() {
         cmd.arg("--serve").arg(s.to_string());
     }
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    let mut child = Child(
-        cmd.spawn()
-            .with_context(|| format!("cannot run {}", opts.exe.display()))?,
-    );
-    let stdout = child.0.stdout.take().context("peer stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .context("peer node did not start within 20 s")??
-        .context("peer node exited before it was ready")?;
+    // Its warnings show on the bench's stderr, as the node's own do.
+    let mut child = Peer::spawn(&mut cmd, Stderr::Inherit, |_| true)
+        .with_context(|| format!("cannot run {}", opts.exe.display()))?;
+    let line = match child.wait_ready_async(Duration::from_secs(20)).await {
+        Ok((line, _)) => line,
+        Err(NotReady::Exited(_)) => bail!("peer node exited before it was ready"),
+        Err(NotReady::Timeout(_)) => bail!("peer node did not start within 20 s"),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let ready: ReadyLine = serde_json::from_str(&line).context("peer ready line")?;
     if let Some(r) = &relay {
