@@ -409,8 +409,8 @@ impl WgGoNet {
 
 /// Picks the third octet: derived from the pid and `slot`, skipping any N
 /// whose 198.18.N.0/24 already has an address on this host.
-fn choose_n(pid: u32, slot: u8) -> u8 {
-    let out = run(&["ip", "-4", "-o", "addr", "show"]);
+fn choose_n(pid: u32, slot: u8) -> Result<u8, String> {
+    let out = try_run(&["ip", "-4", "-o", "addr", "show"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     let used = |n: u32| text.contains(&format!("inet 198.18.{n}."));
     let base = (pid % 125) * 2 + u32::from(slot); // 0..=249
@@ -418,7 +418,7 @@ fn choose_n(pid: u32, slot: u8) -> u8 {
         .map(|k| (base + k) % 250 + 1)
         .find(|n| !used(*n))
         .map(|n| n as u8)
-        .expect("every 198.18.N.0/24 (N in 1..=250) is in use on this host")
+        .ok_or_else(|| "every 198.18.N.0/24 (N in 1..=250) is in use on this host".to_string())
 }
 
 /// Writes `text` and a newline to a new file only its owner may read.
@@ -523,12 +523,27 @@ impl VethNs {
     /// id skipped when `taken(id)` says something else of the caller's
     /// already uses it.
     pub fn create_named(prefix: &str, tag: char, slot: u8, taken: impl Fn(&str) -> bool) -> VethNs {
-        assert!(tag.is_ascii_lowercase());
+        VethNs::try_create_named(prefix, tag, slot, taken).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`VethNs::create_named`] that says what failed instead of
+    /// panicking (for the benchmarks); what was made is deleted.
+    pub fn try_create_named(
+        prefix: &str,
+        tag: char,
+        slot: u8,
+        taken: impl Fn(&str) -> bool,
+    ) -> Result<VethNs, String> {
+        if !tag.is_ascii_lowercase() {
+            return Err(format!("namespace tag {tag:?} is not a lowercase letter"));
+        }
         let pid = std::process::id();
         let guard = CHOOSE.lock().unwrap_or_else(|e| e.into_inner());
         let mut names = None;
         for k in 0..36u32 {
-            let suffix = std::char::from_digit(k, 36).expect("digit below 36");
+            let Some(suffix) = std::char::from_digit(k, 36) else {
+                break;
+            };
             let id = format!("{}{tag}{suffix}", pid % 10000);
             let (host_veth, ns_veth) = (format!("{prefix}h{id}"), format!("{prefix}n{id}"));
             let ns = format!("tailnet-{prefix}-{pid}-{tag}{suffix}");
@@ -542,8 +557,8 @@ impl VethNs {
             }
         }
         let (id, host_veth, ns_veth, ns) =
-            names.expect("no free interface names for this pid (stale test leftovers?)");
-        let n = choose_n(pid, slot);
+            names.ok_or("no free interface names for this pid (stale test leftovers?)")?;
+        let n = choose_n(pid, slot)?;
         let mut net = VethNs {
             n,
             ns,
@@ -555,9 +570,9 @@ impl VethNs {
             made_veth: false,
         };
         let ns = net.ns.clone();
-        run(&["ip", "netns", "add", &ns]);
+        try_run(&["ip", "netns", "add", &ns])?;
         net.made_ns = true;
-        run(&[
+        try_run(&[
             "ip",
             "link",
             "add",
@@ -567,22 +582,22 @@ impl VethNs {
             "peer",
             "name",
             &ns_veth,
-        ]);
+        ])?;
         net.made_veth = true;
-        run(&["ip", "link", "set", &ns_veth, "netns", &ns]);
-        run(&[
+        try_run(&["ip", "link", "set", &ns_veth, "netns", &ns])?;
+        try_run(&[
             "ip",
             "addr",
             "add",
             &format!("{}/24", net.host_ip),
             "dev",
             &net.host_veth,
-        ]);
+        ])?;
         // The address is on the host now: the next caller sees N taken.
         drop(guard);
-        run(&["ip", "link", "set", &net.host_veth, "up"]);
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        run(&[
+        try_run(&["ip", "link", "set", &net.host_veth, "up"])?;
+        try_run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        try_run(&[
             "ip",
             "-n",
             &ns,
@@ -591,9 +606,9 @@ impl VethNs {
             &format!("{}/24", net.ns_ip),
             "dev",
             &ns_veth,
-        ]);
-        run(&["ip", "-n", &ns, "link", "set", &ns_veth, "up"]);
-        net
+        ])?;
+        try_run(&["ip", "-n", &ns, "link", "set", &ns_veth, "up"])?;
+        Ok(net)
     }
 }
 

@@ -2,6 +2,7 @@
 //! onetun in front of it, and our node to wireguard-go.
 
 use super::*;
+use std::net::Ipv4Addr;
 use tailnet_harness::netns;
 
 pub(crate) fn have(tool: &str) -> bool {
@@ -37,6 +38,9 @@ pub(crate) struct Netns {
     pub(crate) children: Vec<std::process::Child>,
     /// Files to remove (wireguard-go's UAPI sockets, which it leaves).
     pub(crate) files: Vec<PathBuf>,
+    /// Namespaces joined to the host by a veth pair (the harness's); they
+    /// go after the processes above, when the fields drop.
+    pub(crate) veths: Vec<netns::VethNs>,
 }
 
 impl Drop for Netns {
@@ -174,6 +178,7 @@ pub(crate) async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<Pa
         host_links: vec![],
         children: vec![],
         files: vec![],
+        veths: vec![],
     };
     for ns in [&na, &nb] {
         sh(&["ip", "netns", "add", ns]).await?;
@@ -245,7 +250,7 @@ pub(crate) async fn wireguard_go_path(opts: &TunnelOptions) -> anyhow::Result<Pa
 
 /// wireguard-go + kernel TCP in two namespaces, each joined to the host by
 /// a veth; their WireGuard endpoints are the relay's two sides on the host
-/// (198.18.246.1 and 198.18.247.1), so every datagram crosses it. Each
+/// (the host ends of their veths), so every datagram crosses it. Each
 /// direction's retransmissions are its sending namespace's `RetransSegs`
 /// over the run.
 pub(crate) async fn wireguard_go_wan_path(
@@ -253,23 +258,23 @@ pub(crate) async fn wireguard_go_wan_path(
     cond: &WanCondition,
 ) -> anyhow::Result<PathResult> {
     let id = std::process::id() % 10000;
-    let (mut env, na) = host_namespace("WA", 246).await?;
-    let (env_b, nb) = host_namespace("WB", 247).await?;
+    let (mut env, a) = host_namespace('a').await?;
+    let (env_b, b) = host_namespace('b').await?;
+    let (na, nb) = (a.name.clone(), b.name.clone());
     kernel_congestion(&na, opts).await?;
     kernel_congestion(&nb, opts).await?;
     // One environment to tear down (namespaces after their processes).
     let mut env_b = env_b;
-    env.namespaces.append(&mut env_b.namespaces);
-    env.host_links.append(&mut env_b.host_links);
+    env.veths.append(&mut env_b.veths);
     env.files.append(&mut env_b.files);
     let mut spec = RelaySpec::symmetric(
-        "198.18.246.1:0".parse()?,
-        "198.18.247.1:0".parse()?,
+        SocketAddr::from((a.host, 0)),
+        SocketAddr::from((b.host, 0)),
         cond,
         wan_seed(),
     );
-    spec.peer_a = Some("198.18.246.2:51820".parse()?);
-    spec.peer_b = Some("198.18.247.2:51820".parse()?);
+    spec.peer_a = Some(SocketAddr::from((a.inner, 51820)));
+    spec.peer_b = Some(SocketAddr::from((b.inner, 51820)));
     let relay = Relay::start(spec)?;
     let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
     let (ia, ib) = (format!("wbWA{id}"), format!("wbWB{id}"));
@@ -415,36 +420,39 @@ pub(crate) async fn start_bench_server(
     Ok(())
 }
 
-/// A namespace `ib<tag><pid>` joined to the host by a veth pair: host end
-/// 198.18.`third`.1/24, namespace end 198.18.`third`.2/24.
-pub(crate) async fn host_namespace(tag: &str, third: u8) -> anyhow::Result<(Netns, String)> {
-    let id = std::process::id() % 10000;
-    let ns = format!("ib{tag}{id}");
-    let mut env = Netns {
+/// A namespace joined to the host by a veth pair (the harness's
+/// [`netns::VethNs`]: host end 198.18.N.1/24, namespace end 198.18.N.2/24,
+/// N free on this host); `tag` (a lowercase letter) tells the rows apart.
+pub(crate) async fn host_namespace(tag: char) -> anyhow::Result<(Netns, HostNs)> {
+    let veth =
+        netns::VethNs::try_create_named("ib", tag, 0, |_| false).map_err(|e| anyhow::anyhow!(e))?;
+    let ns = HostNs {
+        name: veth.ns.clone(),
+        host: veth.host_ip,
+        inner: veth.ns_ip,
+        n: veth.n,
+    };
+    let env = Netns {
         namespaces: vec![],
         host_links: vec![],
         children: vec![],
         files: vec![],
+        veths: vec![veth],
     };
-    sh(&["ip", "netns", "add", &ns]).await?;
-    env.namespaces.push(ns.clone());
-    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]).await?;
-    let low = tag.to_lowercase();
-    let (vh, vn) = (format!("v{low}H{id}"), format!("v{low}N{id}"));
-    sh(&[
-        "ip", "link", "add", &vh, "type", "veth", "peer", "name", &vn, "netns", &ns,
-    ])
-    .await?;
-    env.host_links.push(vh.clone());
-    let (host, inner) = (
-        format!("198.18.{third}.1/24"),
-        format!("198.18.{third}.2/24"),
-    );
-    sh(&["ip", "addr", "add", &host, "dev", &vh]).await?;
-    sh(&["ip", "link", "set", &vh, "up"]).await?;
-    sh(&["ip", "-n", &ns, "addr", "add", &inner, "dev", &vn]).await?;
-    sh(&["ip", "-n", &ns, "link", "set", &vn, "up"]).await?;
     Ok((env, ns))
+}
+
+/// Where [`host_namespace`] put a namespace.
+pub(crate) struct HostNs {
+    /// The namespace's name.
+    pub(crate) name: String,
+    /// The host end's address.
+    pub(crate) host: Ipv4Addr,
+    /// The namespace end's address.
+    pub(crate) inner: Ipv4Addr,
+    /// The third octet of both (also used for the tunnel addresses
+    /// 100.64.N.1 and .2).
+    pub(crate) n: u8,
 }
 
 /// onetun (boringtun + smoltcp port forwarder) in front of wireguard-go:
@@ -456,7 +464,8 @@ pub(crate) async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResu
         bail!("onetun is not installed (cargo install onetun)");
     }
     let id = std::process::id() % 10000;
-    let (mut env, ns) = host_namespace("C", 252).await?;
+    let (mut env, h) = host_namespace('c').await?;
+    let (ns, n) = (h.name.clone(), h.n);
     let (kw, ko) = (PrivateKey::generate(), PrivateKey::generate());
     let iface = format!("wbC{id}");
     start_wireguard_go(
@@ -466,21 +475,21 @@ pub(crate) async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResu
             ifname: &iface,
             key: &kw,
             port: 51820,
-            addr: "100.64.252.2/32",
+            addr: &format!("100.64.{n}.2/32"),
             peer_key: public_of(&ko),
             peer_endpoint: None,
-            peer_allowed: "100.64.252.1/32",
+            peer_allowed: &format!("100.64.{n}.1/32"),
         },
     )
     .await?;
     let (p1, p2) = (free_tcp_port()?, free_tcp_port()?);
     let onetun = std::process::Command::new("onetun")
-        .arg(format!("127.0.0.1:{p1}:100.64.252.2:{SOURCE_PORT}"))
-        .arg(format!("127.0.0.1:{p2}:100.64.252.2:{ECHO_PORT}"))
-        .args(["--endpoint-addr", "198.18.252.2:51820"])
+        .arg(format!("127.0.0.1:{p1}:100.64.{n}.2:{SOURCE_PORT}"))
+        .arg(format!("127.0.0.1:{p2}:100.64.{n}.2:{ECHO_PORT}"))
+        .args(["--endpoint-addr", &format!("{}:51820", h.inner)])
         .args(["--endpoint-public-key", &public_of(&kw).to_base64()])
         .args(["--private-key", &ko.to_base64()])
-        .args(["--source-peer-ip", "100.64.252.1"])
+        .args(["--source-peer-ip", &format!("100.64.{n}.1")])
         .args(["--keep-alive", "10"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(
@@ -489,7 +498,7 @@ pub(crate) async fn onetun_path(opts: &TunnelOptions) -> anyhow::Result<PathResu
         .spawn()
         .context("cannot start onetun")?;
     env.children.push(onetun);
-    start_bench_server(&mut env, &opts.exe, &ns, "100.64.252.2").await?;
+    start_bench_server(&mut env, &opts.exe, &ns, &format!("100.64.{n}.2")).await?;
     let s = tokio::net::TcpStream::connect(("127.0.0.1", p1)).await?;
     s.set_nodelay(true)?;
     let gbit = tokio::time::timeout(
@@ -515,10 +524,11 @@ pub(crate) async fn tailnet_to_wireguard_go_path(
 ) -> anyhow::Result<PathResult> {
     require_wireguard_go()?;
     let id = std::process::id() % 10000;
-    let (mut env, ns) = host_namespace("D", 253).await?;
+    let (mut env, h) = host_namespace('d').await?;
+    let (ns, n) = (h.name.clone(), h.n);
     let (kw, kn) = (PrivateKey::generate(), PrivateKey::generate());
-    let mut cfg = NodeConfig::new(kn.clone(), vec![IpAddr::from([100, 64, 253, 1])]);
-    cfg.listen = "198.18.253.1:0".parse()?;
+    let mut cfg = NodeConfig::new(kn.clone(), vec![IpAddr::from([100, 64, n, 1])]);
+    cfg.listen = SocketAddr::from((h.host, 0));
     cfg.netstack.mtu = opts.mtu;
     let node = Node::start(cfg).await?;
     let iface = format!("wbD{id}");
@@ -529,25 +539,25 @@ pub(crate) async fn tailnet_to_wireguard_go_path(
             ifname: &iface,
             key: &kw,
             port: 51820,
-            addr: "100.64.253.2/32",
+            addr: &format!("100.64.{n}.2/32"),
             peer_key: public_of(&kn),
             peer_endpoint: Some(node.listen_addr()),
-            peer_allowed: "100.64.253.1/32",
+            peer_allowed: &format!("100.64.{n}.1/32"),
         },
     )
     .await?;
     node.set_peers(vec![PeerConfig {
         public_key: public_of(&kw),
-        endpoint: Some("198.18.253.2:51820".parse()?),
-        allowed_ips: vec!["100.64.253.2/32".parse()?],
+        endpoint: Some(SocketAddr::from((h.inner, 51820))),
+        allowed_ips: vec![format!("100.64.{n}.2/32").parse()?],
         persistent_keepalive: None,
         disco_key: None,
         home_derp: 0,
         endpoints: Vec::new(),
     }])
     .await?;
-    start_bench_server(&mut env, &opts.exe, &ns, "100.64.253.2").await?;
-    let r = measure_from_node(&node, IpAddr::from([100, 64, 253, 2]), opts).await;
+    start_bench_server(&mut env, &opts.exe, &ns, &format!("100.64.{n}.2")).await?;
+    let r = measure_from_node(&node, IpAddr::from([100, 64, n, 2]), opts).await;
     node.shutdown().await;
     r
 }
