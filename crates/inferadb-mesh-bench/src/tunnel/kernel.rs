@@ -13,20 +13,16 @@ pub(crate) fn is_root() -> bool {
     netns::is_root()
 }
 
+/// Runs a command to completion off the runtime's threads (the harness's
+/// [`netns::try_run`]); its stdout, trimmed.
 pub(crate) async fn sh(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("cannot run {}", args[0]))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        netns::try_run(&refs)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!(e))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
