@@ -5,9 +5,10 @@
 //!
 //! - **tunnel**: the embedded coordinator; `N` engines spread round-robin
 //!   over us-west-1, eu-west-1 and ap-southeast-1 and one control in
-//!   us-west-1, each started in-process with [`crate::roles`] from YAML
-//!   (the demo's shapes), joined with its region's tagged key; control
-//!   discovers the engines of all three clusters over MagicDNS. A round is
+//!   us-west-1, each started in-process from YAML (the demo's shapes) by
+//!   the product's roles ([`crate::Product`]), joined with its region's
+//!   tagged key; control discovers the engines of all three clusters over
+//!   MagicDNS. A round is
 //!   `POST /v1/vaults` to control's HTTP port (bearer token), timed from
 //!   just before the request until the last engine's receiver has recorded
 //!   the event.
