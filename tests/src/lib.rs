@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests: node pairs on loopback,
 //! deterministic data with its SHA-256, memory readings.
 
-pub mod caddy;
-pub mod netns;
 pub mod tsrs;
+
+/// Caddy with Go tsnet, and namespaces with wireguard-go: the harness
+/// the benchmarks share (`tailnet-harness`).
+pub use tailnet_harness::{caddy, netns};
 
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -106,15 +108,9 @@ pub async fn recv_all<R: AsyncRead + Unpin>(r: &mut R) -> (u64, [u8; 32]) {
     (total, h.finalize().into())
 }
 
-/// Resident set size of this process in bytes (Linux).
+/// Resident set size of this process in bytes (Linux; 0 elsewhere).
 pub fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    tailnet_harness::rss::of_self().unwrap_or(0)
 }
 
 /// Fails the test if `f` takes longer than `secs`.

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::netns::SKIP_ENV;
+use tailnet_harness::capture::CappedLog;
 
 /// Overrides where the tsrs-peer binary is.
 pub const TSRS_ENV: &str = "TSRS_PEER";
@@ -51,40 +52,6 @@ pub fn tsrs_binary(test: &str) -> Option<PathBuf> {
          {SKIP_ENV}=1 to skip the tailscale-rs interop tests instead",
         path.display()
     );
-}
-
-/// What the capped log keeps.
-#[derive(Default)]
-struct CappedLog {
-    head: Vec<u8>,
-    tail: std::collections::VecDeque<u8>,
-    dropped: u64,
-}
-
-impl CappedLog {
-    fn push(&mut self, data: &[u8]) {
-        let half = LOG_CAP / 2;
-        let room = half.saturating_sub(self.head.len());
-        let (h, rest) = data.split_at(room.min(data.len()));
-        self.head.extend_from_slice(h);
-        for b in rest {
-            if self.tail.len() == half {
-                self.tail.pop_front();
-                self.dropped += 1;
-            }
-            self.tail.push_back(*b);
-        }
-    }
-
-    fn text(&self) -> String {
-        let mut s = String::from_utf8_lossy(&self.head).into_owned();
-        if self.dropped > 0 {
-            s.push_str(&format!("\n[… {} bytes of log dropped …]\n", self.dropped));
-        }
-        let tail: Vec<u8> = self.tail.iter().copied().collect();
-        s.push_str(&String::from_utf8_lossy(&tail));
-        s
-    }
 }
 
 /// A running tailscale-rs node. Dropping it kills the process.
@@ -133,7 +100,7 @@ impl TsrsPeer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-        let log = Arc::new(Mutex::new(CappedLog::default()));
+        let log = Arc::new(Mutex::new(CappedLog::new(LOG_CAP)));
         let mut stderr = child.stderr.take().expect("piped");
         std::thread::spawn({
             let log = log.clone();
@@ -223,7 +190,7 @@ impl TsrsPeer {
 
     /// Bytes of log thrown away past the cap.
     pub fn log_dropped(&self) -> u64 {
-        self.log.lock().expect("log").dropped
+        self.log.lock().expect("log").dropped()
     }
 }
 
@@ -232,23 +199,5 @@ impl Drop for TsrsPeer {
         self.stdin.take();
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_log_keeps_its_head_and_tail_within_the_cap() {
-        let mut log = CappedLog::default();
-        for i in 0..50_000u32 {
-            log.push(format!("line {i}\n").as_bytes());
-        }
-        assert!(log.head.len() + log.tail.len() <= LOG_CAP);
-        let text = log.text();
-        assert!(text.starts_with("line 0\n"));
-        assert!(text.ends_with("line 49999\n"));
-        assert!(log.dropped > 0 && text.contains("bytes of log dropped"));
     }
 }

