@@ -423,37 +423,12 @@ impl DataPlane {
         drops: Arc<DropCounters>,
         peer_table: PeerTable,
     ) -> DataPlane {
-        let secret = x25519::StaticSecret::from(secret);
-        let public = x25519::PublicKey::from(&secret);
         let now = Instant::now();
         let mut dp = DataPlane {
             udp,
             relay: None,
             netstack,
-            tunnels: Tunnels {
-                rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-                handshakes: HandshakeLimit::default(),
-                node_key: PublicKey::from_bytes(public.to_bytes()),
-                disco_private,
-                by_disco: HashMap::new(),
-                relay_attached: false,
-                relay_out: Vec::new(),
-                endpoints,
-                blocked: HashSet::new(),
-                actions: Vec::new(),
-                pings: Vec::new(),
-                stuns: Vec::new(),
-                secret,
-                public,
-                peers: HashMap::new(),
-                by_key: HashMap::new(),
-                routes: PrefixTable::new(),
-                next_index: 1,
-                drops,
-                filter: Filter::allow_all(),
-                inbound: Vec::new(),
-                out: Outgoing::default(),
-            },
+            tunnels: Tunnels::new(secret, disco_private, endpoints, drops),
             commands,
             peer_table,
             outbound: Vec::new(),
@@ -679,6 +654,40 @@ fn tx_seed() -> [u8; 8] {
 }
 
 impl Tunnels {
+    fn new(
+        secret: [u8; 32],
+        disco_private: PrivateKey,
+        endpoints: Vec<SocketAddr>,
+        drops: Arc<DropCounters>,
+    ) -> Tunnels {
+        let secret = x25519::StaticSecret::from(secret);
+        let public = x25519::PublicKey::from(&secret);
+        Tunnels {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            handshakes: HandshakeLimit::default(),
+            node_key: PublicKey::from_bytes(public.to_bytes()),
+            disco_private,
+            by_disco: HashMap::new(),
+            relay_attached: false,
+            relay_out: Vec::new(),
+            endpoints,
+            blocked: HashSet::new(),
+            actions: Vec::new(),
+            pings: Vec::new(),
+            stuns: Vec::new(),
+            secret,
+            public,
+            peers: HashMap::new(),
+            by_key: HashMap::new(),
+            routes: PrefixTable::new(),
+            next_index: 1,
+            drops,
+            filter: Filter::allow_all(),
+            inbound: Vec::new(),
+            out: Outgoing::default(),
+        }
+    }
+
     fn alloc_index(&mut self) -> u32 {
         loop {
             let i = self.next_index & 0x00ff_ffff;
@@ -776,6 +785,19 @@ impl Tunnels {
                     }
                 }
                 let old = p.disco.take();
+                if let (Some(was), Some(now)) = (old.as_ref().map(|d| d.key), cfg.disco_key) {
+                    if was != now {
+                        // A new disco key means the peer restarted (Go's
+                        // wgengine `maybeReconfigWireguardLocked`): its
+                        // WireGuard session went with it. Drop ours so the
+                        // next packet handshakes again, instead of sealing
+                        // with keys the peer no longer has until
+                        // REKEY_AFTER_TIME or a rejected reply.
+                        tracing::debug!(peer = %key.short(), "disco key changed: peer restarted; WireGuard session reset");
+                        p.tunn = None;
+                        p.last_handshake_age = None;
+                    }
+                }
                 let disco = self.disco_for(&cfg, old);
                 if let Some(p) = self.peers.get_mut(&index) {
                     p.disco = disco;
@@ -1528,6 +1550,76 @@ mod relay_handshake_tests {
             .count();
         assert!(same <= 5, "{same} of one /64 passed");
         assert!(lim.allow_udp(v6("[2001:db8:1:3::1]:1"), t2));
+    }
+
+    /// A peer that restarted comes back with a new disco key (it makes one
+    /// per process) but the same node key: its old WireGuard session is
+    /// gone, so ours is dropped and the next packet handshakes at once.
+    /// An update that keeps the disco key keeps the session.
+    #[test]
+    fn a_peer_whose_disco_key_changed_gets_a_new_session() {
+        let mut t = Tunnels::new(
+            [7; 32],
+            PrivateKey::generate(),
+            Vec::new(),
+            Arc::new(DropCounters::default()),
+        );
+        let peer_key = crate::config::public_of(&PrivateKey::generate());
+        let ep: SocketAddr = "192.0.2.5:41641".parse().expect("addr");
+        let cfg = |disco: PrivateKey| {
+            let mut c = PeerConfig::new(
+                peer_key,
+                Some(ep),
+                vec!["100.64.0.2/32".parse().expect("net")],
+            );
+            c.disco_key = Some(crate::config::public_of(&disco));
+            c
+        };
+        let (d1, d2) = (PrivateKey::generate(), PrivateKey::generate());
+        t.set_peers(vec![cfg(d1.clone())]);
+        let index = t.by_key[&peer_key];
+        assert!(
+            t.peers[&index].tunn.is_some(),
+            "a new peer handshakes eagerly"
+        );
+        // Same disco key, e.g. a new endpoint list: the session stays.
+        t.set_peers(vec![cfg(d1)]);
+        assert!(
+            t.peers[&index].tunn.is_some(),
+            "unchanged disco key keeps the session"
+        );
+        // The peer restarted: new disco key, same node key.
+        t.set_peers(vec![cfg(d2.clone())]);
+        assert_eq!(t.by_key[&peer_key], index, "same peer");
+        assert!(
+            t.peers[&index].tunn.is_none(),
+            "restarted peer's session dropped"
+        );
+        // The next packet to it starts a handshake (an initiation goes out).
+        t.out = Outgoing::default();
+        let pkt = ipv4_udp([100, 64, 0, 1], [100, 64, 0, 2]);
+        t.encapsulate(&pkt, std::time::Instant::now());
+        assert!(t.peers[&index].tunn.is_some());
+        let initiations = t
+            .out
+            .datagrams()
+            .filter(|(to, d)| *to == ep && d.len() == HANDSHAKE_INIT_LEN && d[0] == 1)
+            .count();
+        assert_eq!(initiations, 1, "one handshake initiation to the peer");
+        // Still the same key on the next update: kept.
+        t.set_peers(vec![cfg(d2)]);
+        assert!(t.peers[&index].tunn.is_some());
+    }
+
+    fn ipv4_udp(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[3] = 28;
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p
     }
 
     #[test]

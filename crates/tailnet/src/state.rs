@@ -65,7 +65,10 @@ pub struct NodeKeys {
     pub machine: PrivateKey,
     /// The WireGuard static key (node key).
     pub node: PrivateKey,
-    /// Seals disco messages.
+    /// Seals disco messages. Never persisted: a fresh one every start, as
+    /// Go's magicsock makes one per process, so peers see a new disco key
+    /// in the netmap and know this node restarted (they drop its old
+    /// WireGuard session and handshake again).
     pub disco: PrivateKey,
 }
 
@@ -126,12 +129,21 @@ impl StateDir {
         &self.path
     }
 
-    /// Loads the node's keys, creating each missing one.
+    /// Loads the node's machine and node keys, creating each missing one,
+    /// and makes a fresh disco key (see [`NodeKeys::disco`]). A
+    /// `disco.key` left by an earlier version is removed: it is a secret
+    /// nothing uses any more.
     pub fn keys(&self) -> Result<NodeKeys, StateError> {
+        let old_disco = self.path.join("disco.key");
+        match fs::remove_file(&old_disco) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&old_disco)(e)),
+        }
         Ok(NodeKeys {
             machine: self.key("machine.key")?,
             node: self.key("node.key")?,
-            disco: self.key("disco.key")?,
+            disco: PrivateKey::generate(),
         })
     }
 
@@ -239,14 +251,26 @@ mod tests {
         let again = StateDir::open(&p).unwrap().keys().unwrap();
         assert_eq!(first.node, again.node);
         assert_eq!(first.machine, again.machine);
-        assert_eq!(first.disco, again.disco);
+        // A fresh disco key every start, so peers can tell a restart.
+        assert_ne!(first.disco, again.disco);
+        assert!(!p.join("disco.key").exists());
         assert_ne!(first.node, first.machine);
-        for f in ["machine.key", "node.key", "disco.key", "lock"] {
+        for f in ["machine.key", "node.key", "lock"] {
             let mode = fs::metadata(p.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f} has mode {mode:o}");
         }
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+        let _ = fs::remove_dir_all(&p);
+    }
+
+    #[test]
+    fn a_disco_key_left_by_an_earlier_version_is_removed() {
+        let p = tmp("olddisco");
+        let d = StateDir::open(&p).unwrap();
+        fs::write(p.join("disco.key"), "privkey:00").unwrap();
+        d.keys().unwrap();
+        assert!(!p.join("disco.key").exists());
         let _ = fs::remove_dir_all(&p);
     }
 

@@ -63,6 +63,14 @@ impl Outgoing {
         self.buf.get(start..start + len)
     }
 
+    /// The queued datagrams, in order.
+    #[cfg(test)]
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.items
+            .iter()
+            .filter_map(|&(dest, start, len)| Some((dest, self.buf.get(start..start + len)?)))
+    }
+
     /// Drops the datagrams whose destination fails `keep` (their bytes
     /// stay in the buffer until it is cleared; runs are re-formed around
     /// the gaps).
