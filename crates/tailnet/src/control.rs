@@ -107,6 +107,7 @@ pub struct NodeBuilder {
     dns_options: tailnet_dns::DnsOptions,
     dns_listen: Option<SocketAddr>,
     derp_http: Option<bool>,
+    always_use_derp: bool,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -139,6 +140,7 @@ impl Default for NodeBuilder {
             dns_options: tailnet_dns::DnsOptions::default(),
             dns_listen: None,
             derp_http: None,
+            always_use_derp: false,
         }
     }
 }
@@ -231,6 +233,14 @@ impl NodeBuilder {
     /// `vendor-notes/derp.md`).
     pub fn derp_http(mut self, plain: bool) -> Self {
         self.derp_http = Some(plain);
+        self
+    }
+
+    /// Reach peers through the DERP relay only, never directly, as Go's
+    /// `TS_DEBUG_ALWAYS_USE_DERP=1` does (that variable turns it on too).
+    /// For debugging and for measuring relayed paths.
+    pub fn always_use_derp(mut self, on: bool) -> Self {
+        self.always_use_derp = on;
         self
     }
 
@@ -353,6 +363,7 @@ impl NodeBuilder {
         config.netstack = self.netstack.clone();
         // The data plane seals disco with the key control advertises.
         config.disco_key = Some(session.keys.disco.clone());
+        config.always_use_derp = self.always_use_derp;
         config.peers = peers_of(&netmap, &session.node_public);
         let routes = routes_of(&config.peers);
         // The packet filter is in force from the first packet; a netmap

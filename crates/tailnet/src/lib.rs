@@ -37,9 +37,6 @@ pub mod status;
 mod stun;
 mod udp;
 
-#[cfg(feature = "mock-time")]
-pub mod testing;
-
 pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use control::{NodeBuilder, UpError};
 pub use dataplane::{RelayBatch, RelayLink};
