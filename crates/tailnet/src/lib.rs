@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod builder;
 mod config;
 pub mod control;
 mod dataplane;
