@@ -324,3 +324,31 @@ fn always_use_derp_keeps_traffic_on_the_relay() {
         "nothing over UDP"
     );
 }
+
+/// Three nodes, one behind a NAT; the NATed one restarts. Both others
+/// reach the new process at once once their netmaps show its new disco
+/// key, and the third pair's session is untouched.
+#[test]
+fn in_a_mesh_of_three_a_restart_disturbs_only_the_restarted_nodes_sessions() {
+    let mut s = Sim::new();
+    let (a, b, c) = (s.add_node(), s.add_node(), s.add_node_behind_nat());
+    s.full_mesh();
+    for (x, y) in [(a, b), (a, c), (b, c), (c, a)] {
+        let (sent, got) = flow(&mut s, x, y, 2 * SEC, Duration::from_millis(100));
+        assert_eq!(sent, got, "{x} to {y}");
+    }
+    let ab_handshakes = s.handshakes(a, b);
+    s.restart(c);
+    s.full_mesh();
+    for x in [a, b] {
+        let msg = format!("from {x} to the new process");
+        s.send_app(x, c, msg.as_bytes());
+        let took = s
+            .run_until(5 * SEC, |s| s.got(c, msg.as_bytes()))
+            .expect("the restarted node is reached");
+        assert!(took < 2 * SEC, "{x}: {took:?}");
+    }
+    let (sent, got) = flow(&mut s, a, b, SEC, Duration::from_millis(100));
+    assert_eq!(sent, got);
+    assert_eq!(s.handshakes(a, b), ab_handshakes, "A-B kept its session");
+}
