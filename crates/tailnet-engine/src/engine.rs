@@ -449,13 +449,4 @@ impl Engine {
         self.rng.fill_bytes(&mut b);
         b
     }
-
-    /// The session index and whether it has a WireGuard session object, of
-    /// the peer with this node key (for tests and status).
-    pub fn has_session(&self, key: &PublicKey) -> bool {
-        self.by_key
-            .get(key)
-            .and_then(|i| self.peers.get(i))
-            .is_some_and(|p| p.tunn.is_some())
-    }
 }
