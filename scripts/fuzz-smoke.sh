@@ -68,6 +68,17 @@ put("ip_packet", "short", b"\x45\0\0")
 # wg_classify
 def wg(ty, n, idx=0x01020304):
     return struct.pack("<II", ty, idx) + b"\xaa" * (n - 8)
+
+# engine_input: records of control byte (bits 0-1 channel: 0 UDP from the
+# peer, 1 UDP from a stranger, 2 relayed from the peer, 3 from the
+# netstack; bits 2-7 time step), u16 LE length, bytes.
+def er(c, p):
+    return bytes([c]) + struct.pack("<H", len(p)) + p
+put("engine_input", "wg-shapes", er(0, wg(4, 64)) + er(1, wg(1, 148)) + er(2, wg(2, 92)))
+put("engine_input", "app-and-time",
+    er(3, v4(17, udp(4000, 4001, b"hi"), src=V4_ME, dst=V4_PEER)) + er(0x40 | 0, wg(4, 32)))
+put("engine_input", "disco-and-stun",
+    er(1, b"TS\xf0\x9f\x92\xac" + b"\x09" * 96) + er(1, b"\x01\x01\x00\x00\x21\x12\xa4\x42" + b"\0" * 12))
 put("wg_classify", "initiation", wg(1, 148))
 put("wg_classify", "response", wg(2, 92))
 put("wg_classify", "cookie", wg(3, 64))

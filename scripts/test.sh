@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the interop peers it needs,
 # checks formatting and lints, runs every test (including the wireguard-go
-# interop test in network namespaces, which needs root), the mock-clock
-# tests, and a short run of every fuzz target.
+# interop test in network namespaces, which needs root), and a short run of
+# every fuzz target.
 #
 #   scripts/test.sh            everything
 #   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke run
@@ -17,24 +17,31 @@ scripts/install-test-deps.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# The engine is sans-IO (crates/tailnet-engine/src/lib.rs): no clock reads,
+# no OS randomness, no async runtime or socket crates. The one allowed line
+# is the unit tests' starting instant, marked `// test-only clock`.
+step "tailnet-engine stays sans-IO"
+if grep -rn -E 'Instant::now|SystemTime::now|getrandom' crates/tailnet-engine/src | grep -v '// test-only clock'; then
+  echo "tailnet-engine reads a clock or OS randomness (above); take it as an argument" >&2
+  exit 1
+fi
+if cargo tree -p tailnet-engine -e normal --prefix none | grep -E '^(tokio|mio|socket2|quinn-udp|async-[a-z-]+) '; then
+  echo "tailnet-engine depends on an I/O crate (above)" >&2
+  exit 1
+fi
+
 step "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --exclude tailnet-vtime-tests --all-targets --quiet -- -D warnings
-cargo clippy -p tailnet-vtime-tests --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # Data-moving tests use the dev profile with the hot crates optimised
 # (see [profile.dev.package.*] in Cargo.toml).
 step "cargo test (workspace)"
-cargo test --workspace --exclude tailnet-vtime-tests
+cargo test --workspace
 
 # The vendored smoltcp's own TCP unit tests, ours among them
 # (vendor-notes/smoltcp.md); its own lockfile, our target directory.
 step "cargo test (vendored smoltcp, its unit tests)"
 (cd vendor/smoltcp && CARGO_TARGET_DIR=../../target/vendor-smoltcp cargo test --lib --features socket-tcp-bbr)
-
-# Built on its own: the mock clock feature must not leak into the builds
-# above through feature unification.
-step "cargo test (boringtun on a mock clock)"
-cargo test -p tailnet-vtime-tests
 
 # The container image recipe on the debug binary `cargo test` built for the
 # binary's integration tests (~10 s):

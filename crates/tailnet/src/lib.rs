@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod builder;
 mod config;
 pub mod control;
 mod dataplane;
@@ -36,9 +37,6 @@ mod stats;
 pub mod status;
 mod stun;
 mod udp;
-
-#[cfg(feature = "mock-time")]
-pub mod testing;
 
 pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use control::{NodeBuilder, UpError};

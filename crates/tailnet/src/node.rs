@@ -8,6 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
+use tailnet_engine::{Engine, EngineConfig};
 use tailnet_netstack::{Netstack, NetstackError, TcpListener, TcpStream, UdpSocket};
 use tailnet_wire::control::FilterRule;
 use tailnet_wire::filter::{Filter, Rules};
@@ -247,25 +248,37 @@ impl Node {
         })?;
         let netstack = Netstack::new(&config.addresses, config.netstack.clone())?;
         let (tx, rx) = mpsc::channel(16);
-        let drops = Arc::new(DropCounters::default());
         let peers: PeerTable = Arc::new(RwLock::new(Vec::new()));
         let disco_key = config
             .disco_key
             .clone()
             .unwrap_or_else(tailnet_wire::PrivateKey::generate);
-        let disco_public = tailnet_wire::disco::public_of(&disco_key);
+        let mut seed = [0u8; 32];
+        // Without an OS random source a fixed seed still gives unique IDs
+        // (the engine's generator runs on); pongs are authenticated anyway.
+        let _ = getrandom::fill(&mut seed);
+        let mut engine = Engine::new(
+            tokio::time::Instant::now().into_std(),
+            EngineConfig {
+                private_key: config.private_key.clone(),
+                disco_key,
+                endpoints: crate::control::local_endpoints(listen_addr),
+                seed,
+                always_use_derp: config.always_use_derp
+                    || crate::config::always_use_derp_from_env(),
+            },
+        );
+        engine.set_packet_filter(Filter::new(&config.addresses, rules));
+        let disco_public = engine.disco_public_key();
+        let drops = engine.drops().clone();
         let dp = DataPlane::new(
             udp,
             netstack.clone(),
-            *config.private_key.as_bytes(),
-            disco_key,
-            crate::control::local_endpoints(listen_addr),
+            engine,
             config.peers.clone(),
             rx,
-            drops.clone(),
             peers.clone(),
-        )
-        .with_filter(Filter::new(&config.addresses, rules));
+        );
         let task = tokio::spawn(dp.run());
         let public_key = public_of(&config.private_key);
         tracing::info!(
@@ -323,17 +336,6 @@ impl Node {
         self.inner
             .commands
             .send(Command::SetEndpoints(endpoints))
-            .await
-            .map_err(|_| NodeError::Stopped)
-    }
-
-    /// Test hook: drops every UDP datagram to or from these addresses
-    /// (an empty list lifts it), to cut a direct path.
-    #[doc(hidden)]
-    pub async fn debug_block_udp(&self, addrs: Vec<SocketAddr>) -> Result<(), NodeError> {
-        self.inner
-            .commands
-            .send(Command::BlockUdp(addrs.into_iter().collect()))
             .await
             .map_err(|_| NodeError::Stopped)
     }
@@ -460,13 +462,14 @@ impl Node {
 
     /// A snapshot of every counter.
     pub fn stats(&self) -> NodeStats {
+        let (now, wall) = clocks();
         NodeStats {
             peers: self
                 .inner
                 .peers
                 .read()
                 .iter()
-                .map(|p| p.snapshot())
+                .map(|p| p.snapshot(now, wall))
                 .collect(),
             drops: self.inner.drops.snapshot(),
             netstack: self.inner.netstack.stats(),
@@ -476,12 +479,13 @@ impl Node {
 
     /// One peer's counters.
     pub fn peer_stats(&self, key: &PublicKey) -> Option<PeerStats> {
+        let (now, wall) = clocks();
         self.inner
             .peers
             .read()
             .iter()
             .find(|p| p.key == *key)
-            .map(|p| p.snapshot())
+            .map(|p| p.snapshot(now, wall))
     }
 
     /// Stops the data plane and the control runner and waits for both.
@@ -528,4 +532,18 @@ impl Drop for Inner {
             t.abort();
         }
     }
+}
+
+/// One moment on the engine's clock (tokio's) and on the wall clock,
+/// taken once, to date the engine's instants for [`PeerStats`] the same way
+/// in every snapshot.
+fn clocks() -> (std::time::Instant, std::time::SystemTime) {
+    static ANCHOR: std::sync::OnceLock<(std::time::Instant, std::time::SystemTime)> =
+        std::sync::OnceLock::new();
+    *ANCHOR.get_or_init(|| {
+        (
+            tokio::time::Instant::now().into_std(),
+            std::time::SystemTime::now(),
+        )
+    })
 }

@@ -8,6 +8,7 @@
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use tailnet_engine::Outgoing;
 use tokio::io::Interest;
 
 /// Socket buffer we ask the kernel for; bursts of a few MiB arrive at once
@@ -18,71 +19,6 @@ const RECV_BATCH: usize = 16;
 const RECV_BUF: usize = 64 * 1024;
 /// Largest GSO super-datagram we hand the kernel.
 const MAX_GSO_BYTES: usize = 65_000;
-
-/// Datagrams waiting to be sent, back to back in one buffer.
-#[derive(Default)]
-pub(crate) struct Outgoing {
-    buf: Vec<u8>,
-    items: Vec<(SocketAddr, usize, usize)>,
-}
-
-impl Outgoing {
-    /// Lets `fill` write one datagram of at most `max_len` bytes for `dest`
-    /// in place; it returns the length written, or None to write nothing.
-    pub(crate) fn push_with(
-        &mut self,
-        dest: SocketAddr,
-        max_len: usize,
-        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
-    ) {
-        let start = self.buf.len();
-        self.buf.resize(start + max_len, 0);
-        match fill(&mut self.buf[start..]) {
-            Some(n) if n <= max_len => {
-                self.buf.truncate(start + n);
-                self.items.push((dest, start, n));
-            }
-            _ => self.buf.truncate(start),
-        }
-    }
-
-    /// Queues a copy of `data` for `dest`.
-    pub(crate) fn push(&mut self, dest: SocketAddr, data: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(data);
-        self.items.push((dest, start, data.len()));
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The datagram queued last.
-    pub(crate) fn last(&self) -> Option<&[u8]> {
-        let (_, start, len) = *self.items.last()?;
-        self.buf.get(start..start + len)
-    }
-
-    /// The queued datagrams, in order.
-    #[cfg(test)]
-    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.items
-            .iter()
-            .filter_map(|&(dest, start, len)| Some((dest, self.buf.get(start..start + len)?)))
-    }
-
-    /// Drops the datagrams whose destination fails `keep` (their bytes
-    /// stay in the buffer until it is cleared; runs are re-formed around
-    /// the gaps).
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&SocketAddr) -> bool) {
-        self.items.retain(|(dest, _, _)| keep(dest));
-    }
-
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.items.clear();
-    }
-}
 
 pub(crate) struct Udp {
     sock: tokio::net::UdpSocket,
@@ -189,12 +125,12 @@ impl Udp {
         let max_segs = self.state.max_gso_segments().max(1);
         let mut failed = 0u64;
         let mut i = 0;
-        while i < out.items.len() {
-            let (dest, start, seg) = out.items[i];
+        while i < out.items().len() {
+            let (dest, start, seg) = out.items()[i];
             let mut end = start + seg;
             let mut j = i + 1;
-            while j < out.items.len() && j - i < max_segs {
-                let (d, s, l) = out.items[j];
+            while j < out.items().len() && j - i < max_segs {
+                let (d, s, l) = out.items()[j];
                 if d != dest || s != end || l > seg || end + l - start > MAX_GSO_BYTES {
                     break;
                 }
@@ -207,7 +143,7 @@ impl Udp {
             let transmit = Transmit {
                 destination: dest,
                 ecn: None,
-                contents: &out.buf[start..end],
+                contents: &out.bytes()[start..end],
                 segment_size: (j - i > 1).then_some(seg),
                 src_ip: None,
             };

@@ -127,16 +127,15 @@ pub(crate) fn log_relay(relay: &Relay) {
 
 /// Our node ↔ our node through the embedded coordinator's DERP relay:
 /// both join the coordinator (one process; the relay is the coordinator's
-/// TCP connections), UDP between them is cut, and the same client code
-/// measures the relayed path.
+/// TCP connections), both reach each other through the relay only
+/// (`always_use_derp`, Go's `TS_DEBUG_ALWAYS_USE_DERP`), and the same
+/// client code measures the relayed path.
 pub(crate) async fn tailnet_derp_path(opts: &TunnelOptions) -> anyhow::Result<PathResult> {
     let coord = Coord::start().await?;
     let result = async {
-        let a = join_node(&coord, "bench-a", opts.mtu).await?;
-        let b = join_node(&coord, "bench-b", opts.mtu).await?;
+        let a = join_node_relayed(&coord, "bench-a", opts.mtu, true).await?;
+        let b = join_node_relayed(&coord, "bench-b", opts.mtu, true).await?;
         crate::services::spawn_on_node(&b, &measurement_services())?;
-        a.debug_block_udp(vec![b.listen_addr()]).await?;
-        b.debug_block_udp(vec![a.listen_addr()]).await?;
         let target = b.ipv4().context("an IPv4 address")?;
         let relayed = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -172,7 +171,18 @@ pub(crate) async fn tailnet_derp_path(opts: &TunnelOptions) -> anyhow::Result<Pa
 
 /// Our node in this process, joined to `coord` as `host` on loopback UDP.
 pub(crate) async fn join_node(coord: &Coord, host: &str, mtu: usize) -> anyhow::Result<Node> {
+    join_node_relayed(coord, host, mtu, false).await
+}
+
+/// [`join_node`], reaching peers through the relay only when `relayed`.
+async fn join_node_relayed(
+    coord: &Coord,
+    host: &str,
+    mtu: usize,
+    relayed: bool,
+) -> anyhow::Result<Node> {
     Ok(Node::builder()
+        .always_use_derp(relayed)
         .control_url(coord.url.clone())
         .auth_key(coord.auth_key.clone())
         .hostname(host)

@@ -473,3 +473,77 @@ async fn a_client_slow_to_take_packets_still_sends() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Replaces the real-time half of tests/derp.rs's 200 s idle test (its
+/// WireGuard half runs on the engine's simulator): two clients idle for
+/// 200 s of tokio's paused clock, past the client's 120 s read deadline.
+/// The relay's keep-alives (every 60 s) keep both connections up: no
+/// reconnect, and packets cross at once afterwards. Without keep-alives
+/// the read deadline would end both connections at 120 s.
+#[tokio::test(start_paused = true)]
+async fn idle_clients_stay_connected_past_the_read_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_coordinator(dir.path(), "127.0.0.1:0".parse().expect("addr"), None).await;
+    let target = target_of(&server, false);
+    let mut p = spawn_pair(&target);
+    connected(&mut p.a_rx).await;
+    connected(&mut p.b_rx).await;
+    exchange(&mut p, "before").await;
+
+    tokio::time::sleep(derp::CLIENT_READ_TIMEOUT + Duration::from_secs(80)).await;
+
+    exchange(&mut p, "after 200 s idle").await;
+    for rx in [&mut p.a_rx, &mut p.b_rx] {
+        while let Ok(e) = rx.try_recv() {
+            assert!(
+                !matches!(
+                    e,
+                    DerpEvent::Disconnected { .. } | DerpEvent::Connected { .. }
+                ),
+                "the connection was lost or remade while idle: {e:?}"
+            );
+        }
+    }
+    p.a.shutdown().await;
+    p.b.shutdown().await;
+    server.shutdown().await;
+}
+
+/// The control case of the test above: a relay that sends nothing for
+/// longer than the read deadline (keep-alives every 1,000 s) is given up
+/// at 120 s and dialled again.
+#[tokio::test(start_paused = true)]
+async fn a_silent_relay_is_given_up_after_the_read_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(dir.path()).expect("store"));
+    let server = Server::builder(store)
+        .derp_config(coordinator::server::derp::DerpConfig {
+            verify_clients: false,
+            keepalive: Duration::from_secs(1000),
+            ..Default::default()
+        })
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("coordinator binds");
+    let target = target_of(&server, false);
+    let (c, mut rx, _pk) = spawn_client(&target, [1; 32], 16);
+    connected(&mut rx).await;
+    let start = tokio::time::Instant::now();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(300), rx.recv())
+            .await
+            .expect("an event within 300 s")
+            .expect("events open");
+        if let DerpEvent::Disconnected { error, .. } = e {
+            assert!(error.contains("120 s"), "{error}");
+            break;
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= derp::CLIENT_READ_TIMEOUT && took < derp::CLIENT_READ_TIMEOUT + WAIT,
+        "{took:?}"
+    );
+    c.shutdown().await;
+    server.shutdown().await;
+}
