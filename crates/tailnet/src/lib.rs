@@ -23,11 +23,12 @@
 mod config;
 pub mod control;
 mod dataplane;
-// The DERP client; the data plane's DERP path (issue 8) is its user. Until
-// that lands only its tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
 mod derp;
+mod dial;
 pub mod dns;
+#[cfg(feature = "hyper")]
+pub mod http;
+mod listen;
 mod node;
 mod node_status;
 mod relay;
@@ -36,6 +37,7 @@ mod stats;
 pub mod status;
 mod stun;
 mod udp;
+mod whois;
 
 #[cfg(feature = "mock-time")]
 pub mod testing;
@@ -43,7 +45,11 @@ pub mod testing;
 pub use config::{ConfigError, NodeConfig, PeerConfig};
 pub use control::{NodeBuilder, UpError};
 pub use dataplane::{RelayBatch, RelayLink};
+pub use dial::{DialError, UdpConn, DIAL_TIMEOUT};
 pub use dns::{DnsStats, ResolveError};
+pub use listen::{
+    Caller, Listener, TlsListener, TlsStream, TLS_HANDSHAKE_TIMEOUT, TLS_MAX_HANDSHAKES,
+};
 pub use node::{ControlHealth, Node, NodeError, PingResult};
 pub use state::{NodeKeys, StateDir, StateError};
 pub use stats::{DropStats, NodeStats, PeerStats, RelayStats};
@@ -53,3 +59,4 @@ pub use tailnet_netstack::{
     Congestion, NetstackConfig, NetstackStats, TcpListener, TcpStream, UdpSocket,
 };
 pub use tailnet_wire::{PrivateKey, PublicKey};
+pub use whois::{WhoIs, WhoIsUser};
