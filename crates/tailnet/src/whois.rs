@@ -94,7 +94,7 @@ impl Node {
     /// by key and allowed IPs: it answers with those, the rest empty.
     ///
     /// ```no_run
-    /// # async fn f(node: tailnet::Node) -> std::io::Result<()> {
+    /// # async fn f(node: tailnet::Node) -> Result<(), Box<dyn std::error::Error>> {
     /// let listener = node.tcp_listen(8080)?;
     /// let (stream, peer) = listener.accept().await?;
     /// match node.whois(peer) {

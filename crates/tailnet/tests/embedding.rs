@@ -178,3 +178,146 @@ async fn dial_by_name_and_whois_the_caller() {
     client.shutdown().await;
     h.shutdown().await;
 }
+
+/// A CA and a leaf certificate for `ip` signed by it, made by the
+/// `openssl` command (webpki refuses a self-signed certificate as the
+/// server's own).
+fn ca_and_leaf(
+    dir: &std::path::Path,
+    ip: IpAddr,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    let subj = format!("/CN={ip}");
+    csr.extend(["-subj", &subj, "-keyout", "leaf.key", "-out", "leaf.csr"]);
+    run(&csr);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
+/// `listen_tls` with the application's certificate: a client that trusts
+/// it completes the handshake and talks, the server names it; a client
+/// that never starts its handshake holds up nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_with_a_caller_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let dir = tempfile::tempdir().unwrap();
+    let (h, store) = coordinator(dir.path()).await;
+    let server = join(&h, &store, "tls-api", &["tag:api"]).await;
+    let client = join(&h, &store, "tls-web", &["tag:web"]).await;
+    wait_for_peers(&client, 1).await;
+    let ip = server.ipv4().unwrap();
+    let (ca_pem, leaf_pem, leaf_key) = ca_and_leaf(dir.path(), ip);
+    let cert = CertificateDer::from_pem_file(&leaf_pem).unwrap();
+    let ca = CertificateDer::from_pem_file(&ca_pem).unwrap();
+    let key = PrivateKeyDer::from_pem_file(&leaf_key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut listener = server.listen_tls(443, Arc::new(config)).unwrap();
+
+    // A client that connects and says nothing.
+    let _silent = client.dial("tls-api:443").await.unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let cconfig = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cconfig));
+    let tcp = client.dial("tls-api:443").await.unwrap();
+    let local = tcp.local_addr();
+    let client_side = async {
+        let mut tls = connector
+            .connect(ServerName::IpAddress(ip.into()), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"ping\n").await.unwrap();
+        let mut buf = [0u8; 5];
+        tls.read_exact(&mut buf).await.unwrap();
+        buf
+    };
+    let server_side = async {
+        let (mut tls, caller) = listener.accept().await.unwrap();
+        assert_eq!(caller.addr, local);
+        assert!(caller.has_tag("tag:web"));
+        let mut buf = [0u8; 5];
+        tls.read_exact(&mut buf).await.unwrap();
+        tls.write_all(&buf).await.unwrap();
+        tls.flush().await.unwrap();
+        tls
+    };
+    let (echo, _tls) = within("TLS exchange", async {
+        tokio::join!(client_side, server_side)
+    })
+    .await;
+    assert_eq!(&echo, b"ping\n");
+
+    server.shutdown().await;
+    client.shutdown().await;
+    h.shutdown().await;
+}
