@@ -14,6 +14,7 @@ pub mod dns_cmd;
 pub mod forward;
 pub mod localapi;
 pub mod ping_cmd;
+pub mod proxy;
 pub mod roles;
 pub mod seed_yaml;
 pub mod services;
