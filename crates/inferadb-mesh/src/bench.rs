@@ -282,7 +282,7 @@ pub async fn measure_rtt<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Times `samples` calls of `round_trip` after 20 warm-up ones (they pay
 /// for handshakes and slow start); returns p50 and p99 in microseconds.
-async fn time_round_trips(
+pub(crate) async fn time_round_trips(
     samples: usize,
     mut round_trip: impl AsyncFnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<(f64, f64)> {
@@ -380,6 +380,7 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
             "tailnet-tsnet" => http_path(false, true, opts).await,
             "tsnet-tailnet" => http_path(true, false, opts).await,
             "tsnet-tsnet" => http_path(true, true, opts).await,
+            n if crate::bench_http::PATHS.contains(&n) => crate::bench_http::path(n, opts).await,
             other => Err(anyhow::anyhow!("unknown path {other:?}")),
         };
         paths.push(match r {
@@ -412,6 +413,10 @@ pub fn reference_of(name: &str) -> Option<&'static str> {
         "tailnet-tsnet" => Some("tailnet-http"),
         // Same client (Go, through Caddy's proxy), server Go instead of ours.
         "tsnet-tsnet" => Some("tsnet-tailnet"),
+        // The axum server: our raw client on a dial()ed stream beside the
+        // raw stream's row; hyper over the connector beside that.
+        "tailnet-axum" => Some("tailnet-http"),
+        "tailnet-hyper-axum" => Some("tailnet-axum"),
         _ => Some("tailnet"),
     }
 }
@@ -793,13 +798,18 @@ const CADDY_MISSING: &str =
 pub fn is_http_path(name: &str) -> bool {
     matches!(
         name,
-        "tailnet-http" | "tailnet-tsnet" | "tsnet-tailnet" | "tsnet-tsnet"
+        "tailnet-http"
+            | "tailnet-tsnet"
+            | "tsnet-tailnet"
+            | "tsnet-tsnet"
+            | "tailnet-axum"
+            | "tailnet-hyper-axum"
     )
 }
 
 /// An HTTP/1.1 client on one keep-alive connection. It sends `GET`s and
 /// takes answers with a `Content-Length` (both servers send one).
-struct HttpConn<S> {
+pub(crate) struct HttpConn<S> {
     s: S,
     buf: Vec<u8>,
     /// Received and not yet consumed: `buf[start..end]`.
@@ -808,7 +818,7 @@ struct HttpConn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> HttpConn<S> {
-    fn new(s: S) -> Self {
+    pub(crate) fn new(s: S) -> Self {
         HttpConn {
             s,
             buf: vec![0u8; 256 * 1024],
@@ -859,7 +869,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpConn<S> {
     }
 
     /// `GET path` with the whole body read.
-    async fn get(&mut self, path: &str) -> anyhow::Result<()> {
+    pub(crate) async fn get(&mut self, path: &str) -> anyhow::Result<()> {
         let mut left = self.get_head(path).await?;
         while left > 0 {
             match self.body(left).await? {
@@ -892,7 +902,7 @@ fn content_length(head: &[u8]) -> anyhow::Result<u64> {
 
 /// GETs [`HTTP_BULK_PATH`] and reads it for `duration` from the first body
 /// bytes; returns Gbit/s of body received.
-async fn measure_http_download<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn measure_http_download<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
     duration: Duration,
 ) -> anyhow::Result<Throughput> {

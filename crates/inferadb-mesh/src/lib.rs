@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_control;
 pub mod bench_dns;
+pub mod bench_http;
 pub mod bench_invalidation;
 pub mod cli;
 pub mod config;
