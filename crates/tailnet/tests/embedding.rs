@@ -321,3 +321,49 @@ async fn tls_listener_with_a_caller_certificate() {
     client.shutdown().await;
     h.shutdown().await;
 }
+
+/// A statically configured node: `whois` names a peer by key from its
+/// allowed IPs, and dial errors need no control server.
+#[tokio::test]
+async fn static_node_whois_and_dial_errors() {
+    use tailnet::{NodeConfig, PeerConfig, PrivateKey};
+    let peer = NodeConfig::new(PrivateKey::generate(), vec!["100.64.0.2".parse().unwrap()]);
+    let mut config = NodeConfig::new(PrivateKey::generate(), vec!["100.64.0.1".parse().unwrap()]);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.peers.push(PeerConfig {
+        public_key: peer.public_key(),
+        endpoint: None,
+        allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
+        persistent_keepalive: None,
+        disco_key: None,
+        home_derp: 0,
+        endpoints: Vec::new(),
+    });
+    let node = Node::start(config).await.unwrap();
+    let who = node.whois("100.64.0.2:5".parse().unwrap()).unwrap();
+    assert_eq!(who.node_key, peer.public_key());
+    assert!(who.name.is_empty() && who.tags.is_empty());
+    assert!(node.whois("100.64.0.3:5".parse().unwrap()).is_none());
+
+    let e = node.dial("somename:80").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DialError::Resolve {
+                source: tailnet::ResolveError::NoMagicDns,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = node.dial("[fd7a:115c:a1e0::2]:80").await.unwrap_err();
+    assert!(matches!(e, DialError::AddressFamily(_)), "{e}");
+    let e = node.dial("100.64.0.3:80").await.unwrap_err();
+    assert!(matches!(e, DialError::NoRoute(_)), "{e}");
+    // The peer set changes what routes.
+    node.set_peers(Vec::new()).await.unwrap();
+    let e = node.dial("100.64.0.2:80").await.unwrap_err();
+    assert!(matches!(e, DialError::NoRoute(_)), "{e}");
+    assert!(node.whois("100.64.0.2:5".parse().unwrap()).is_none());
+    node.shutdown().await;
+}
