@@ -180,6 +180,13 @@ put("endpoint_slices", "nulls", b"\x00" + b'{"items":[{"metadata":null,"endpoint
 put("local_query", "dns", b"\x04name" + b"name=db.tailnet.internal&type=AAAA" + b"\xff" + b"x y&z=%")
 put("local_query", "ping", b"\x06target" + b"target=100.64.0.2&timeout_ms=500&peers=false" + b"\xff" + "é".encode())
 put("local_query", "escapes", b"\x01a" + b"a=%41%zz%4&&=&a" + b"\xff")
+# proxy_request: SOCKS5 greeting / CONNECT requests, HTTP CONNECT and
+# absolute-form heads
+put("proxy_request", "socks-greeting", b"\x05\x02\x00\x02")
+put("proxy_request", "socks-name", b"\x05\x01\x00\x03\x0bweb.ts.net.\x1f\x90")
+put("proxy_request", "socks-v6", b"\x05\x01\x00\x04" + bytes(15) + b"\x01\x01\xbb")
+put("proxy_request", "http-connect", b"CONNECT web.ts.net:443 HTTP/1.1\r\nHost: web.ts.net:443\r\n\r\n")
+put("proxy_request", "http-get", b"GET http://web:8080/a?b HTTP/1.1\r\nHost: web\r\nProxy-Authorization: Basic eA==\r\n\r\n")
 
 # key_text
 key = bytes(range(1, 33))

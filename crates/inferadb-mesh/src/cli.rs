@@ -98,7 +98,7 @@ enum Command {
     },
     /// Join a tailnet through a control server (the embedded coordinator,
     /// Tailscale or Headscale) and run the node in the foreground.
-    Up(crate::up_cmd::UpArgs),
+    Up(Box<crate::up_cmd::UpArgs>),
     /// Run an InferaDB engine: the embedded node, discovery of control,
     /// the invalidation webhook receiver, /metrics /healthz /readyz.
     /// Configuration: --config FILE and INFERADB__… variables.
@@ -475,7 +475,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node.shutdown().await;
             Ok(())
         }
-        Command::Up(args) => crate::up_cmd::run(args).await,
+        Command::Up(args) => crate::up_cmd::run(*args).await,
         Command::Engine(a) => {
             let cfg = crate::config::EngineConfig::load(a.config.as_deref())?;
             if a.check {

@@ -13,6 +13,7 @@ pub mod dns_cmd;
 pub mod forward;
 pub mod localapi;
 pub mod ping_cmd;
+pub mod proxy;
 pub mod roles;
 pub mod static_node;
 pub mod status_cmd;

@@ -30,6 +30,11 @@ use tailnet::Node;
       --expose 8080:127.0.0.1:8080
   curl http://127.0.0.1:9090/healthz
 
+  # any program, any tailnet name: SOCKS5 and HTTP proxies on loopback
+  inferadb-mesh up … --socks5 127.0.0.1:1080 --http-proxy 127.0.0.1:8888
+  curl --socks5-hostname 127.0.0.1:1080 http://inferadb-control-0:9090/healthz
+  curl -x http://127.0.0.1:8888 http://inferadb-control-0:9090/healthz
+
   # Tailscale or Headscale, key from a mounted secret
   inferadb-mesh up --control-url https://controlplane.tailscale.com \\
       --auth-key-file /etc/tailscale/authkey --hostname inferadb-control-0 \\
@@ -90,6 +95,16 @@ pub struct UpArgs {
     /// TAILNETPORT:127.0.0.1:PORT (repeatable).
     #[arg(long = "expose", value_name = "TAILNETPORT:ADDR:PORT")]
     expose: Vec<crate::forward::Expose>,
+    /// Serve a SOCKS5 proxy (RFC 1928, no authentication, CONNECT) on this
+    /// loopback address: any program reaches tailnet names and addresses
+    /// through it (`curl --socks5-hostname`, `socks5h://` proxies), names
+    /// resolved by MagicDNS.
+    #[arg(long, value_name = "ADDR:PORT")]
+    socks5: Option<SocketAddr>,
+    /// Serve an HTTP proxy (CONNECT tunnels and plain http:// requests) on
+    /// this loopback address (`curl -x`, `HTTP_PROXY`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http_proxy: Option<SocketAddr>,
     /// Give up if not Running within this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -102,6 +117,10 @@ struct UpReady {
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     dns_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socks5: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_proxy: Option<SocketAddr>,
     #[serde(flatten)]
     node: ReadyLine,
     socket: PathBuf,
@@ -123,6 +142,16 @@ fn read_auth_key(args: &UpArgs) -> anyhow::Result<Option<String>> {
 /// Runs `up` until Ctrl-C or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let auth_key = read_auth_key(&args)?;
+    // A proxy on a public address would open the tailnet to the network:
+    // refuse it before joining.
+    for (kind, addr) in [
+        (crate::proxy::Kind::Socks5, args.socks5),
+        (crate::proxy::Kind::Http, args.http_proxy),
+    ] {
+        if let Some(a) = addr {
+            crate::proxy::check_loopback(kind, a)?;
+        }
+    }
     let mut builder = Node::builder()
         .control_url(args.control_url.clone())
         .state_dir(args.state_dir.clone())
@@ -150,6 +179,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for e in &args.expose {
         crate::cli::progress(&format!("exposing {e}"));
     }
+    let limits = crate::proxy::ProxyLimits::default();
+    let socks5 = match args.socks5 {
+        Some(a) => Some(crate::proxy::start(&node, crate::proxy::Kind::Socks5, a, limits).await?),
+        None => None,
+    };
+    let http_proxy = match args.http_proxy {
+        Some(a) => Some(crate::proxy::start(&node, crate::proxy::Kind::Http, a, limits).await?),
+        None => None,
+    };
+    if let Some(a) = socks5 {
+        crate::cli::progress(&format!("SOCKS5 proxy on {a}"));
+    }
+    if let Some(a) = http_proxy {
+        crate::cli::progress(&format!("HTTP proxy on {a}"));
+    }
     let socket = localapi::socket_path(&args.state_dir);
     let source_node = node.clone();
     let _api = localapi::serve_with_dns(
@@ -165,6 +209,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         state: "Running",
         name: status.self_.dns_name.clone(),
         dns_listen: node.dns_listen_addr(),
+        socks5,
+        http_proxy,
         node: ReadyLine::of(&node),
         socket,
     };

@@ -21,6 +21,8 @@
 //! - [`bind_tcp`]: a TCP listener with Go's backlog instead of tokio's 128.
 //! - [`query`]: the query strings our local endpoints take, decoded
 //!   without ever failing.
+//! - [`proxy`]: the request parsers of the local SOCKS5 and HTTP proxies
+//!   (`inferadb-mesh up --socks5`, `--http-proxy`), sans-IO.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@
 mod gate;
 mod idle;
 mod limiter;
+pub mod proxy;
 pub mod query;
 
 pub use gate::{ConnGate, ConnPermit, GateCounters, Refused};

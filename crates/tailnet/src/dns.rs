@@ -1,7 +1,7 @@
 //! MagicDNS in the node: the tokio shell around `tailnet_dns::Zone`.
 //!
 //! A node that joined through control answers DNS at 100.100.100.100:53
-//! and [fd7a:115c:a1e0::53]:53 inside its netstack (UDP and TCP), for its
+//! and `[fd7a:115c:a1e0::53]:53` inside its netstack (UDP and TCP), for its
 //! own sockets only, and optionally on an OS address such as
 //! `127.0.0.1:5353` ([`NodeBuilder::dns_listen`](crate::NodeBuilder::dns_listen))
 //! so co-located processes and `dig` can ask it. The zone is rebuilt on

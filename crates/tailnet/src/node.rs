@@ -88,6 +88,27 @@ struct Inner {
     helpers: Mutex<Vec<JoinHandle<()>>>,
     /// MagicDNS, for a node that joined through control.
     dns: Mutex<Option<crate::dns::DnsServer>>,
+    /// Each peer's allowed IPs as last given to the data plane, so
+    /// [`Node::dial`] can tell "no route" at once and
+    /// [`Node::whois`] can name a statically configured peer.
+    routes: RwLock<Vec<Route>>,
+}
+
+/// One peer's allowed IPs.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub(crate) key: PublicKey,
+    pub(crate) allowed_ips: Vec<ipnet::IpNet>,
+}
+
+fn routes_of(peers: &[PeerConfig]) -> Vec<Route> {
+    peers
+        .iter()
+        .map(|p| Route {
+            key: p.public_key,
+            allowed_ips: p.allowed_ips.clone(),
+        })
+        .collect()
 }
 
 /// What a node that joined through control shares with its control task.
@@ -281,6 +302,7 @@ impl Node {
         );
         let task = tokio::spawn(dp.run());
         let public_key = public_of(&config.private_key);
+        let routes = RwLock::new(routes_of(&config.peers));
         tracing::info!(
             node = %public_key.short(),
             addresses = ?config.addresses,
@@ -303,6 +325,7 @@ impl Node {
                 control: Mutex::new(None),
                 helpers: Mutex::new(Vec::new()),
                 dns: Mutex::new(None),
+                routes,
             }),
         })
     }
@@ -355,6 +378,19 @@ impl Node {
         self.inner.listen_addr
     }
 
+    /// The peer whose allowed IPs cover `ip` (longest prefix wins), as the
+    /// data plane would route a packet to it.
+    pub(crate) fn route_to(&self, ip: IpAddr) -> Option<PublicKey> {
+        self.inner
+            .routes
+            .read()
+            .iter()
+            .flat_map(|r| r.allowed_ips.iter().map(move |n| (n, r.key)))
+            .filter(|(n, _)| n.contains(&ip))
+            .max_by_key(|(n, _)| n.prefix_len())
+            .map(|(_, k)| k)
+    }
+
     /// The netstack, for socket types not wrapped here.
     pub fn netstack(&self) -> &Netstack {
         &self.inner.netstack
@@ -378,6 +414,7 @@ impl Node {
     /// Replaces the peer set. Peers that stay keep their sessions and
     /// flows; new ones get a tunnel; missing ones are removed.
     pub async fn set_peers(&self, peers: Vec<PeerConfig>) -> Result<(), NodeError> {
+        *self.inner.routes.write() = routes_of(&peers);
         self.inner
             .commands
             .send(Command::SetPeers(peers))

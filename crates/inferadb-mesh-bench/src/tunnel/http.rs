@@ -16,7 +16,7 @@ pub fn is_http_path(name: &str) -> bool {
     matches!(
         name,
         "tailnet-http" | "tailnet-tsnet" | "tsnet-tailnet" | "tsnet-tsnet"
-    )
+    ) || super::layers::PATHS.contains(&name)
 }
 
 /// An HTTP/1.1 client on one keep-alive connection. It sends `GET`s and

@@ -16,6 +16,7 @@
 
 mod http;
 mod kernel;
+mod layers;
 mod measure;
 mod ours;
 mod table;
@@ -220,6 +221,7 @@ pub async fn run_tunnel(opts: &TunnelOptions) -> TunnelReport {
             "tailnet-tsnet" => http_path(false, true, opts).await,
             "tsnet-tailnet" => http_path(true, false, opts).await,
             "tsnet-tsnet" => http_path(true, true, opts).await,
+            n if layers::PATHS.contains(&n) => layers::path(n, opts).await,
             other => Err(anyhow::anyhow!("unknown path {other:?}")),
         };
         paths.push(match r {

@@ -12,6 +12,8 @@ pub fn reference_of(name: &str) -> Option<&'static str> {
         "tailnet-tsnet" => Some("tailnet-http"),
         // Same client (Go, through Caddy's proxy), server Go instead of ours.
         "tsnet-tsnet" => Some("tsnet-tailnet"),
+        // The HTTP layers of the embedding API (issue 18).
+        n if layers::PATHS.contains(&n) => layers::reference_of(n),
         _ => Some("tailnet"),
     }
 }
