@@ -11,6 +11,8 @@
 //! The benchmark re-executes this binary as the peer node (`node`, `up`),
 //! so it answers the peer's subcommands itself.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 

@@ -10,6 +10,8 @@
 //! working after the rule that admitted it is removed; only new
 //! connections are refused.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::policy::Policy;
 use coordinator::server::{Server, ServerHandle};

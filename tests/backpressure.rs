@@ -11,6 +11,8 @@
 //! Both tests read process-wide figures (RSS, and timing that the other
 //! test's load would disturb), so they take turns.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;

@@ -5,6 +5,8 @@
 //! `TAILNET_SKIP_INTEROP=1` skips these tests when it is missing.
 //! `CADDY_KEEP_LOGS=1` keeps each Caddy's log in the temp directory.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, nodes_list, AuthKeyCreateArgs, NodeRow};
 use coordinator::server::{Server, ServerHandle, TlsFiles};
 use coordinator::Store;

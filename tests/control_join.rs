@@ -2,6 +2,8 @@
 //! (ts2021 Noise, HTTP/2, register, the zstd map stream) and move data
 //! over the peers the netmap configured.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::server::{Server, ServerHandle};
 use coordinator::Store;

@@ -7,6 +7,8 @@
 //! WireGuard's reject-after time) are tested on the simulated network in
 //! `crates/tailnet-engine/tests/sim.rs`, in simulated time.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::server::{Server, ServerHandle};
 use coordinator::Store;

@@ -30,6 +30,8 @@
 //! The Python packages come from `scripts/install-test-deps.sh`; without
 //! them the checks fail, or skip with `TAILNET_SKIP_INTEROP=1`.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use std::path::Path;
 use std::process::Command;
 

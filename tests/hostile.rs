@@ -9,6 +9,8 @@
 //! nodes: node 1's endpoint for node 2 is the relay, which forwards both
 //! ways and records what it forwards.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::{SocketAddr, UdpSocket};

@@ -6,6 +6,8 @@
 //! test forwards outside names to an upstream (another node's responder)
 //! and shows a dead upstream does not hold up tailnet answers.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::server::{Server, ServerBuilder, ServerHandle};
 use coordinator::Store;

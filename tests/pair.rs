@@ -1,6 +1,8 @@
 //! Two nodes in one process: bulk TCP both ways, many connections, UDP,
 //! half-close, IPv6, and a peer restarting on a new port.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use std::net::SocketAddr;
 use tailnet_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,6 +5,8 @@
 //! path switches themselves (relay, direct, cut, healed) are tested on the
 //! simulated network in `crates/tailnet-engine/tests/sim.rs`.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! the server it asked, with its transaction ID, is believed; any other
 //! STUN datagram is dropped and counted as malformed.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,8 @@
 //! Needs the built peer (scripts/install-test-deps.sh);
 //! `TAILNET_SKIP_INTEROP=1` skips it when missing.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, nodes_list, AuthKeyCreateArgs};
 use coordinator::policy::Policy;
 use coordinator::server::Server;

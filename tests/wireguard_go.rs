@@ -8,6 +8,8 @@
 //! Needs root, `wireguard-go`, `wg`, `ip`, `curl` and `python3`
 //! (scripts/install-test-deps.sh); `TAILNET_SKIP_INTEROP=1` skips them.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

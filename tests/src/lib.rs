@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: node pairs on loopback,
 //! deterministic data with its SHA-256, memory readings.
 
+#![allow(clippy::unwrap_used)] // test support: its helpers unwrap too
+
 pub mod tsrs;
 
 /// Caddy with Go tsnet, and namespaces with wireguard-go: the harness

@@ -5,6 +5,8 @@
 //! connection, peers drop it, a renamed node hears its new name. And
 //! `/healthz` and `/metrics` report what happened.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{map_request, Client, WAIT};

@@ -3,6 +3,8 @@
 //! every request has a deadline and a silent map stream fails, so the node
 //! reconnects instead of wedging.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use bytes::Bytes;
 use coordinator::http::{serve_with_key, ControlKey, NoiseConn};
 use coordinator::Store;

@@ -4,6 +4,8 @@
 //! input closing only its own connection, a replaced connection, the
 //! probes, a key stable across restarts.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::server::derp::DerpConfig;
 use coordinator::server::{Server, ServerHandle};
 use coordinator::Store;

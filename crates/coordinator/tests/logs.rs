@@ -1,6 +1,8 @@
 //! Log lines strangers can cause, counted from a subscriber that sees
 //! every thread (its own binary: the subscriber is process-wide).
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::Client;

@@ -1,6 +1,8 @@
 //! The coordinator server end to end over loopback: real ts2021 handshakes,
 //! HTTP/2 inside Noise, register and map as a Go client sends them.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{map_request, public_of, Client, WAIT};

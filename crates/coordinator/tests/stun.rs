@@ -1,6 +1,8 @@
 //! The coordinator answers Tailscale STUN binding requests on its port and
 //! drops (and counts) anything else.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::server::Server;
 use coordinator::Store;
 use std::sync::atomic::Ordering;

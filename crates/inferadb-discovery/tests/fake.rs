@@ -2,6 +2,8 @@
 //! refresh and the change stream, health transitions, metric values (and
 //! `promtool check metrics` on a real exposition), the seed's log lines.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use inferadb_discovery::{
     encode_text, ClusterTarget, Discovery, DiscoveryConfig, DiscoveryMode, EndpointSet,
     HealthCheckConfig, LocalCluster, Resolve, ResolveFailure, TailscaleConfig, TcpConnector,

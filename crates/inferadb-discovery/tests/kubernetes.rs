@@ -4,6 +4,8 @@
 //! selector, the bearer token, ready/not-ready endpoints, named ports, and
 //! a watch event changing the set.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;

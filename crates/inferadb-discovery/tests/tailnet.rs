@@ -6,6 +6,8 @@
 //! unhealthy within the health-check window and leave the set, and
 //! exports its metrics (promtool-clean, with the node's own).
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::server::Server;
 use coordinator::Store;

@@ -2,6 +2,8 @@
 //! despite timeouts, forged webhooks, bounded concurrency and metrics. (The
 //! seed's log line is checked in `logs.rs`.)
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{black_hole_first, raw_post, secret, within};

@@ -1,6 +1,8 @@
 //! Hostile load on the receiver (issue 16): a listener that keeps failing
 //! does not stop it. (The forged-webhook log flood is in `logs.rs`.)
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{flaky_receiver, forged_posts};

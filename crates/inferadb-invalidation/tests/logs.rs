@@ -5,6 +5,8 @@
 //! their own binary: see `common::capture_logs` for the race that made the
 //! flood test fail when a concurrently running test hit the same callsite.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{capture_logs, flaky_receiver, forged_posts, secret};

@@ -1,6 +1,8 @@
 //! Control and an engine as tailnet nodes joined to our coordinator in
 //! this process: the webhook travels through the tunnel.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{secret, within};

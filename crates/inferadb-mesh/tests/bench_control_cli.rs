@@ -3,6 +3,8 @@
 //! the argument errors. The slow parts (join against Caddy, 1,000 map
 //! streams) are measured by hand, not tested.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{bin, run_json};

@@ -3,6 +3,8 @@
 //! discovery refresh of 3 clusters × 2 endpoints. The figures themselves
 //! are measured by hand in release (docs/benchmarks.md), not tested.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{bin, run_json};

@@ -1,5 +1,7 @@
 //! The command line as a user meets it.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{bin, run_json};

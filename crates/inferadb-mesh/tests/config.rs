@@ -2,6 +2,8 @@
 //! of its environment variables, and one clear line for a wrong key or
 //! value.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use inferadb_discovery::{ClusterTarget, DiscoveryMode, TailscaleConfig};
 use inferadb_mesh::config::{ControlConfig, EngineConfig};
 use std::path::PathBuf;

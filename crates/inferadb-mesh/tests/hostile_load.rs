@@ -1,6 +1,8 @@
 //! Hostile load against the release-shaped binary (issue 16): the
 //! coordinator stays up when it runs out of file descriptors.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{path, EXE};

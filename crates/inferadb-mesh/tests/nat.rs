@@ -11,6 +11,8 @@
 //! interfaces) is useless to the other: the only direct path is between
 //! the two STUN-learned addresses.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{authkey, path, run, spawn_in, text, Proc};

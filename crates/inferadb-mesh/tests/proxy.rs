@@ -5,6 +5,8 @@
 //! `http://` request (`-x`) and as a CONNECT tunnel (`-p -x`); an unknown
 //! name fails that request only, with the reason.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{coordinator_with_key, path, spawn_until, text};

@@ -5,6 +5,8 @@
 //! reaches both engines' receivers once; `/readyz` goes 200; `/metrics`
 //! parses as Prometheus text with the seed's names.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::server::Server;
 use coordinator::Store;

@@ -20,6 +20,8 @@
 //! Every child is killed when the test fails (a guard's `Drop`), and every
 //! wait is bounded.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};

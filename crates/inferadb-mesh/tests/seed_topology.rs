@@ -29,6 +29,8 @@
 //!
 //! Timings go to stderr (`--nocapture`).
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::server::Server;
 use coordinator::Store;

@@ -2,6 +2,8 @@
 //! the JSON keeps the shape scripts query with jq, the table has one line
 //! per node, the socket is private, and a missing node is one clear line.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use inferadb_mesh::localapi;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;

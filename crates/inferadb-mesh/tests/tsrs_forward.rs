@@ -7,6 +7,8 @@
 //! Needs the built peer (scripts/install-test-deps.sh);
 //! `TAILNET_SKIP_INTEROP=1` skips it when missing.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{authkey, path, run_json, spawn_until};

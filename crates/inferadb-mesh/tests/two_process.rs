@@ -2,6 +2,8 @@
 //! `inferadb-mesh node` binary runs the other, and they talk over loopback
 //! UDP.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use inferadb_mesh::services::{hex, pattern_sha256};
 use inferadb_mesh::static_node::ReadyLine;
 use std::io::{BufRead, BufReader};

@@ -3,6 +3,8 @@
 //! jq fields), `coordinator nodes list`, and a wrong key failing in one
 //! line; `up --forward/--expose` and `ping` the same way.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 mod common;
 
 use common::{coordinator_with_key, path, run, spawn_until, text};

@@ -15,6 +15,8 @@
 //! Schedules come from a fixed-seed generator, so a failure names its seed
 //! and replays exactly.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 #[path = "sim/net.rs"]
 mod net;
 

@@ -3,6 +3,8 @@
 //! input, in simulated time. Each test runs in well under a second, with
 //! no sockets and no sleeps.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 #[path = "sim/net.rs"]
 mod net;
 

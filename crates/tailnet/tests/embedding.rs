@@ -2,6 +2,8 @@
 //! by name (FQDN, short name, IPv4, IPv6) with errors that name the step
 //! that failed, and `whois` on accepted connections.
 
+#![allow(clippy::unwrap_used)] // a test file: its helpers unwrap too
+
 use coordinator::admin::{authkey_create, AuthKeyCreateArgs};
 use coordinator::server::{Server, ServerHandle};
 use coordinator::Store;

@@ -1,5 +1,7 @@
 //! Helpers shared by the test binaries.
 
+#![allow(clippy::unwrap_used)] // test support: its helpers unwrap too
+
 use std::io::Write;
 
 /// `promtool check metrics` on `text`; skipped only when promtool is

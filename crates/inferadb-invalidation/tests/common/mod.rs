@@ -1,4 +1,6 @@
 //! Helpers shared by the integration tests.
+
+#![allow(clippy::unwrap_used)] // test support: its helpers unwrap too
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
