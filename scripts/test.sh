@@ -30,10 +30,19 @@ if cargo tree -p tailnet-engine -e normal --prefix none | grep -E '^(tokio|mio|s
   exit 1
 fi
 
+# No import circles between a crate's modules, no file over 800 lines of
+# code, in the node's two crates (docs/ARCHITECTURE.md).
+step "module layout of tailnet and tailnet-engine"
+scripts/check-layout.py
+
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The tailnet crate's optional axum integration and the example needing it.
 cargo clippy -p tailnet --features axum --all-targets --quiet -- -D warnings
+
+# The embedding API's docs (and their links) stay whole.
+step "cargo doc -p tailnet (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p tailnet --no-deps --features axum --quiet
 
 # Data-moving tests use the dev profile with the hot crates optimised
 # (see [profile.dev.package.*] in Cargo.toml).

@@ -1,10 +1,20 @@
 //! The builder of a node that joins a tailnet through control: the
 //! settings `Node::builder()` collects; `up` (in `control.rs`) joins.
 
+use crate::node::Node;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use tailnet_netstack::NetstackConfig;
+
+impl Node {
+    /// A node that joins a tailnet through a control server:
+    /// `Node::builder().control_url(..).auth_key(..).hostname(..)
+    /// .state_dir(..).up().await`.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+}
 
 /// Builds a node that joins a tailnet: `Node::builder().control_url(..)
 /// .auth_key(..).hostname(..).state_dir(..).up().await`.

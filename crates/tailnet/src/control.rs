@@ -12,7 +12,8 @@ use crate::node::{Node, NodeError, WeakNode};
 use crate::relay::Relay;
 use crate::state::{NodeKeys, StateDir, StateError};
 use crate::status::BackendState;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+pub use crate::udp::local_endpoints;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tailnet_control::{fetch_server_key, ControlConn, ControlError, ControlUrl, MapStream};
@@ -256,7 +257,7 @@ impl NodeBuilder {
                 addr: self.dns_listen.unwrap_or(self.listen),
                 source,
             })?;
-            node.attach_dns(server);
+            node.attach_dns(Arc::new(server));
             for t in tasks {
                 node.attach_task(t);
             }
@@ -480,52 +481,6 @@ pub fn peers_of(netmap: &Netmap, me: &NodePublic) -> Vec<PeerConfig> {
             }
         })
         .collect()
-}
-
-/// The UDP endpoints to report for a socket bound to `bound`: that address
-/// if it is specific, else every up interface's address with the port
-/// (loopback only when there is nothing else).
-pub fn local_endpoints(bound: SocketAddr) -> Vec<SocketAddr> {
-    if !bound.ip().is_unspecified() {
-        return vec![bound];
-    }
-    let want_v6 = bound.is_ipv6();
-    let mut out = Vec::new();
-    let mut loopback = Vec::new();
-    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
-        for ifa in addrs {
-            let Some(addr) = ifa.address else { continue };
-            let ip: IpAddr = if let Some(v4) = addr.as_sockaddr_in() {
-                IpAddr::V4(v4.ip())
-            } else if let Some(v6) = addr.as_sockaddr_in6() {
-                if !want_v6 {
-                    continue;
-                }
-                let ip = v6.ip();
-                // Link-local addresses need a scope; skip them.
-                if ip.segments()[0] & 0xffc0 == 0xfe80 {
-                    continue;
-                }
-                IpAddr::V6(ip)
-            } else {
-                continue;
-            };
-            let ep = SocketAddr::new(ip, bound.port());
-            if ip.is_loopback() {
-                loopback.push(ep);
-            } else if !out.contains(&ep) {
-                out.push(ep);
-            }
-        }
-    }
-    if out.is_empty() {
-        loopback.truncate(1);
-        if loopback.is_empty() {
-            loopback.push(SocketAddr::from((Ipv4Addr::LOCALHOST, bound.port())));
-        }
-        return loopback;
-    }
-    out
 }
 
 /// Our UDP endpoints as control and peers learn them: the socket's

@@ -588,12 +588,12 @@ impl Node {
 
     /// The responder's counters (`None` when MagicDNS is not running).
     pub fn dns_stats(&self) -> Option<DnsStats> {
-        self.dns_server(|s| s.stats())
+        self.dns_server::<DnsServer>().map(|s| s.stats())
     }
 
     /// The OS address MagicDNS listens on (`NodeBuilder::dns_listen`),
     /// with the real port.
     pub fn dns_listen_addr(&self) -> Option<SocketAddr> {
-        self.dns_server(|s| s.listen).flatten()
+        self.dns_server::<DnsServer>().and_then(|s| s.listen)
     }
 }

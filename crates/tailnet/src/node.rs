@@ -86,8 +86,10 @@ struct Inner {
     control: Mutex<Option<ControlState>>,
     /// Helper tasks (the control runner) stopped with the node.
     helpers: Mutex<Vec<JoinHandle<()>>>,
-    /// MagicDNS, for a node that joined through control.
-    dns: Mutex<Option<crate::dns::DnsServer>>,
+    /// MagicDNS, for a node that joined through control: `dns::DnsServer`,
+    /// kept as `Any` because `dns` is built on `Node`, not the reverse
+    /// (no import circle between the two modules).
+    dns: Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
     /// Each peer's allowed IPs as last given to the data plane, so
     /// [`Node::dial`] can tell "no route" at once and
     /// [`Node::whois`] can name a statically configured peer.
@@ -166,13 +168,6 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// A node that joins a tailnet through a control server:
-    /// `Node::builder().control_url(..).auth_key(..).hostname(..)
-    /// .state_dir(..).up().await`.
-    pub fn builder() -> crate::control::NodeBuilder {
-        crate::control::NodeBuilder::default()
-    }
-
     pub(crate) fn relay_counters(&self) -> Arc<crate::stats::RelayCounters> {
         self.inner.relay.clone()
     }
@@ -189,12 +184,13 @@ impl Node {
         self.inner.helpers.lock().push(task);
     }
 
-    pub(crate) fn attach_dns(&self, server: crate::dns::DnsServer) {
+    pub(crate) fn attach_dns(&self, server: Arc<dyn std::any::Any + Send + Sync>) {
         *self.inner.dns.lock() = Some(server);
     }
 
-    pub(crate) fn dns_server<T>(&self, f: impl FnOnce(&crate::dns::DnsServer) -> T) -> Option<T> {
-        self.inner.dns.lock().as_ref().map(f)
+    /// The attached DNS server, if it is a `T`.
+    pub(crate) fn dns_server<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner.dns.lock().clone()?.downcast::<T>().ok()
     }
 
     /// The current netmap and its changes, for a node that joined through
@@ -238,12 +234,6 @@ impl Node {
         }
     }
 
-    /// A snapshot like `tailscale status --json`: the node, its peers from
-    /// the netmap (or the static peer table), paths and counters.
-    pub fn status(&self) -> crate::status::Status {
-        crate::node_status::build(self)
-    }
-
     /// Binds the UDP socket, builds the netstack and starts the data plane
     /// on the current tokio runtime. A node started this way has no packet
     /// filter (every inbound packet from a peer is accepted) until
@@ -283,7 +273,7 @@ impl Node {
             EngineConfig {
                 private_key: config.private_key.clone(),
                 disco_key,
-                endpoints: crate::control::local_endpoints(listen_addr),
+                endpoints: crate::udp::local_endpoints(listen_addr),
                 seed,
                 always_use_derp: config.always_use_derp
                     || crate::config::always_use_derp_from_env(),

@@ -14,6 +14,14 @@ fn suffix_of(fqdn: &str) -> String {
         .unwrap_or_default()
 }
 
+impl Node {
+    /// A snapshot like `tailscale status --json`: the node, its peers from
+    /// the netmap (or the static peer table), paths and counters.
+    pub fn status(&self) -> Status {
+        build(self)
+    }
+}
+
 pub(crate) fn build(node: &Node) -> Status {
     let now = SystemTime::now();
     let stats = node.stats();

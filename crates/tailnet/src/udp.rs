@@ -7,7 +7,7 @@
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tailnet_engine::Outgoing;
 use tokio::io::Interest;
 
@@ -170,4 +170,50 @@ impl Udp {
             }
         }
     }
+}
+
+/// The UDP endpoints to report for a socket bound to `bound`: that address
+/// if it is specific, else every up interface's address with the port
+/// (loopback only when there is nothing else).
+pub fn local_endpoints(bound: SocketAddr) -> Vec<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let want_v6 = bound.is_ipv6();
+    let mut out = Vec::new();
+    let mut loopback = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for ifa in addrs {
+            let Some(addr) = ifa.address else { continue };
+            let ip: IpAddr = if let Some(v4) = addr.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                if !want_v6 {
+                    continue;
+                }
+                let ip = v6.ip();
+                // Link-local addresses need a scope; skip them.
+                if ip.segments()[0] & 0xffc0 == 0xfe80 {
+                    continue;
+                }
+                IpAddr::V6(ip)
+            } else {
+                continue;
+            };
+            let ep = SocketAddr::new(ip, bound.port());
+            if ip.is_loopback() {
+                loopback.push(ep);
+            } else if !out.contains(&ep) {
+                out.push(ep);
+            }
+        }
+    }
+    if out.is_empty() {
+        loopback.truncate(1);
+        if loopback.is_empty() {
+            loopback.push(SocketAddr::from((Ipv4Addr::LOCALHOST, bound.port())));
+        }
+        return loopback;
+    }
+    out
 }
