@@ -17,9 +17,10 @@ MAX_CODE_LINES = 800
 
 
 def non_test(text: str) -> str:
-    """The file without its `#[cfg(test)]` module (always last here)."""
-    i = text.find("#[cfg(test)]")
-    return text if i < 0 else text[:i]
+    """The file without its `#[cfg(test)] mod … {` (always last here);
+    a `#[cfg(test)]` on a single item leaves the rest counted."""
+    m = re.search(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", text)
+    return text if m is None else text[: m.start()]
 
 
 def code_lines(text: str) -> int:

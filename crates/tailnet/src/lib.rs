@@ -60,6 +60,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backoff;
 mod builder;
 mod config;
 pub mod control;

@@ -379,7 +379,7 @@ impl Runner {
                     );
                 }
             }
-            let delay = crate::control::backoff(failures.saturating_sub(1));
+            let delay = crate::backoff::backoff(failures.saturating_sub(1));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.changed() => return,
